@@ -1,0 +1,251 @@
+"""Writes of connections. Every change (API, admin, commands) goes through these functions.
+
+Masking rules (the bug that made other tools lose keys): a credential value that looks like a
+mask or equals the stored hint is refused, never stored; leaving a credential out keeps it; a
+new endpoint host needs the secrets sent again, so a stored key never follows a changed URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from llmconn.errors import Conflict, ValidationFailed
+from providers.base import find_provider, host_of
+
+from .models import Connection
+from .secrets import looks_masked, make_hint
+from .selectors import connection_dependents
+
+_UNSET: Any = object()
+EDITABLE_FIELDS = ("name", "provider", "auth_method", "base_url", "default_model", "config",
+                   "is_active")
+
+
+def _check_credentials_input(credentials: dict, hints: dict) -> None:
+    """Refuse non-string, empty and masked-looking values before anything is stored."""
+    if not isinstance(credentials, dict):
+        raise ValidationFailed(
+            "credentials must be an object of secret fields, e.g. {\"api_key\": \"...\"}.",
+            fields={"credentials": ["Must be an object."]},
+        )
+    for name, value in credentials.items():
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ValidationFailed(
+                f"Credential {name!r} must be a string.",
+                fields={"credentials": {name: ["Must be a string."]}},
+            )
+        if value.strip() == "":
+            raise ValidationFailed(
+                f"Credential {name!r} is empty: leave it out to keep the stored value, or send "
+                "null to remove it.",
+                fields={"credentials": {name: ["Empty value."]}},
+            )
+        if looks_masked(value, hints.get(name, "")):
+            raise ValidationFailed(
+                f"Credential {name!r} looks like a masked placeholder, not a secret. Send the "
+                "real value to replace it, or leave the field out to keep the stored one.",
+                code="masked_secret",
+                fields={"credentials": {name: ["Looks masked; nothing was stored."]}},
+            )
+
+
+def _save(connection: Connection, *, with_secrets: bool) -> None:
+    if with_secrets:
+        connection.save()
+    else:
+        fields = [f.attname for f in Connection._meta.concrete_fields
+                  if f.attname not in ("id", "secrets", "secrets_key_id", "created_at")]
+        connection.save(update_fields=fields)
+
+
+def _apply_defaults(provider: str, auth_method: str | None) -> str:
+    spec = find_provider(provider)
+    if spec is None:
+        raise ValidationFailed(
+            f"Unknown provider {provider!r}: see /api/v1/providers/ for the catalog.",
+            fields={"provider": ["Unknown provider."]},
+        )
+    if auth_method:
+        return auth_method
+    if len(spec.auth_methods) == 1:
+        return spec.auth_methods[0].name
+    names = ", ".join(m.name for m in spec.auth_methods)
+    raise ValidationFailed(
+        f"{spec.label} supports several auth methods: choose auth_method ({names}).",
+        fields={"auth_method": [f"Required; one of: {names}."]},
+    )
+
+
+@transaction.atomic
+def connection_create(
+    *,
+    name: str,
+    provider: str,
+    auth_method: str | None = None,
+    base_url: str | None = None,
+    default_model: str = "",
+    config: dict | None = None,
+    credentials: dict | None = None,
+    is_active: bool = True,
+    is_default: bool = False,
+    actor=None,
+) -> Connection:
+    """Create a connection after validating it against the catalog and the masking rules."""
+    auth_method = _apply_defaults(provider, auth_method)
+    credentials = credentials or {}
+    _check_credentials_input(credentials, {})
+    secrets = {k: v for k, v in credentials.items() if v is not None}
+    connection = Connection(
+        name=name,
+        provider=provider,
+        auth_method=auth_method,
+        base_url=base_url or None,
+        default_model=default_model or "",
+        config=config if config is not None else {},
+        secrets=secrets,
+        secret_hints={k: make_hint(v) for k, v in secrets.items()},
+        is_active=is_active,
+        created_by=actor,
+        updated_by=actor,
+    )
+    connection.full_clean()
+    connection.save()
+    if is_default:
+        connection_set_default(connection=connection, actor=actor)
+    return connection
+
+
+@transaction.atomic
+def connection_update(
+    *,
+    connection: Connection,
+    actor=None,
+    credentials: dict | None = None,
+    **changes: Any,
+) -> Connection:
+    """Change a connection. Credentials left out are kept; one sent as null is removed.
+
+    Refused (ValidationFailed, nothing stored): masked-looking values; a changed endpoint host
+    or provider without every stored secret sent again; settings the catalog does not accept.
+    """
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"Cannot change {', '.join(sorted(unknown))}.")
+    current = Connection.objects.select_for_update().get(pk=connection.pk)
+    readable = current.credentials_readable
+    credentials = credentials or {}
+    _check_credentials_input(credentials, current.secret_hints or {})
+
+    old_provider, old_host = current.provider, host_of(current.effective_base_url)
+    if "provider" in changes and changes["provider"] != old_provider and "auth_method" not in changes:
+        changes["auth_method"] = None
+    for field, value in changes.items():
+        if field == "base_url":
+            value = value or None
+        if field == "auth_method":
+            value = _apply_defaults(changes.get("provider", current.provider), value)
+        if field == "default_model":
+            value = value or ""
+        setattr(current, field, value)
+    if find_provider(current.provider) is None:
+        _apply_defaults(current.provider, None)  # raises the "unknown provider" error
+
+    allowed = set(current.spec.secret_field_names(current.auth_method))
+    secrets_changed = bool(credentials)
+    if readable:
+        secrets = {k: v for k, v in (current.secrets or {}).items() if k in allowed}
+        secrets_changed = secrets_changed or secrets != (current.secrets or {})
+    else:
+        secrets = {}
+    hints = {k: v for k, v in (current.secret_hints or {}).items() if k in secrets}
+    for name, value in credentials.items():
+        if value is None:
+            secrets.pop(name, None)
+            hints.pop(name, None)
+        else:
+            secrets[name] = value
+            hints[name] = make_hint(value)
+
+    if not readable and secrets_changed:
+        required = {f.name for f in current.spec.all_fields(current.auth_method)
+                    if f.secret and f.required}
+        if required - set(credentials):
+            raise ValidationFailed(
+                "The stored credentials cannot be decrypted (they were encrypted with a key "
+                "that is no longer configured): send every credential again.",
+                code="credentials_unreadable",
+                fields={"credentials": [f"Required: {', '.join(sorted(required))}."]},
+            )
+
+    new_host = host_of(current.effective_base_url)
+    endpoint_moved = current.provider != old_provider or new_host != old_host
+    if endpoint_moved and readable:
+        kept = [n for n in secrets if n not in credentials]
+        if kept:
+            raise ValidationFailed(
+                "The endpoint changed (provider or base URL host), so the stored secrets will "
+                f"not be sent there: send {', '.join(sorted(kept))} again in credentials.",
+                code="credentials_required",
+                fields={"credentials": [f"Send again: {', '.join(sorted(kept))}."]},
+            )
+
+    current.secret_hints = hints
+    write_secrets = secrets_changed or (readable and endpoint_moved)
+    if write_secrets:
+        current.secrets = secrets
+    if current.is_default and current.provider != old_provider:
+        current.is_default = False  # the default belongs to the old provider's set
+    current.updated_by = actor
+    current.revision += 1
+    current.full_clean()
+    _save(current, with_secrets=write_secrets)
+    return current
+
+
+@transaction.atomic
+def connection_delete(*, connection: Connection, actor=None) -> None:
+    """Delete a connection that no workspace uses; 409 (Conflict) listing the bindings if any."""
+    current = Connection.objects.select_for_update().get(pk=connection.pk)
+    dependents = connection_dependents(connection=current)
+    if dependents:
+        raise Conflict(
+            f"Connection {current.name!r} is used by {len(dependents)} workspace binding(s): "
+            "move or remove them first (see move-bindings).",
+            code="connection_in_use",
+            extra={"bindings": dependents},
+        )
+    current.delete()
+
+
+@transaction.atomic
+def connection_set_default(*, connection: Connection, actor=None) -> Connection:
+    """Make a connection the default for its provider; the previous default stops being one."""
+    # Lock every connection of the provider so concurrent calls serialize; the partial unique
+    # index is the backstop.
+    list(Connection.objects.select_for_update().filter(provider=connection.provider)
+         .values_list("pk", flat=True))
+    current = Connection.objects.get(pk=connection.pk)
+    if not current.is_active:
+        raise ValidationFailed(
+            "An inactive connection cannot be the default: activate it first.",
+            fields={"is_active": ["Must be active to be the default."]},
+        )
+    if current.is_default:
+        return current
+    Connection.objects.filter(provider=current.provider, is_default=True).exclude(
+        pk=current.pk).update(is_default=False)
+    try:
+        with transaction.atomic():
+            Connection.objects.filter(pk=current.pk).update(
+                is_default=True, revision=current.revision + 1, updated_by=actor)
+    except IntegrityError as exc:
+        raise Conflict(
+            "Another connection became the default at the same moment; try again.",
+            code="default_conflict",
+        ) from exc
+    current.refresh_from_db()
+    return current

@@ -1,0 +1,254 @@
+"""The provider catalog's building blocks: fields, auth methods, providers, presets, registry.
+
+A provider type is a `Provider` subclass registered by name with `@register`. It declares what
+the API, the admin forms and validation need to know: its label, litellm prefix, auth methods
+and their fields (which are secret), provider-level fields (Azure's api_version, Vertex's
+project), default base URL and capabilities. Presets are named starting points (Ollama on
+localhost, OpenRouter...) registered with `register_preset`. Nothing else lists providers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+CHAT = "chat"
+EMBEDDINGS = "embeddings"
+
+# Wire formats: how a provider's HTTP API looks, for code that can speak it directly.
+WIRE_OPENAI = "openai"
+WIRE_ANTHROPIC = "anthropic"
+WIRE_OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting of a provider or auth method. Secret fields go to `credentials`, the rest to
+    `config`."""
+
+    name: str
+    label: str
+    required: bool = False
+    secret: bool = False
+    default: str | None = None
+    help_text: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "required": self.required,
+            "secret": self.secret,
+            "default": self.default,
+            "help_text": self.help_text,
+        }
+
+
+@dataclass(frozen=True)
+class AuthMethod:
+    """A way to authenticate to a provider, with the fields it needs."""
+
+    name: str
+    label: str
+    fields: tuple[Field, ...] = ()
+
+    @property
+    def secret_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.secret)
+
+    @property
+    def config_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if not f.secret)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "label": self.label, "fields": [f.as_dict() for f in self.fields]}
+
+
+# The auth methods most providers share. Provider-specific ones are declared beside the provider.
+API_KEY = AuthMethod(
+    "api_key", "API key", (Field("api_key", "API key", required=True, secret=True),)
+)
+NO_AUTH = AuthMethod("none", "No authentication (local server)")
+CUSTOM_HEADER = AuthMethod(
+    "custom_header",
+    "Custom header",
+    (
+        Field("header_name", "Header name", required=True, default="Authorization",
+              help_text="Sent with every request, e.g. Authorization or X-Api-Key."),
+        Field("header_value", "Header value", required=True, secret=True,
+              help_text="The full value, e.g. 'Bearer abc...'."),
+    ),
+)
+OAUTH_CLIENT_CREDENTIALS = AuthMethod(
+    "oauth_client_credentials",
+    "OAuth 2.0 client credentials",
+    (
+        Field("token_url", "Token URL", required=True,
+              help_text="The OAuth token endpoint (RFC 6749 section 4.4)."),
+        Field("client_id", "Client ID", required=True),
+        Field("client_secret", "Client secret", required=True, secret=True),
+        Field("scope", "Scope", help_text="Space-separated scopes, if the server needs them."),
+        Field("audience", "Audience", help_text="Audience parameter, if the server needs it."),
+    ),
+)
+
+
+class Provider:
+    """A provider type. Subclass, set the class attributes, and decorate with `@register`.
+
+    - `name`: stable identifier stored on connections (never rename one).
+    - `litellm_prefix`: the prefix of litellm model strings (`openai/gpt-4o-mini`).
+    - `auth_methods`: the ways to authenticate; the first is the default.
+    - `fields`: provider-level settings independent of the auth method (not secret unless
+      marked), e.g. Azure's `api_version`.
+    - `default_base_url`: None when the provider has no fixed endpoint; `base_url_required`
+      when a connection must name one (Azure's resource endpoint, a self-hosted server).
+    - `wire`: the HTTP format the provider speaks, for direct forwarding of OpenAI-style calls.
+    - `models`: a static list used when the provider offers no live model listing.
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    litellm_prefix: ClassVar[str]
+    auth_methods: ClassVar[tuple[AuthMethod, ...]] = (API_KEY,)
+    fields: ClassVar[tuple[Field, ...]] = ()
+    default_base_url: ClassVar[str | None] = None
+    base_url_required: ClassVar[bool] = False
+    capabilities: ClassVar[frozenset[str]] = frozenset({CHAT})
+    wire: ClassVar[str] = WIRE_OTHER
+    models: ClassVar[tuple[str, ...]] = ()
+    docs_url: ClassVar[str] = ""
+
+    @classmethod
+    def auth_method(cls, name: str) -> AuthMethod | None:
+        return next((m for m in cls.auth_methods if m.name == name), None)
+
+    @classmethod
+    def default_auth_method(cls) -> AuthMethod:
+        return cls.auth_methods[0]
+
+    @classmethod
+    def all_fields(cls, auth_method: str) -> tuple[Field, ...]:
+        method = cls.auth_method(auth_method)
+        return cls.fields + (method.fields if method else ())
+
+    @classmethod
+    def secret_field_names(cls, auth_method: str) -> tuple[str, ...]:
+        return tuple(f.name for f in cls.all_fields(auth_method) if f.secret)
+
+    @classmethod
+    def model_string(cls, model: str) -> str:
+        """The litellm model string for one of this provider's models."""
+        return f"{cls.litellm_prefix}/{model}"
+
+    @classmethod
+    def effective_base_url(cls, base_url: str | None) -> str | None:
+        return base_url or cls.default_base_url
+
+    @classmethod
+    def as_dict(cls) -> dict:
+        return {
+            "name": cls.name,
+            "label": cls.label,
+            "litellm_prefix": cls.litellm_prefix,
+            "auth_methods": [m.as_dict() for m in cls.auth_methods],
+            "fields": [f.as_dict() for f in cls.fields],
+            "default_base_url": cls.default_base_url,
+            "base_url_required": cls.base_url_required,
+            "capabilities": sorted(cls.capabilities),
+            "wire": cls.wire,
+            "models": list(cls.models),
+            "docs_url": cls.docs_url,
+        }
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named starting point for a connection: a provider with its usual settings filled in."""
+
+    name: str
+    label: str
+    provider: str
+    description: str = ""
+    auth_method: str | None = None
+    base_url: str | None = None
+    default_model: str = ""
+    config: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        provider = get_provider(self.provider)
+        return {
+            "name": self.name,
+            "label": self.label,
+            "description": self.description,
+            "provider": self.provider,
+            "auth_method": self.auth_method or provider.default_auth_method().name,
+            "base_url": self.base_url or provider.default_base_url,
+            "default_model": self.default_model,
+            "config": dict(self.config),
+        }
+
+
+_PROVIDERS: dict[str, type[Provider]] = {}
+_PRESETS: dict[str, Preset] = {}
+
+
+def register(cls: type[Provider]) -> type[Provider]:
+    """Class decorator: add a provider type to the catalog under `cls.name`."""
+    if cls.name in _PROVIDERS:
+        raise ValueError(f"provider {cls.name!r} is registered twice")
+    if not cls.auth_methods:
+        raise ValueError(f"provider {cls.name!r} declares no auth method")
+    _PROVIDERS[cls.name] = cls
+    return cls
+
+
+def register_preset(preset: Preset) -> Preset:
+    """Add a preset to the catalog; its provider must already be registered."""
+    if preset.name in _PRESETS:
+        raise ValueError(f"preset {preset.name!r} is registered twice")
+    provider = get_provider(preset.provider)
+    if preset.auth_method and not provider.auth_method(preset.auth_method):
+        raise ValueError(f"preset {preset.name!r} names unknown auth method {preset.auth_method!r}")
+    _PRESETS[preset.name] = preset
+    return preset
+
+
+def get_provider(name: str) -> type[Provider]:
+    """The provider type registered as `name`; KeyError if there is none."""
+    _load()
+    return _PROVIDERS[name]
+
+
+def find_provider(name: str) -> type[Provider] | None:
+    _load()
+    return _PROVIDERS.get(name)
+
+
+def all_providers() -> list[type[Provider]]:
+    _load()
+    return sorted(_PROVIDERS.values(), key=lambda p: p.label.lower())
+
+
+def get_preset(name: str) -> Preset:
+    _load()
+    return _PRESETS[name]
+
+
+def all_presets() -> list[Preset]:
+    _load()
+    return list(_PRESETS.values())
+
+
+def _load() -> None:
+    # The built-in catalog registers itself on import; importing here keeps callers simple.
+    from . import catalog  # noqa: F401
+
+
+def host_of(url: str | None) -> str:
+    """Host (and port) of a URL, lower-cased, for "did the endpoint change?" checks."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    return (parts.netloc.rsplit("@", 1)[-1]).lower()

@@ -1,0 +1,293 @@
+"""The built-in provider types and presets. Add a provider by adding a class here.
+
+Self-hosted servers that speak OpenAI's API (Ollama's /v1, LM Studio, vLLM) are reached through
+that API: one wire format that every one of them documents, and the one the gateway forwards
+directly. litellm prefixes follow https://docs.litellm.ai/docs/providers.
+"""
+
+from .base import (
+    API_KEY,
+    CHAT,
+    CUSTOM_HEADER,
+    EMBEDDINGS,
+    NO_AUTH,
+    OAUTH_CLIENT_CREDENTIALS,
+    WIRE_ANTHROPIC,
+    WIRE_OPENAI,
+    AuthMethod,
+    Field,
+    Preset,
+    Provider,
+    register,
+    register_preset,
+)
+
+CHAT_AND_EMBEDDINGS = frozenset({CHAT, EMBEDDINGS})
+
+
+@register
+class OpenAI(Provider):
+    name = "openai"
+    label = "OpenAI"
+    litellm_prefix = "openai"
+    default_base_url = "https://api.openai.com/v1"
+    fields = (Field("organization", "Organization ID", help_text="Optional OpenAI-Organization."),)
+    capabilities = CHAT_AND_EMBEDDINGS
+    wire = WIRE_OPENAI
+    models = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o4-mini",
+              "text-embedding-3-small", "text-embedding-3-large")
+    docs_url = "https://platform.openai.com/docs/api-reference"
+
+
+@register
+class AzureOpenAI(Provider):
+    name = "azure_openai"
+    label = "Azure OpenAI"
+    litellm_prefix = "azure"
+    base_url_required = True
+    auth_methods = (
+        API_KEY,
+        AuthMethod(
+            "azure_ad_client_credentials",
+            "Microsoft Entra ID (service principal)",
+            (
+                Field("tenant_id", "Tenant ID", required=True),
+                Field("client_id", "Client ID", required=True),
+                Field("client_secret", "Client secret", required=True, secret=True),
+            ),
+        ),
+    )
+    fields = (
+        Field("api_version", "API version", required=True, default="2024-10-21",
+              help_text="The Azure OpenAI REST API version."),
+    )
+    capabilities = CHAT_AND_EMBEDDINGS
+    docs_url = "https://learn.microsoft.com/azure/ai-services/openai/reference"
+
+    @classmethod
+    def model_string(cls, model: str) -> str:
+        # Azure addresses deployments, not models: the "model" is the deployment name.
+        return f"azure/{model}"
+
+
+@register
+class Anthropic(Provider):
+    name = "anthropic"
+    label = "Anthropic"
+    litellm_prefix = "anthropic"
+    default_base_url = "https://api.anthropic.com"
+    wire = WIRE_ANTHROPIC
+    models = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
+    docs_url = "https://docs.anthropic.com/en/api"
+
+
+@register
+class Gemini(Provider):
+    name = "gemini"
+    label = "Google Gemini (AI Studio)"
+    litellm_prefix = "gemini"
+    default_base_url = "https://generativelanguage.googleapis.com"
+    capabilities = CHAT_AND_EMBEDDINGS
+    models = ("gemini-2.5-pro", "gemini-2.5-flash", "text-embedding-004")
+
+
+@register
+class VertexAI(Provider):
+    name = "vertex_ai"
+    label = "Google Vertex AI"
+    litellm_prefix = "vertex_ai"
+    auth_methods = (
+        AuthMethod(
+            "service_account",
+            "Service account key (JSON)",
+            (Field("service_account_json", "Service account JSON", required=True, secret=True),),
+        ),
+    )
+    fields = (
+        Field("project_id", "GCP project ID", required=True),
+        Field("location", "Location", required=True, default="us-central1"),
+    )
+    capabilities = CHAT_AND_EMBEDDINGS
+    models = ("gemini-2.5-pro", "gemini-2.5-flash", "text-embedding-005")
+
+
+@register
+class Bedrock(Provider):
+    name = "bedrock"
+    label = "AWS Bedrock"
+    litellm_prefix = "bedrock"
+    auth_methods = (
+        AuthMethod(
+            "aws_access_key",
+            "AWS access key",
+            (
+                Field("aws_access_key_id", "Access key ID", required=True),
+                Field("aws_secret_access_key", "Secret access key", required=True, secret=True),
+                Field("aws_session_token", "Session token", secret=True,
+                      help_text="Only for temporary credentials."),
+            ),
+        ),
+        AuthMethod(
+            "api_key", "Bedrock API key",
+            (Field("api_key", "API key", required=True, secret=True),),
+        ),
+    )
+    fields = (Field("aws_region_name", "AWS region", required=True, default="us-east-1"),)
+    capabilities = CHAT_AND_EMBEDDINGS
+    models = ("anthropic.claude-3-5-sonnet-20240620-v1:0", "amazon.titan-embed-text-v2:0")
+
+
+@register
+class Mistral(Provider):
+    name = "mistral"
+    label = "Mistral AI"
+    litellm_prefix = "mistral"
+    default_base_url = "https://api.mistral.ai/v1"
+    capabilities = CHAT_AND_EMBEDDINGS
+    wire = WIRE_OPENAI
+    models = ("mistral-large-latest", "mistral-small-latest", "mistral-embed")
+
+
+@register
+class Groq(Provider):
+    name = "groq"
+    label = "Groq"
+    litellm_prefix = "groq"
+    default_base_url = "https://api.groq.com/openai/v1"
+    wire = WIRE_OPENAI
+    models = ("llama-3.3-70b-versatile", "llama-3.1-8b-instant")
+
+
+@register
+class TogetherAI(Provider):
+    name = "together_ai"
+    label = "Together AI"
+    litellm_prefix = "together_ai"
+    default_base_url = "https://api.together.xyz/v1"
+    capabilities = CHAT_AND_EMBEDDINGS
+    wire = WIRE_OPENAI
+    models = ("meta-llama/Llama-3.3-70B-Instruct-Turbo",)
+
+
+@register
+class DeepSeek(Provider):
+    name = "deepseek"
+    label = "DeepSeek"
+    litellm_prefix = "deepseek"
+    default_base_url = "https://api.deepseek.com"
+    wire = WIRE_OPENAI
+    models = ("deepseek-chat", "deepseek-reasoner")
+
+
+@register
+class OpenRouter(Provider):
+    name = "openrouter"
+    label = "OpenRouter"
+    litellm_prefix = "openrouter"
+    default_base_url = "https://openrouter.ai/api/v1"
+    wire = WIRE_OPENAI
+    models = ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5")
+
+
+@register
+class Ollama(Provider):
+    name = "ollama"
+    label = "Ollama"
+    # Ollama's OpenAI-compatible API (https://github.com/ollama/ollama/blob/main/docs/openai.md).
+    litellm_prefix = "openai"
+    default_base_url = "http://localhost:11434/v1"
+    auth_methods = (NO_AUTH, API_KEY, CUSTOM_HEADER)
+    capabilities = CHAT_AND_EMBEDDINGS
+    wire = WIRE_OPENAI
+
+
+@register
+class LMStudio(Provider):
+    name = "lmstudio"
+    label = "LM Studio"
+    litellm_prefix = "lm_studio"
+    default_base_url = "http://localhost:1234/v1"
+    auth_methods = (NO_AUTH, API_KEY)
+    capabilities = CHAT_AND_EMBEDDINGS
+    wire = WIRE_OPENAI
+
+
+@register
+class VLLM(Provider):
+    name = "vllm"
+    label = "vLLM"
+    litellm_prefix = "hosted_vllm"
+    default_base_url = "http://localhost:8000/v1"
+    auth_methods = (NO_AUTH, API_KEY, CUSTOM_HEADER)
+    capabilities = CHAT_AND_EMBEDDINGS
+    wire = WIRE_OPENAI
+
+
+@register
+class LiteLLMProxy(Provider):
+    name = "litellm_proxy"
+    label = "LiteLLM proxy"
+    litellm_prefix = "litellm_proxy"
+    base_url_required = True
+    auth_methods = (
+        # The proxy reads its virtual keys from the x-litellm-api-key header as well as from
+        # Authorization; the header keeps a gateway in front of it free to use Authorization.
+        AuthMethod(
+            "api_key",
+            "LiteLLM virtual key (x-litellm-api-key)",
+            (Field("api_key", "Virtual key", required=True, secret=True),),
+        ),
+        NO_AUTH,
+        CUSTOM_HEADER,
+        OAUTH_CLIENT_CREDENTIALS,
+    )
+    capabilities = CHAT_AND_EMBEDDINGS
+    wire = WIRE_OPENAI
+    docs_url = "https://docs.litellm.ai/docs/proxy/virtual_keys"
+
+    api_key_header = "x-litellm-api-key"
+
+
+@register
+class OpenAICompatible(Provider):
+    name = "openai_compatible"
+    label = "OpenAI-compatible server"
+    litellm_prefix = "openai"
+    base_url_required = True
+    auth_methods = (API_KEY, NO_AUTH, CUSTOM_HEADER, OAUTH_CLIENT_CREDENTIALS)
+    capabilities = CHAT_AND_EMBEDDINGS
+    wire = WIRE_OPENAI
+
+
+register_preset(Preset(
+    "ollama", "Ollama (this machine)", "ollama",
+    description="A local Ollama server on its default port, no key.",
+    auth_method="none", default_model="llama3.2",
+))
+register_preset(Preset(
+    "lmstudio", "LM Studio (this machine)", "lmstudio",
+    description="LM Studio's local server on its default port, no key.",
+    auth_method="none",
+))
+register_preset(Preset(
+    "vllm", "vLLM server", "vllm",
+    description="A vLLM OpenAI-compatible server; change the base URL to yours.",
+    auth_method="none",
+))
+register_preset(Preset(
+    "openrouter", "OpenRouter", "openrouter",
+    description="Hundreds of models behind one OpenRouter key.",
+    default_model="openai/gpt-4o-mini",
+))
+register_preset(Preset(
+    "openai", "OpenAI", "openai", description="OpenAI's API with an API key.",
+    default_model="gpt-4o-mini",
+))
+register_preset(Preset(
+    "anthropic", "Anthropic", "anthropic", description="Anthropic's API with an API key.",
+    default_model="claude-haiku-4-5",
+))
+register_preset(Preset(
+    "litellm_proxy", "LiteLLM proxy", "litellm_proxy",
+    description="A team's LiteLLM proxy with a virtual key; set its base URL.",
+))

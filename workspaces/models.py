@@ -1,0 +1,1 @@
+"""Workspaces: role bindings of connections."""
