@@ -114,3 +114,93 @@ class Connection(models.Model):
             config=self.config,
             secrets=secrets,
         )
+
+
+class TestStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class ErrorClass(models.TextChoices):
+    """Why a test or call failed, as the contract names it."""
+
+    AUTH = "auth", "Authentication failed"
+    RATE_LIMITED = "rate_limited", "Rate limited"
+    UNREACHABLE = "unreachable", "Unreachable"
+    TIMEOUT = "timeout", "Timed out"
+    MODEL_NOT_FOUND = "model_not_found", "Model not found"
+    BAD_REQUEST = "bad_request", "Bad request"
+    BLOCKED = "blocked", "Blocked by egress policy"
+    PROVIDER_ERROR = "provider_error", "Provider error"
+
+
+class JobKind(models.TextChoices):
+    TEST = "test", "Connection test"
+    DISCOVER = "discover", "Model discovery"
+
+
+class ConnectionTest(models.Model):
+    """One asynchronous check of a connection (a test call or a model discovery).
+
+    A test of an unsaved configuration has no `connection` (or names one whose stored secrets
+    fill the fields not sent); its settings are kept here, secrets encrypted, so the task
+    receives only this row's id. `secrets` is emptied when the test finishes.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=16, choices=JobKind.choices, default=JobKind.TEST)
+    connection = models.ForeignKey(
+        Connection, null=True, blank=True, on_delete=models.CASCADE, related_name="tests"
+    )
+    # The configuration under test (a copy for saved connections, the input for unsaved ones).
+    provider = models.CharField(max_length=50)
+    auth_method = models.CharField(max_length=50)
+    base_url = models.CharField(max_length=2048, null=True, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    secrets = EncryptedSecretsField(key_id_field="secrets_key_id", null=True)
+    secrets_key_id = models.CharField(max_length=16, blank=True, default="", editable=False)
+    model = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=16, choices=TestStatus.choices,
+                              default=TestStatus.PENDING, db_index=True)
+    error_class = models.CharField(max_length=32, choices=ErrorClass.choices, blank=True,
+                                   default="")
+    message = models.TextField(blank=True, default="")
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    models_found = models.PositiveIntegerField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["connection", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.id} ({self.status})"
+
+
+class DiscoveredModel(models.Model):
+    """A model that a connection offers, as its last discovery found it."""
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="discovered_models"
+    )
+    model_id = models.CharField(max_length=300)
+    discovered_at = models.DateTimeField()
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["model_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "model_id"],
+                                    name="connections_discovered_model_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.model_id

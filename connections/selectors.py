@@ -23,10 +23,8 @@ def connection_get(*, connection_id) -> Connection:
 def connection_dependents(*, connection: Connection) -> list[dict]:
     """The workspace bindings that use a connection: [{"workspace", "role", ...}].
 
-    The single place that knows where bindings live; empty until workspaces exist.
+    The single place connections ask where they are used.
     """
-    try:
-        from workspaces.selectors import bindings_using_connection
-    except ImportError:
-        return []
+    from workspaces.selectors import bindings_using_connection
+
     return bindings_using_connection(connection=connection)
