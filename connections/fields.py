@@ -60,7 +60,7 @@ class EncryptedSecretsField(EncryptedTextField):
             raise ValueError(
                 "Refusing to save secrets that could not be decrypted; enter them again."
             )
-        setattr(model_instance, self.key_id_field, keyring().primary_id)
+        setattr(model_instance, self.key_id_field, "" if value is None else keyring().primary_id)
         return value
 
     def get_prep_value(self, value):

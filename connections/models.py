@@ -42,6 +42,17 @@ class Connection(models.Model):
     secrets_key_id = models.CharField(max_length=16, blank=True, default="", db_index=True,
                                       editable=False)
     secret_hints = models.JSONField(default=dict, blank=True, editable=False)
+    # Staged provider-key rotation: a new secret waits in `pending_secrets` until its test
+    # passes; the replaced one stays in `previous_secrets` until it expires, for rollback.
+    pending_secrets = EncryptedSecretsField(key_id_field="pending_secrets_key_id", null=True,
+                                            default=None)
+    pending_secrets_key_id = models.CharField(max_length=16, blank=True, default="",
+                                              editable=False)
+    previous_secrets = EncryptedSecretsField(key_id_field="previous_secrets_key_id", null=True,
+                                             default=None)
+    previous_secrets_key_id = models.CharField(max_length=16, blank=True, default="",
+                                               editable=False)
+    previous_secrets_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     is_default = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     status = models.CharField(
@@ -159,7 +170,7 @@ class ConnectionTest(models.Model):
     auth_method = models.CharField(max_length=50)
     base_url = models.CharField(max_length=2048, null=True, blank=True)
     config = models.JSONField(default=dict, blank=True)
-    secrets = EncryptedSecretsField(key_id_field="secrets_key_id", null=True)
+    secrets = EncryptedSecretsField(key_id_field="secrets_key_id", null=True, default=None)
     secrets_key_id = models.CharField(max_length=16, blank=True, default="", editable=False)
     model = models.CharField(max_length=200, blank=True, default="")
     status = models.CharField(max_length=16, choices=TestStatus.choices,
