@@ -15,6 +15,7 @@ os.environ.setdefault("LLMCONN_VAR_DIR", os.path.join(os.path.dirname(__file__),
 
 from .settings import *  # noqa: E402,F403
 
+WHITENOISE_AUTOREFRESH = True  # no collectstatic in tests
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests only
 CELERY_TASK_ALWAYS_EAGER = True
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
