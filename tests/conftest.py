@@ -44,3 +44,40 @@ def user_client(plain_user) -> APIClient:
     client = APIClient()
     client.force_authenticate(plain_user)
     return client
+
+
+# --- The fake provider (tests/upstream.py; its docstring documents the API) -------------------
+UPSTREAM_KEY = "sk-upstream-test-key-0001"
+
+
+@pytest.fixture
+def upstream_factory():
+    """Start fake upstreams: `upstream_factory(name="b", api_keys={"k"})`; all stop after the test."""
+    from tests.upstream import Upstream
+
+    started = []
+
+    def make(**kwargs):
+        kwargs.setdefault("name", f"upstream{len(started) + 1}")
+        up = Upstream(**kwargs).start()
+        started.append(up)
+        return up
+
+    yield make
+    for up in started:
+        up.stop()
+
+
+@pytest.fixture
+def upstream(upstream_factory):
+    """One fake OpenAI/Anthropic/OAuth upstream on 127.0.0.1 accepting `UPSTREAM_KEY`."""
+    return upstream_factory(name="upstream", api_keys={UPSTREAM_KEY},
+                            oauth_clients={"test-client": "test-client-secret-0001"})
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """An http URL on 127.0.0.1 where nothing listens (connection refused)."""
+    from tests.upstream import free_port
+
+    return f"http://127.0.0.1:{free_port()}/v1"
