@@ -90,6 +90,12 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Hosts/CIDRs that connections may reach although private (loopback, RFC 1918...).
 LLMCONN_EGRESS_ALLOW = env.list("LLMCONN_EGRESS_ALLOW", default=[])
 
+# Key of the audit log's secret fingerprints (HMAC-SHA256), separate from SECRET_KEY and
+# FERNET_KEYS. Unset: derived from SECRET_KEY (a system check warns when DEBUG is off).
+AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="")
+# How long a replaced provider secret stays available for rollback-secret.
+LLMCONN_SECRET_ROLLBACK_HOURS = env.int("LLMCONN_SECRET_ROLLBACK_HOURS", default=24)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -117,6 +123,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "audit.middleware.AuditContextMiddleware",
 ]
 
 ROOT_URLCONF = "llmconn.urls"
@@ -220,9 +227,11 @@ if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 REST_FRAMEWORK = {
+    # Token first: DRF answers an anonymous request with the first class's WWW-Authenticate,
+    # so anonymous gets 401 (Session has none, which would make it a 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     # Deny by default: each view opens up explicitly.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
