@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 
-from .models import Connection
+from .models import Connection, ConnectionTest, JobKind
+
+# What a listing shows of the newest test; the test's own secrets are never loaded.
+LAST_TEST_FIELDS = ("id", "connection_id", "kind", "status", "error_class", "latency_ms",
+                    "created_at", "finished_at")
 
 
 def connection_list(*, active_only: bool = False) -> QuerySet[Connection]:
@@ -13,6 +17,26 @@ def connection_list(*, active_only: bool = False) -> QuerySet[Connection]:
     if active_only:
         qs = qs.filter(is_active=True)
     return qs.order_by("name")
+
+
+def connection_list_detailed(*, active_only: bool = False) -> QuerySet[Connection]:
+    """Connections with `used_by_count`, `models_count` and `latest_tests` ([newest test] or []).
+
+    A constant number of queries whatever the number of rows: one for the rows and counts, one
+    for the newest test of every connection on the page (a window-sliced prefetch).
+    """
+    newest_test = (ConnectionTest.objects.filter(kind=JobKind.TEST).only(*LAST_TEST_FIELDS)
+                   .order_by("-created_at", "-id")[:1])
+    return (
+        connection_list(active_only=active_only)
+        # Rotation staging secrets are never shown in a listing: do not decrypt them.
+        .defer("pending_secrets", "previous_secrets")
+        .annotate(
+            used_by_count=Count("bindings", distinct=True),
+            models_count=Count("discovered_models", distinct=True),
+        )
+        .prefetch_related(Prefetch("tests", queryset=newest_test, to_attr="latest_tests"))
+    )
 
 
 def connection_get(*, connection_id) -> Connection:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F, ProtectedError, RestrictedError
+from django.utils import timezone
 
-from llmconn.errors import Conflict, ValidationFailed
-from providers.base import find_provider, host_of
+from llmconn.errors import Conflict, NotFound, ValidationFailed
+from providers.base import CHAT, EMBEDDINGS, all_presets, find_provider, get_preset, host_of
 
 from .models import Connection
 from .secrets import looks_masked, make_hint
@@ -218,7 +220,22 @@ def connection_delete(*, connection: Connection, actor=None) -> None:
             code="connection_in_use",
             extra={"bindings": dependents},
         )
-    current.delete()
+    try:
+        # A savepoint, so that a refused delete leaves the outer transaction usable.
+        with transaction.atomic():
+            current.delete()
+    except (ProtectedError, RestrictedError) as exc:
+        # Something else protects it (a row added since the check above, or a model that
+        # connection_dependents does not know yet): refuse as a conflict, not a 500.
+        blockers = (exc.protected_objects if isinstance(exc, ProtectedError)
+                    else exc.restricted_objects)
+        kinds = sorted({str(obj._meta.verbose_name_plural) for obj in blockers})
+        raise Conflict(
+            f"Connection {current.name!r} is still used ({', '.join(kinds)}): move or "
+            "remove those first.",
+            code="connection_in_use",
+            extra={"bindings": connection_dependents(connection=current)},
+        ) from exc
 
 
 @transaction.atomic
@@ -249,3 +266,107 @@ def connection_set_default(*, connection: Connection, actor=None) -> Connection:
         ) from exc
     current.refresh_from_db()
     return current
+
+
+@transaction.atomic
+def connection_create_from_preset(
+    *,
+    preset: str,
+    name: str,
+    credentials: dict | None = None,
+    auth_method: str | None = _UNSET,
+    base_url: str | None = _UNSET,
+    default_model: str | None = _UNSET,
+    config: dict | None = _UNSET,
+    is_active: bool = True,
+    actor=None,
+) -> Connection:
+    """Create a connection from a catalog preset; settings given override the preset's."""
+    try:
+        spec = get_preset(preset)
+    except KeyError:
+        names = ", ".join(p.name for p in all_presets())
+        raise ValidationFailed(
+            f"Unknown preset {preset!r}: use one of {names} (GET /api/v1/presets/).",
+            code="unknown_preset",
+            fields={"preset": [f"Unknown preset; one of: {names}."]},
+        ) from None
+    return connection_create(
+        name=name,
+        provider=spec.provider,
+        auth_method=spec.auth_method if auth_method is _UNSET else auth_method,
+        base_url=spec.base_url if base_url is _UNSET else base_url,
+        default_model=spec.default_model if default_model is _UNSET else (default_model or ""),
+        config=dict(spec.config) if config is _UNSET else config,
+        credentials=credentials,
+        is_active=is_active,
+        actor=actor,
+    )
+
+
+# Which catalog capability a workspace role needs from the connection it is bound to.
+_ROLE_CAPABILITY = {"chat": CHAT, "agent": CHAT, "embedding": EMBEDDINGS}
+
+
+@transaction.atomic
+def connection_move_bindings(*, source: Connection, target: Connection, actor=None) -> dict:
+    """Move every workspace binding and system default of `source` to `target`, all at once.
+
+    Bumps the `revision` of every workspace whose resolution changes (all of them when a
+    system default moves); the connections themselves are not changed. Returns counts and the
+    slugs of the workspaces whose own bindings moved.
+    """
+    from workspaces.models import SystemDefault, Workspace, WorkspaceBinding
+
+    if source.pk == target.pk:
+        raise ValidationFailed(
+            "A connection's bindings cannot be moved to itself: choose another connection.",
+            fields={"to": ["Must be another connection."]},
+        )
+    # Lock both rows in a fixed order, so two opposite moves cannot deadlock.
+    locked = {c.pk: c for c in Connection.objects.select_for_update()
+              .filter(pk__in=[source.pk, target.pk]).order_by("pk")}
+    if source.pk not in locked:
+        raise NotFound("The connection to move bindings from no longer exists.")
+    if target.pk not in locked:
+        raise ValidationFailed(
+            "The target connection does not exist.", fields={"to": ["No such connection."]}
+        )
+    target = locked[target.pk]
+    if not target.is_active:
+        raise ValidationFailed(
+            f"Connection {target.name!r} is inactive: activate it before moving bindings to it.",
+            fields={"to": ["Must be an active connection."]},
+        )
+    bindings = list(WorkspaceBinding.objects.select_for_update()
+                    .filter(connection_id=source.pk).select_related("workspace"))
+    defaults = list(SystemDefault.objects.select_for_update().filter(connection_id=source.pk))
+
+    spec = target.spec
+    capabilities = spec.capabilities if spec else frozenset()
+    missing = sorted({row.role for row in [*bindings, *defaults]
+                      if _ROLE_CAPABILITY.get(row.role, CHAT) not in capabilities})
+    if missing:
+        raise ValidationFailed(
+            f"Connection {target.name!r} cannot serve the role(s) {', '.join(missing)} "
+            f"(its provider offers: {', '.join(sorted(capabilities)) or 'nothing'}).",
+            code="capability_missing",
+            fields={"to": [f"Cannot serve: {', '.join(missing)}."]},
+        )
+
+    now = timezone.now()
+    WorkspaceBinding.objects.filter(pk__in=[b.pk for b in bindings]).update(
+        connection_id=target.pk, updated_at=now)
+    SystemDefault.objects.filter(pk__in=[d.pk for d in defaults]).update(
+        connection_id=target.pk, updated_at=now)
+    # Workspaces that bind a role to no connection resolve through the system defaults, so a
+    # moved default can change any of them.
+    affected = Workspace.objects.all() if defaults else Workspace.objects.filter(
+        pk__in={b.workspace_id for b in bindings})
+    affected.update(revision=F("revision") + 1, updated_at=now)
+    return {
+        "moved_bindings": len(bindings),
+        "moved_system_defaults": len(defaults),
+        "workspaces": sorted({b.workspace.slug for b in bindings}),
+        "to": target.pk,
+    }
