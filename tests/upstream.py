@@ -364,6 +364,10 @@ class _Handler(BaseHTTPRequestHandler):
                                "invalid_api_key")
 
         if path == "/oauth/token" and method == "POST":
+            if mode.name == "not_found":
+                return self._error(404, f"Not found: {method} {path}", "not_found")
+            if self._mode_error(mode):
+                return
             return self._oauth_token(body if isinstance(body, dict) else {}, headers)
 
         routes = {
@@ -378,15 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, f"Not found: {method} {path}", "not_found")
         if not self.up._key_ok(presented):
             return self._error(401, "Invalid or missing API key.", "invalid_api_key")
-        if mode.name == "auth_error":
-            return self._error(401, "Invalid or missing API key.", "invalid_api_key")
-        if mode.name == "rate_limit":
-            return self._error(429, "Rate limit reached; slow down.", "rate_limit_exceeded",
-                               extra_headers={"Retry-After": "1"})
-        if mode.name == "server_error":
-            return self._error(500, "The upstream had an internal error.", "server_error")
-        if mode.name == "status":
-            return self._error(mode.status, f"Upstream answered {mode.status}.", "upstream_status")
+        if self._mode_error(mode):
+            return
         payload = body if isinstance(body, dict) else {}
         if method == "POST" and not isinstance(body, dict):
             return self._error(400, "The request body must be a JSON object.", "invalid_json")
@@ -394,6 +391,21 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "POST" and self.up.check_models and model not in self.up.models:
             return self._error(404, f"The model '{model}' does not exist.", "model_not_found")
         route(payload, bad_json=mode.name == "bad_json")
+
+    def _mode_error(self, mode: _Mode) -> bool:
+        """Answer with the error the mode asks for; False when the mode is not an error mode."""
+        if mode.name == "auth_error":
+            self._error(401, "Invalid or missing API key.", "invalid_api_key")
+        elif mode.name == "rate_limit":
+            self._error(429, "Rate limit reached; slow down.", "rate_limit_exceeded",
+                        extra_headers={"Retry-After": "1"})
+        elif mode.name == "server_error":
+            self._error(500, "The upstream had an internal error.", "server_error")
+        elif mode.name == "status":
+            self._error(mode.status, f"Upstream answered {mode.status}.", "upstream_status")
+        else:
+            return False
+        return True
 
     def _presented_keys(self, headers: dict) -> list[str]:
         values = []
