@@ -7,6 +7,8 @@ import json
 from cryptography.fernet import InvalidToken
 from fernet_fields import EncryptedTextField
 
+from llmconn.redaction import remember
+
 from .crypto import keyring
 
 
@@ -73,6 +75,7 @@ class EncryptedSecretsField(EncryptedTextField):
     def get_db_prep_save(self, value, connection):
         if value is None:
             return None
+        remember(value)
         token = keyring().encrypt(self.get_prep_value(value).encode())
         return connection.Database.Binary(token)
 
@@ -83,7 +86,9 @@ class EncryptedSecretsField(EncryptedTextField):
             plaintext, _ = keyring().decrypt(bytes(value))
         except InvalidToken:
             return UNREADABLE
-        return json.loads(plaintext)
+        value = json.loads(plaintext)
+        remember(value)
+        return value
 
     def to_python(self, value):
         if value is None or isinstance(value, (dict, UnreadableSecrets)):

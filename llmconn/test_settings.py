@@ -20,3 +20,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tes
 CELERY_TASK_ALWAYS_EAGER = True
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 LOGGING["root"]["level"] = "DEBUG"  # noqa: F405  (tests capture logs to prove no secret is in them)
+LOGGING["loggers"]["faker"] = {"level": "INFO"}  # noqa: F405
+LOGGING["loggers"]["factory"] = {"level": "INFO"}  # noqa: F405
