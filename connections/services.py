@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, ProtectedError, RestrictedError
 from django.utils import timezone
 
+from audit.services import audit_record, secret_fingerprints
 from llmconn.errors import Conflict, NotFound, ValidationFailed
 from providers.base import CHAT, EMBEDDINGS, all_presets, find_provider, get_preset, host_of
 
@@ -116,6 +117,13 @@ def connection_create(
     )
     connection.full_clean()
     connection.save()
+    audit_record(
+        action="connection.create", target=connection, actor=actor,
+        changed_fields=[f for f in EDITABLE_FIELDS if getattr(connection, f) not in (None, "", {})]
+        + [f"credentials.{k}" for k in secrets],
+        secret_fingerprints=secret_fingerprints(secrets),
+        extra={"provider": provider},
+    )
     if is_default:
         connection_set_default(connection=connection, actor=actor)
     return connection
@@ -138,6 +146,7 @@ def connection_update(
     if unknown:
         raise ValidationFailed(f"Cannot change {', '.join(sorted(unknown))}.")
     current = Connection.objects.select_for_update().get(pk=connection.pk)
+    before = {f: getattr(current, f) for f in (*EDITABLE_FIELDS, "is_default")}
     readable = current.credentials_readable
     credentials = credentials or {}
     _check_credentials_input(credentials, current.secret_hints or {})
@@ -205,6 +214,15 @@ def connection_update(
     current.revision += 1
     current.full_clean()
     _save(current, with_secrets=write_secrets)
+    sent = {k: v for k, v in credentials.items() if v is not None}
+    audit_record(
+        action="connection.update", target=current, actor=actor,
+        changed_fields=[f for f, old in before.items() if getattr(current, f) != old]
+        + [f"credentials.{k}" for k in credentials],
+        secret_fingerprints=secret_fingerprints(sent),
+        extra={"credentials_removed": sorted(k for k, v in credentials.items() if v is None)}
+        if any(v is None for v in credentials.values()) else None,
+    )
     return current
 
 
@@ -220,10 +238,13 @@ def connection_delete(*, connection: Connection, actor=None) -> None:
             code="connection_in_use",
             extra={"bindings": dependents},
         )
+    target = ("connection", str(current.pk), current.name)
     try:
         # A savepoint, so that a refused delete leaves the outer transaction usable.
         with transaction.atomic():
             current.delete()
+            audit_record(action="connection.delete", target=target, actor=actor,
+                         extra={"provider": current.provider})
     except (ProtectedError, RestrictedError) as exc:
         # Something else protects it (a row added since the check above, or a model that
         # connection_dependents does not know yet): refuse as a conflict, not a 500.
@@ -252,7 +273,11 @@ def connection_set_default(*, connection: Connection, actor=None) -> Connection:
             fields={"is_active": ["Must be active to be the default."]},
         )
     if current.is_default:
+        audit_record(action="connection.set_default", target=current, actor=actor,
+                     extra={"unchanged": True})
         return current
+    previous = list(Connection.objects.filter(provider=current.provider, is_default=True)
+                    .exclude(pk=current.pk).values_list("name", flat=True))
     Connection.objects.filter(provider=current.provider, is_default=True).exclude(
         pk=current.pk).update(is_default=False)
     try:
@@ -265,6 +290,8 @@ def connection_set_default(*, connection: Connection, actor=None) -> Connection:
             code="default_conflict",
         ) from exc
     current.refresh_from_db()
+    audit_record(action="connection.set_default", target=current, actor=actor,
+                 changed_fields=["is_default"], extra={"previous_default": previous})
     return current
 
 
@@ -364,6 +391,12 @@ def connection_move_bindings(*, source: Connection, target: Connection, actor=No
     affected = Workspace.objects.all() if defaults else Workspace.objects.filter(
         pk__in={b.workspace_id for b in bindings})
     affected.update(revision=F("revision") + 1, updated_at=now)
+    audit_record(
+        action="connection.move_bindings", target=locked[source.pk], actor=actor,
+        changed_fields=["bindings"] + (["system_defaults"] if defaults else []),
+        extra={"to": str(target.pk), "to_name": target.name, "bindings": len(bindings),
+               "system_defaults": len(defaults)},
+    )
     return {
         "moved_bindings": len(bindings),
         "moved_system_defaults": len(defaults),

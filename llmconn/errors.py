@@ -104,6 +104,9 @@ def api_exception_handler(exc, context):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf_exceptions.PermissionDenied()
+    if isinstance(exc, (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed,
+                        drf_exceptions.PermissionDenied)):
+        _record_denied(context)
     if isinstance(exc, drf_exceptions.APIException):
         if getattr(exc, "auth_header", None):
             headers["WWW-Authenticate"] = exc.auth_header
@@ -124,6 +127,16 @@ def api_exception_handler(exc, context):
         error_body("server_error", "An unexpected error occurred; it has been logged."),
         status=500,
     )
+
+
+def _record_denied(context) -> None:
+    """Write a "denied" audit event; a failure to write it is logged, never shown."""
+    from audit.services import audit_record_denied
+
+    try:
+        audit_record_denied(request=context.get("request"), view=context.get("view"))
+    except Exception:  # noqa: BLE001 - the 401/403 answer matters more than the record
+        logger.exception("Could not record a denied attempt in the audit log")
 
 
 def json_404(request, exception=None):
