@@ -1,3 +1,13 @@
 """The OpenAI-compatible endpoints under /v1/ (chat completions, embeddings, models)."""
 
-urlpatterns: list = []
+from django.urls import path, re_path
+
+from . import gateway
+
+urlpatterns = [
+    path("chat/completions", gateway.chat_completions, name="gateway-chat"),
+    path("embeddings", gateway.embeddings, name="gateway-embeddings"),
+    path("models", gateway.models, name="gateway-models"),
+    path("models/<path:model_id>", gateway.models, name="gateway-model"),
+    re_path(r"^(?P<path>.*)$", gateway.not_found),
+]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .models import SystemDefault, WorkspaceBinding
+from django.db.models import QuerySet
+
+from .models import Membership, Role, SystemDefault, Workspace, WorkspaceBinding
 
 
 def bindings_using_connection(*, connection) -> list[dict]:
@@ -21,3 +23,59 @@ def bindings_using_connection(*, connection) -> list[dict]:
         for d in SystemDefault.objects.filter(connection=connection).order_by("role")
     ]
     return rows
+
+
+def workspace_access(*, user, workspace) -> str | None:
+    """The caller's standing in a workspace: "staff", "manager", "member" or None."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    if user.is_staff:
+        return "staff"
+    return (Membership.objects.filter(workspace=workspace, user=user)
+            .values_list("role", flat=True).first())
+
+
+def workspace_list_for(*, user) -> QuerySet[Workspace]:
+    """The workspaces a user may see: all for staff, their memberships for others."""
+    qs = Workspace.objects.prefetch_related("bindings__connection").order_by("name")
+    if getattr(user, "is_staff", False):
+        return qs
+    return qs.filter(memberships__user=user).distinct()
+
+
+def bindings_of(*, workspace) -> dict:
+    """`{"chat"|"agent"|"embedding": {"connection", "connection_name", "model", "fallbacks"}}`."""
+    found = {b.role: b for b in workspace.bindings.all()}
+    result = {}
+    for role in Role.values:
+        b = found.get(role)
+        result[role] = {
+            "connection": str(b.connection_id) if b and b.connection_id else None,
+            "connection_name": b.connection.name if b and b.connection_id else None,
+            "model": b.model if b else None,
+            "fallbacks": list(b.fallbacks) if b else [],
+        }
+    return result
+
+
+def resolved_roles(*, workspace) -> dict:
+    """What each role resolves to now (provider, connection, model), or why it cannot."""
+    from .resolution import ResolutionError, resolve_uncached
+
+    result = {}
+    for role in Role.values:
+        try:
+            result[role] = resolve_uncached(workspace_id=workspace.pk, role=role).summary()
+        except ResolutionError as exc:
+            result[role] = {"role": role, "error": {"code": exc.code, "message": exc.message}}
+    return result
+
+
+def system_defaults() -> dict:
+    """`{role: {"connection", "connection_name", "model"} | None}` for every role."""
+    found = {d.role: d for d in SystemDefault.objects.select_related("connection")}
+    return {
+        role: ({"connection": str(d.connection_id), "connection_name": d.connection.name,
+                "model": d.model} if (d := found.get(role)) else None)
+        for role in Role.values
+    }

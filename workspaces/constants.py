@@ -1,0 +1,25 @@
+"""Constants of the workspaces app: cache keys, API key format, limits."""
+
+# One revision stamp in the shared cache for everything a resolution depends on (workspaces,
+# bindings, system defaults, connections, API keys). Any change increments it; each process
+# keeps its resolved bindings and API keys in memory and re-resolves when the stamp moves.
+REVISION_CACHE_KEY = "llmconn:rev"
+
+# A cached resolution is also re-read from the database after this many seconds, whatever the
+# stamp says: a safety net for a flushed or unshared cache (e.g. local-memory cache with several
+# processes), not the mechanism edits rely on.
+RESOLUTION_MAX_AGE_SECONDS = 60
+
+# In-process cache sizes: beyond them the cache is emptied (cheap, and bounds memory).
+MAX_CACHED_RESOLUTIONS = 5000
+MAX_CACHED_KEYS = 10000
+
+API_KEY_PREFIX = "lck_"
+API_KEY_RANDOM_BYTES = 32  # token_urlsafe(32): 43 url-safe characters
+API_KEY_SHOWN_PREFIX_LENGTH = 12  # "lck_" + 8 characters, stored to tell keys apart
+
+# last_used_at of an API key is written at most this often.
+API_KEY_TOUCH_INTERVAL_SECONDS = 60
+
+# Outbound calls made for workspaces.
+PROVIDER_TIMEOUT_SECONDS = 120

@@ -1,0 +1,375 @@
+"""The OpenAI-compatible gateway: /v1/chat/completions, /v1/embeddings, /v1/models.
+
+Async Django views (served by uvicorn). A request is authenticated by a workspace API key,
+its `model` (a role name or a model a bound connection offers) is resolved to a connection
+(cached per process, see resolution.py), the call goes to the provider through
+providers.gateway, and a UsageRecord is written. Errors use OpenAI's format
+`{"error": {"message", "type", "code", "param"}}`; errors that come from the provider say so
+and never use 401 (which here means "your llmconn key is not valid").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import struct
+import time
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from llmconn.errors import ApplicationError
+from providers import gateway as provider_gateway
+from providers.gateway import ProviderCallError
+
+from . import services
+from .keys import KeyIdentity, authenticate_key, bearer_token
+from .resolution import Resolved, current_revision, resolve_model, workspace_models
+
+logger = logging.getLogger(__name__)
+
+# Fields that would send the call (and the stored key) somewhere else, or change how we
+# authenticate upstream: always refused.
+REDIRECT_FIELDS = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "api_type", "extra_headers", "headers",
+    "extra_query", "extra_body", "custom_llm_provider", "organization", "azure_ad_token",
+    "azure_ad_token_provider", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+    "aws_region_name", "aws_profile_name", "aws_role_name", "vertex_project", "vertex_location",
+    "vertex_credentials", "litellm_params", "model_list", "deployment_id", "proxy", "proxies",
+    "client", "http_client", "mock_response", "input_cost_per_token", "output_cost_per_token",
+    "litellm_call_id", "litellm_logging_obj", "callbacks", "timeout", "num_retries",
+    "max_retries",
+})
+CHAT_FIELDS = frozenset({
+    "model", "messages", "stream", "stream_options", "temperature", "top_p", "n", "stop",
+    "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty",
+    "logit_bias", "logprobs", "top_logprobs", "user", "tools", "tool_choice",
+    "parallel_tool_calls", "response_format", "seed", "functions", "function_call",
+    "reasoning_effort", "modalities", "audio", "prediction", "service_tier", "top_k",
+    "web_search_options", "verbosity", "safety_identifier", "prompt_cache_key",
+    # accepted and not forwarded: OpenAI's stored-completions options
+    "store", "metadata",
+})
+NOT_FORWARDED = frozenset({"model", "stream", "stream_options", "store", "metadata"})
+EMBEDDING_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+_NUMBER = (int, float)
+_TYPES = {
+    "temperature": _NUMBER, "top_p": _NUMBER, "presence_penalty": _NUMBER,
+    "frequency_penalty": _NUMBER, "n": int, "max_tokens": int, "max_completion_tokens": int,
+    "seed": int, "top_logprobs": int, "top_k": int, "logprobs": bool, "stream": bool,
+    "parallel_tool_calls": bool, "stop": (str, list), "tools": list, "functions": list,
+    "tool_choice": (str, dict), "function_call": (str, dict), "response_format": dict,
+    "logit_bias": dict, "user": str, "stream_options": dict, "reasoning_effort": str,
+    "dimensions": int, "encoding_format": str,
+}
+
+
+class GatewayError(Exception):
+    """An error of ours (not the provider's) in OpenAI's error format."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None,
+                 type_: str = "invalid_request_error", param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.type, self.param = (
+            status, message, code, type_, param)
+
+    def response(self) -> JsonResponse:
+        body = {"error": {"message": self.message, "type": self.type, "code": self.code,
+                          "param": self.param}}
+        headers = {"WWW-Authenticate": 'Bearer realm="llmconn"'} if self.status == 401 else None
+        return JsonResponse(body, status=self.status, headers=headers)
+
+
+def _provider_error_response(err: ProviderCallError, resolved: Resolved | None) -> JsonResponse:
+    headers = {}
+    if err.retry_after:
+        headers["Retry-After"] = str(err.retry_after)
+    if resolved is not None:
+        headers["x-llmconn-connection"] = resolved.connection_name
+    return JsonResponse(err.as_openai(), status=err.status, headers=headers)
+
+
+def _parse_body(request) -> dict:
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise GatewayError(413, "The request body is too large.", code="request_too_large")
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError(400, "The body must be JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "The body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def _check_fields(body: dict, allowed: frozenset[str]) -> None:
+    redirect = sorted(set(body) & REDIRECT_FIELDS)
+    if redirect:
+        raise GatewayError(
+            400, f"Field(s) {', '.join(redirect)} are not accepted: the workspace's binding "
+            "decides where a call goes and with which credentials.",
+            code="forbidden_parameter", param=redirect[0])
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise GatewayError(400, f"Unrecognized request argument(s) supplied: "
+                           f"{', '.join(unknown)}.", code="unknown_parameter", param=unknown[0])
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise GatewayError(400, "`model` is required: a role name (chat, agent, embedding) or a "
+                           "model listed by GET /v1/models.", code="missing_model", param="model")
+    for name, kinds in _TYPES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) and kinds is not bool and bool not in (
+                kinds if isinstance(kinds, tuple) else (kinds,)):
+            raise GatewayError(400, f"`{name}` has the wrong type.", code="invalid_type",
+                               param=name)
+        if not isinstance(value, kinds):
+            raise GatewayError(400, f"`{name}` has the wrong type.", code="invalid_type",
+                               param=name)
+
+
+def _context(authorization: str | None, model: str, endpoint: str
+             ) -> tuple[KeyIdentity, Resolved, dict]:
+    """Authenticate, resolve and build the call (sync: may query the database, fetch OAuth)."""
+    revision = current_revision()
+    raw = bearer_token(authorization)
+    if raw is None:
+        raise GatewayError(401, "Missing API key: send `Authorization: Bearer lck_...` with a "
+                           "workspace API key.", code="missing_api_key")
+    identity = authenticate_key(raw, revision=revision)
+    if identity is None:
+        raise GatewayError(401, "Invalid or revoked API key.", code="invalid_api_key")
+    services.api_key_touch(api_key_id=identity.key_id)
+    resolved = resolve_model(workspace_id=identity.workspace_id, model=model,
+                             endpoint=endpoint, revision=revision)
+    try:
+        call = resolved.call_kwargs()
+    except ApplicationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. an OAuth token fetch failed
+        raise provider_gateway.classify(exc, label=_label(resolved),
+                                        host=resolved.host) from None
+    return identity, resolved, call
+
+
+_context_async = sync_to_async(_context)
+
+
+def _label(resolved: Resolved) -> str:
+    return f"{resolved.provider_label}, connection {resolved.connection_name!r}"
+
+
+def _application_error(exc: ApplicationError) -> GatewayError:
+    status = exc.status_code
+    return GatewayError(status, exc.message, code=exc.code,
+                        type_="invalid_request_error" if status < 500 else "server_error")
+
+
+async def _record(*, identity: KeyIdentity, resolved: Resolved, endpoint: str, stream: bool,
+                  status: int, error_class: str, started: float, input_tokens: int = 0,
+                  output_tokens: int = 0) -> None:
+    latency_ms = int((time.perf_counter() - started) * 1000)
+    cost = provider_gateway.cost(model=resolved.litellm_model, input_tokens=input_tokens,
+                                 output_tokens=output_tokens) if status == 200 else None
+    try:
+        await sync_to_async(services.usage_record_create)(
+            workspace_id=identity.workspace_id, connection_id=resolved.connection_id,
+            api_key_id=identity.key_id, role=resolved.role, model=resolved.model,
+            endpoint=endpoint, stream=stream, status_code=status, error_class=error_class,
+            input_tokens=input_tokens, output_tokens=output_tokens, cost=cost,
+            latency_ms=latency_ms)
+    except Exception:  # noqa: BLE001 - a lost usage row must not fail the call
+        logger.exception("Could not record usage for workspace %s", identity.workspace_slug)
+
+
+def _method_not_allowed(allowed: str) -> JsonResponse:
+    return GatewayError(405, f"Method not allowed: use {allowed}.",
+                        code="method_not_allowed").response()
+
+
+@csrf_exempt
+async def chat_completions(request):
+    """POST /v1/chat/completions (JSON, or SSE when `stream` is true)."""
+    if request.method != "POST":
+        return _method_not_allowed("POST")
+    started = time.perf_counter()
+    try:
+        body = _parse_body(request)
+        _check_fields(body, CHAT_FIELDS)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+            raise GatewayError(400, "`messages` must be a non-empty list of objects with a "
+                               "`role`.", code="invalid_messages", param="messages")
+        identity, resolved, call = await _context_async(
+            request.headers.get("Authorization"), body["model"].strip(), "chat")
+    except GatewayError as err:
+        return err.response()
+    except ApplicationError as exc:
+        return _application_error(exc).response()
+    except ProviderCallError as err:
+        return _provider_error_response(err, None)
+
+    params = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
+    label = _label(resolved)
+    headers = {"x-llmconn-connection": resolved.connection_name}
+
+    if not body.get("stream"):
+        try:
+            response = await provider_gateway.chat(call=call, params=params, label=label,
+                                                   endpoint=resolved.endpoint)
+        except ProviderCallError as err:
+            await _record(identity=identity, resolved=resolved, endpoint="chat", stream=False,
+                          status=err.status, error_class=err.error_class, started=started)
+            return _provider_error_response(err, resolved)
+        tokens_in, tokens_out = provider_gateway.usage_of(response)
+        await _record(identity=identity, resolved=resolved, endpoint="chat", stream=False,
+                      status=200, error_class="", started=started, input_tokens=tokens_in,
+                      output_tokens=tokens_out)
+        return JsonResponse(response, headers=headers)
+
+    try:
+        chunks = await provider_gateway.chat_stream(call=call, params=params, label=label,
+                                                    endpoint=resolved.endpoint)
+    except ProviderCallError as err:
+        await _record(identity=identity, resolved=resolved, endpoint="chat", stream=True,
+                      status=err.status, error_class=err.error_class, started=started)
+        return _provider_error_response(err, resolved)
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    async def events():
+        usage = [0, 0]
+        status, error_class = 200, ""
+        try:
+            async for chunk in chunks:
+                if chunk.get("usage"):
+                    usage[:] = provider_gateway.usage_of(chunk)
+                    if not wants_usage:
+                        chunk.pop("usage")
+                        if not any(c.get("delta") or c.get("finish_reason")
+                                   for c in chunk.get("choices") or []):
+                            continue
+                    elif not any(c.get("delta") or c.get("finish_reason")
+                                 for c in chunk.get("choices") or []):
+                        chunk["choices"] = []  # as OpenAI sends the usage chunk
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+        except ProviderCallError as err:
+            status, error_class = err.status, err.error_class
+            yield f"data: {json.dumps(err.as_openai())}\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            status, error_class = 499, "client_closed"
+            raise
+        finally:
+            await asyncio.shield(_record(
+                identity=identity, resolved=resolved, endpoint="chat", stream=True,
+                status=status, error_class=error_class, started=started,
+                input_tokens=usage[0], output_tokens=usage[1]))
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream",
+                                     headers={**headers, "Cache-Control": "no-cache",
+                                              "X-Accel-Buffering": "no"})
+    return response
+
+
+def _to_base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+@csrf_exempt
+async def embeddings(request):
+    """POST /v1/embeddings (floats, or base64 float32 when `encoding_format` is "base64")."""
+    if request.method != "POST":
+        return _method_not_allowed("POST")
+    started = time.perf_counter()
+    try:
+        body = _parse_body(request)
+        _check_fields(body, EMBEDDING_FIELDS)
+        data = body.get("input")
+        ok = isinstance(data, str) and data != "" or isinstance(data, list) and data and all(
+            isinstance(x, str) or isinstance(x, int) and not isinstance(x, bool)
+            or isinstance(x, list) and all(isinstance(t, int) for t in x) for x in data)
+        if not ok:
+            raise GatewayError(400, "`input` must be a non-empty string or list of strings (or "
+                               "token lists).", code="invalid_input", param="input")
+        fmt = body.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            raise GatewayError(400, "`encoding_format` must be float or base64.",
+                               code="invalid_encoding_format", param="encoding_format")
+        identity, resolved, call = await _context_async(
+            request.headers.get("Authorization"), body["model"].strip(), "embeddings")
+    except GatewayError as err:
+        return err.response()
+    except ApplicationError as exc:
+        return _application_error(exc).response()
+    except ProviderCallError as err:
+        return _provider_error_response(err, None)
+    params = {"input": data}
+    for name in ("dimensions", "user"):
+        if body.get(name) is not None:
+            params[name] = body[name]
+    try:
+        response = await provider_gateway.embed(
+            call=call, params=params, label=_label(resolved), endpoint=resolved.endpoint)
+    except ProviderCallError as err:
+        await _record(identity=identity, resolved=resolved, endpoint="embeddings",
+                      stream=False, status=err.status, error_class=err.error_class,
+                      started=started)
+        return _provider_error_response(err, resolved)
+    if fmt == "base64":
+        for item in response.get("data") or []:
+            if isinstance(item.get("embedding"), list):
+                item["embedding"] = _to_base64(item["embedding"])
+    tokens_in, _ = provider_gateway.usage_of(response)
+    response.setdefault("model", resolved.model)
+    await _record(identity=identity, resolved=resolved, endpoint="embeddings", stream=False,
+                  status=200, error_class="", started=started, input_tokens=tokens_in)
+    return JsonResponse(response, headers={"x-llmconn-connection": resolved.connection_name})
+
+
+def _models_context(authorization: str | None) -> list[dict]:
+    revision = current_revision()
+    raw = bearer_token(authorization)
+    if raw is None:
+        raise GatewayError(401, "Missing API key: send `Authorization: Bearer lck_...`.",
+                           code="missing_api_key")
+    identity = authenticate_key(raw, revision=revision)
+    if identity is None:
+        raise GatewayError(401, "Invalid or revoked API key.", code="invalid_api_key")
+    services.api_key_touch(api_key_id=identity.key_id)
+    return workspace_models(workspace_id=identity.workspace_id, revision=revision)
+
+
+def _model_row(row: dict) -> dict:
+    return {"id": row["id"], "object": "model", "created": 0, "owned_by": row["owned_by"]}
+
+
+@csrf_exempt
+async def models(request, model_id: str | None = None):
+    """GET /v1/models (role names first, then the bound connections' models), /v1/models/{id}."""
+    if request.method != "GET":
+        return _method_not_allowed("GET")
+    try:
+        rows = await sync_to_async(_models_context)(
+            request.headers.get("Authorization"))
+    except GatewayError as err:
+        return err.response()
+    if model_id is None:
+        return JsonResponse({"object": "list", "data": [_model_row(r) for r in rows]})
+    for row in rows:
+        if row["id"] == model_id:
+            return JsonResponse(_model_row(row))
+    return GatewayError(404, f"The model {model_id!r} does not exist in this workspace.",
+                        code="model_not_found").response()
+
+
+async def not_found(request, path: str = ""):
+    """Anything else under /v1/: 404 in OpenAI's format."""
+    return GatewayError(404, f"Unknown endpoint /v1/{path}.", code="not_found").response()

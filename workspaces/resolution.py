@@ -1,0 +1,343 @@
+"""Resolution: (workspace, role) → the provider, model, endpoint and credentials to call.
+
+Every process keeps what it resolved in memory, keyed by (workspace id, role), together with
+the revision stamp it was resolved under. The stamp is one integer in the shared cache
+(`constants.REVISION_CACHE_KEY`); every service that changes a workspace, a binding, a system
+default, an API key or a connection increments it (`bump_revision`). A call reads the stamp
+(one cache GET, no database query) and re-resolves only when it moved, so an edit takes effect
+on the next call in every process without a restart, while a call already running keeps the
+`Resolved` object it started with (they are immutable).
+
+If the cache is unreachable the stamp is unknown and every call resolves from the database:
+slower, never stale. A cached entry is also refreshed after RESOLUTION_MAX_AGE_SECONDS in case
+the cache was flushed or is not shared between processes (local-memory cache).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from django.core.cache import cache
+from django.db import transaction
+
+from llmconn.errors import ApplicationError
+
+from .constants import MAX_CACHED_RESOLUTIONS, RESOLUTION_MAX_AGE_SECONDS, REVISION_CACHE_KEY
+from .models import Role, SystemDefault, Workspace, WorkspaceBinding
+
+logger = logging.getLogger(__name__)
+
+ROLES = tuple(Role.values)
+
+
+class ResolutionError(ApplicationError):
+    """A workspace role that cannot be called now (nothing bound, connection inactive...)."""
+
+    status_code = 503
+    code = "role_not_configured"
+
+
+# --- the revision stamp --------------------------------------------------------------------
+
+def _fresh_stamp() -> int:
+    # A stamp that never repeats an earlier value even if the key was lost (cache flush):
+    # microseconds since the epoch, then incremented.
+    return time.time_ns() // 1000
+
+
+def current_revision() -> int | None:
+    """The shared revision stamp; None when the cache cannot be read (then nothing is cached)."""
+    try:
+        value = cache.get(REVISION_CACHE_KEY)
+        if value is None:
+            cache.add(REVISION_CACHE_KEY, _fresh_stamp(), timeout=None)
+            value = cache.get(REVISION_CACHE_KEY)
+    except Exception:  # noqa: BLE001 - a cache outage must not stop calls
+        logger.warning("Revision stamp unreadable (cache down?): resolving from the database.")
+        return None
+    return int(value) if value is not None else None
+
+
+def _incr() -> None:
+    try:
+        try:
+            cache.incr(REVISION_CACHE_KEY)
+        except ValueError:  # no stamp yet (or it was evicted)
+            if not cache.add(REVISION_CACHE_KEY, _fresh_stamp(), timeout=None):
+                cache.incr(REVISION_CACHE_KEY)
+    except Exception:  # noqa: BLE001
+        logger.error("Could not bump the revision stamp (cache down?): other processes may use "
+                     "a stale resolution for up to %ss.", RESOLUTION_MAX_AGE_SECONDS)
+    _LOCAL.clear()
+
+
+def bump_revision() -> None:
+    """Mark every cached resolution and API key stale, in every process.
+
+    Bumped now (this process and tests inside a transaction see it at once) and again when the
+    surrounding transaction commits, so that no process can re-resolve between the first bump
+    and the commit and keep the old rows under the new stamp.
+    """
+    _incr()
+    transaction.on_commit(_incr)
+
+
+# --- resolved calls -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Resolved:
+    """Everything needed to call the model of one workspace role. Immutable; holds secrets."""
+
+    workspace_id: int
+    workspace_slug: str
+    role: str
+    source: str  # "binding" or "system_default"
+    connection_id: str
+    connection_name: str
+    provider: str
+    auth_method: str
+    base_url: str | None
+    model: str
+    offered_models: frozenset[str]
+    config: dict = field(default_factory=dict, repr=False)
+    secrets: dict = field(default_factory=dict, repr=False)
+    fallbacks: tuple = ()
+
+    @property
+    def provider_label(self) -> str:
+        from providers.base import find_provider
+
+        spec = find_provider(self.provider)
+        return spec.label if spec else self.provider
+
+    @property
+    def litellm_model(self) -> str:
+        from providers.base import find_provider
+
+        spec = find_provider(self.provider)
+        return spec.model_string(self.model) if spec else self.model
+
+    @property
+    def endpoint(self) -> str | None:
+        """The URL calls go to (what the egress policy checks); None if the provider has none."""
+        from providers.params import endpoint_url
+
+        return endpoint_url(provider=self.provider, base_url=self.base_url, config=self.config)
+
+    @property
+    def host(self) -> str:
+        from providers.base import host_of
+
+        return host_of(self.endpoint)
+
+    def with_model(self, model: str) -> Resolved:
+        """The same connection, another of its models."""
+        return dataclasses.replace(self, model=model)
+
+    def call_kwargs(self) -> dict:
+        """litellm keyword arguments (model string, api_base, key or headers) for this call.
+
+        Fetches an OAuth token when the auth method needs one (cached by providers.oauth).
+        """
+        from providers.params import litellm_kwargs
+
+        return litellm_kwargs(
+            provider=self.provider, auth_method=self.auth_method, base_url=self.base_url,
+            config=self.config, secrets=self.secrets, model=self.model,
+        )
+
+    async def acall_kwargs(self) -> dict:
+        """`call_kwargs` for async code (an OAuth token is fetched without blocking)."""
+        from providers.params import alitellm_kwargs
+
+        return await alitellm_kwargs(
+            provider=self.provider, auth_method=self.auth_method, base_url=self.base_url,
+            config=self.config, secrets=self.secrets, model=self.model,
+        )
+
+    def summary(self) -> dict:
+        """What the API may show: no config, no secret."""
+        return {
+            "role": self.role,
+            "source": self.source,
+            "provider": self.provider,
+            "provider_label": self.provider_label,
+            "connection": self.connection_id,
+            "connection_name": self.connection_name,
+            "model": self.model,
+            "litellm_model": self.litellm_model,
+        }
+
+
+def _offered(connection, *extra: str | None) -> frozenset[str]:
+    names = {m for m in extra if m}
+    if connection.default_model:
+        names.add(connection.default_model)
+    spec = connection.spec
+    if spec is not None:
+        names.update(spec.models)
+    names.update(connection.discovered_models.values_list("model_id", flat=True))
+    return frozenset(names)
+
+
+def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
+    """Resolve from the database (ResolutionError when the role cannot be called)."""
+    if role not in ROLES:
+        raise ResolutionError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.",
+                              code="unknown_role")
+    workspace = Workspace.objects.filter(pk=workspace_id).only("id", "slug").first()
+    if workspace is None:
+        raise ResolutionError("The workspace no longer exists.", code="workspace_not_found")
+    binding = (WorkspaceBinding.objects.select_related("connection")
+               .filter(workspace_id=workspace_id, role=role).first())
+    connection, model, source = None, None, "binding"
+    if binding is not None and binding.connection_id:
+        connection = binding.connection
+        model = binding.model or connection.default_model
+    else:
+        default = SystemDefault.objects.select_related("connection").filter(role=role).first()
+        if default is None:
+            raise ResolutionError(
+                f"Workspace {workspace.slug!r} has no connection for role {role!r} and there is "
+                "no system default for it: bind a connection or ask an admin to set a default.",
+                code="role_not_configured",
+            )
+        connection, source = default.connection, "system_default"
+        model = (binding.model if binding is not None and binding.model else None) \
+            or default.model or connection.default_model
+    if not connection.is_active:
+        raise ResolutionError(
+            f"Connection {connection.name!r} used by role {role!r} is inactive.",
+            code="connection_inactive",
+        )
+    if not connection.credentials_readable:
+        raise ResolutionError(
+            f"The credentials of connection {connection.name!r} cannot be decrypted with the "
+            "configured FERNET_KEYS: an admin must enter them again.",
+            code="credentials_unreadable",
+        )
+    if connection.spec is None:
+        raise ResolutionError(
+            f"Connection {connection.name!r} names provider {connection.provider!r}, which is "
+            "not in the catalog.", code="provider_unknown",
+        )
+    if not model:
+        raise ResolutionError(
+            f"No model for role {role!r}: connection {connection.name!r} has no default model "
+            "and the binding names none.", code="model_not_configured",
+        )
+    return Resolved(
+        workspace_id=workspace.id,
+        workspace_slug=workspace.slug,
+        role=role,
+        source=source,
+        connection_id=str(connection.id),
+        connection_name=connection.name,
+        provider=connection.provider,
+        auth_method=connection.auth_method,
+        base_url=connection.effective_base_url,
+        model=model,
+        offered_models=_offered(connection, model),
+        config=dict(connection.effective_config),
+        secrets=dict(connection.secrets or {}),
+        fallbacks=tuple(binding.fallbacks or ()) if binding is not None else (),
+    )
+
+
+# (workspace id, role) → (stamp, resolved at (monotonic), Resolved or ResolutionError)
+_LOCAL: dict[tuple[int, str], tuple[int, float, object]] = {}
+_LOCK = threading.Lock()
+
+
+def resolve(*, workspace_id: int, role: str, revision: int | None = None) -> Resolved:
+    """Resolve a workspace role, from this process's memory while the stamp has not moved.
+
+    `revision`: the stamp already read for this call (saves a second cache read).
+    """
+    if revision is None:
+        revision = current_revision()
+    key = (workspace_id, role)
+    now = time.monotonic()
+    hit = _LOCAL.get(key)
+    if (hit is not None and revision is not None and hit[0] == revision
+            and now - hit[1] < RESOLUTION_MAX_AGE_SECONDS):
+        value = hit[2]
+    else:
+        try:
+            value = resolve_uncached(workspace_id=workspace_id, role=role)
+        except ResolutionError as exc:
+            value = exc
+        if revision is not None:
+            with _LOCK:
+                if len(_LOCAL) >= MAX_CACHED_RESOLUTIONS:
+                    _LOCAL.clear()
+                _LOCAL[key] = (revision, now, value)
+    if isinstance(value, ResolutionError):
+        raise value
+    return value  # type: ignore[return-value]
+
+
+def resolve_model(*, workspace_id: int, model: str, endpoint: str = "chat",
+                  revision: int | None = None) -> Resolved:
+    """Resolve the `model` of an OpenAI-style request: a role name or a model a bound connection
+    offers (looked up in the roles that fit the endpoint first)."""
+    if revision is None:
+        revision = current_revision()
+    if model in ROLES:
+        return resolve(workspace_id=workspace_id, role=model, revision=revision)
+    order = ("embedding", "chat", "agent") if endpoint == "embeddings" else \
+        ("chat", "agent", "embedding")
+    for role in order:
+        try:
+            resolved = resolve(workspace_id=workspace_id, role=role, revision=revision)
+        except ResolutionError:
+            continue
+        if model == resolved.model:
+            return resolved
+        if model in resolved.offered_models:
+            return resolved.with_model(model)
+    raise ModelNotOffered(model)
+
+
+class ModelNotOffered(ApplicationError):
+    """A requested model that is neither a role name nor offered by a bound connection."""
+
+    status_code = 404
+    code = "model_not_found"
+
+    def __init__(self, model: str):
+        super().__init__(
+            f"The model {model!r} does not exist in this workspace: use a role name "
+            f"({', '.join(ROLES)}) or a model listed by GET /v1/models.")
+
+
+def workspace_models(*, workspace_id: int, revision: int | None = None) -> list[dict]:
+    """What GET /v1/models lists: the role names, then every model of the bound connections."""
+    if revision is None:
+        revision = current_revision()
+    rows: list[dict] = []
+    seen: set[str] = set()
+    models_by_role: list[tuple[Resolved, list[str]]] = []
+    for role in ROLES:
+        try:
+            resolved = resolve(workspace_id=workspace_id, role=role, revision=revision)
+        except ResolutionError:
+            continue
+        rows.append({"id": role, "owned_by": resolved.connection_name})
+        seen.add(role)
+        models_by_role.append((resolved, sorted(resolved.offered_models)))
+    for resolved, names in models_by_role:
+        for name in [resolved.model, *names]:
+            if name not in seen:
+                seen.add(name)
+                rows.append({"id": name, "owned_by": resolved.connection_name})
+    return rows
+
+
+def clear_local_cache() -> None:
+    """Forget every resolution this process holds (tests, and after a bump)."""
+    _LOCAL.clear()

@@ -1,0 +1,392 @@
+"""Writes of workspaces: the workspace, its role bindings, members, API keys, system defaults
+and usage records. Every change bumps the shared revision stamp (resolution.bump_revision) so
+that every process re-resolves on its next call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.text import slugify
+
+from connections.models import Connection
+from llmconn.errors import Conflict, NotFound, ValidationFailed
+
+from .constants import (
+    API_KEY_PREFIX,
+    API_KEY_RANDOM_BYTES,
+    API_KEY_SHOWN_PREFIX_LENGTH,
+    API_KEY_TOUCH_INTERVAL_SECONDS,
+)
+from .models import (
+    MemberRole,
+    Membership,
+    Role,
+    SystemDefault,
+    UsageRecord,
+    Workspace,
+    WorkspaceAPIKey,
+    WorkspaceBinding,
+)
+from .resolution import bump_revision
+
+ROLES = tuple(Role.values)
+_UNSET: Any = object()
+
+EMBEDDING_WARNING = (
+    "The embedding connection or model changed (from {old} to {new}): vectors stored earlier "
+    "were made by another model and are not comparable with new ones; re-embed them."
+)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def hash_api_key(raw_key: str) -> str:
+    """SHA-256 of an API key, hex: how keys are stored and looked up."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def _connection_for_binding(value, *, where: str) -> Connection | None:
+    """A bindable connection from an id (None stays None); 400 for unknown or inactive ones."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, Connection):
+        connection = value
+    else:
+        try:
+            pk = uuid.UUID(str(value))
+        except ValueError:
+            raise ValidationFailed(f"{where}: {value!r} is not a connection id.",
+                                   fields={where: ["Not a valid connection id (UUID)."]}) from None
+        connection = Connection.objects.filter(pk=pk).first()
+        if connection is None:
+            raise ValidationFailed(f"{where}: there is no connection {pk}.",
+                                   code="unknown_connection",
+                                   fields={where: ["Unknown connection."]})
+    if not connection.is_active:
+        raise ValidationFailed(
+            f"{where}: connection {connection.name!r} is inactive and cannot be bound.",
+            code="inactive_connection", fields={where: ["Inactive connection."]})
+    return connection
+
+
+def _clean_model(value, *, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{where} must be a string or null.",
+                               fields={where: ["Must be a string or null."]})
+    value = value.strip()
+    if len(value) > 200:
+        raise ValidationFailed(f"{where} is too long (200 characters at most).",
+                               fields={where: ["At most 200 characters."]})
+    return value or None
+
+
+def _clean_fallbacks(value, *, where: str) -> list[dict]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValidationFailed(f"{where} must be a list.", fields={where: ["Must be a list."]})
+    if len(value) > 5:
+        raise ValidationFailed(f"{where}: at most 5 fallbacks.", fields={where: ["At most 5."]})
+    cleaned = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) - {"connection", "model"}:
+            raise ValidationFailed(
+                f"{where}[{i}] must be an object {{\"connection\": id, \"model\": str|null}}.",
+                fields={where: [f"Item {i}: expected connection and model."]})
+        connection = _connection_for_binding(item.get("connection"), where=f"{where}[{i}].connection")
+        if connection is None:
+            raise ValidationFailed(f"{where}[{i}].connection is required.",
+                                   fields={where: [f"Item {i}: connection required."]})
+        cleaned.append({"connection": str(connection.pk),
+                        "model": _clean_model(item.get("model"), where=f"{where}[{i}].model")})
+    return cleaned
+
+
+def _effective_embedding(workspace: Workspace) -> tuple[str, str] | None:
+    """(connection name, model) the embedding role uses now, or None if nothing."""
+    binding = (WorkspaceBinding.objects.select_related("connection")
+               .filter(workspace=workspace, role=Role.EMBEDDING).first())
+    connection = binding.connection if binding and binding.connection_id else None
+    model = binding.model if binding else None
+    if connection is None:
+        default = SystemDefault.objects.select_related("connection").filter(
+            role=Role.EMBEDDING).first()
+        if default is None:
+            return None
+        connection = default.connection
+        model = model or default.model
+    model = model or connection.default_model
+    return (connection.name, model or "")
+
+
+def _describe(embedding: tuple[str, str] | None) -> str:
+    if embedding is None:
+        return "none"
+    name, model = embedding
+    return f"{model or '(no model)'} on {name!r}"
+
+
+def _apply_bindings(*, workspace: Workspace, bindings: dict) -> None:
+    """Create or update the given roles' bindings; a role sent as null goes back to default."""
+    if not isinstance(bindings, dict):
+        raise ValidationFailed("bindings must be an object keyed by role.",
+                               fields={"bindings": ["Must be an object."]})
+    unknown = sorted(set(bindings) - set(ROLES))
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown role(s) {', '.join(unknown)}: roles are {', '.join(ROLES)}.",
+            fields={"bindings": {r: ["Unknown role."] for r in unknown}})
+    for role, value in bindings.items():
+        where = f"bindings.{role}"
+        binding = WorkspaceBinding.objects.select_for_update().filter(
+            workspace=workspace, role=role).first() or WorkspaceBinding(workspace=workspace,
+                                                                        role=role)
+        if value is None:
+            value = {"connection": None, "model": None, "fallbacks": []}
+        if not isinstance(value, dict):
+            raise ValidationFailed(f"{where} must be an object or null.",
+                                   fields={where: ["Must be an object or null."]})
+        extra = set(value) - {"connection", "model", "fallbacks"}
+        if extra:
+            raise ValidationFailed(f"{where}: unknown field(s) {', '.join(sorted(extra))}.",
+                                   fields={where: [f"Unknown: {', '.join(sorted(extra))}."]})
+        if "connection" in value:
+            binding.connection = _connection_for_binding(value["connection"],
+                                                         where=f"{where}.connection")
+        if "model" in value:
+            binding.model = _clean_model(value["model"], where=f"{where}.model")
+        if "fallbacks" in value:
+            binding.fallbacks = _clean_fallbacks(value["fallbacks"], where=f"{where}.fallbacks")
+        binding.full_clean()
+        binding.save()
+
+
+# --- workspaces -------------------------------------------------------------------------------
+
+@transaction.atomic
+def workspace_create(*, name: str, slug: str | None = None, bindings: dict | None = None,
+                     actor=None) -> Workspace:
+    """Create a workspace (slug from the name if not given), optionally with role bindings."""
+    workspace = Workspace(name=(name or "").strip(), slug=(slug or slugify(name or ""))[:100])
+    workspace.full_clean()
+    try:
+        with transaction.atomic():
+            workspace.save()
+    except IntegrityError as exc:
+        raise Conflict("A workspace with this name or slug already exists.",
+                       code="workspace_exists") from exc
+    if bindings:
+        _apply_bindings(workspace=workspace, bindings=bindings)
+    bump_revision()
+    return workspace
+
+
+@transaction.atomic
+def workspace_update(*, workspace: Workspace, name: str = _UNSET, slug: str = _UNSET,
+                     bindings: dict | None = None, actor=None) -> tuple[Workspace, list[str]]:
+    """Change a workspace's name, slug or bindings (only the roles sent).
+
+    Returns the workspace and warnings for the caller, e.g. that changing the embedding
+    connection or model leaves existing vectors made by another model.
+    """
+    current = Workspace.objects.select_for_update().get(pk=workspace.pk)
+    before = _effective_embedding(current)
+    if name is not _UNSET:
+        current.name = (name or "").strip()
+    if slug is not _UNSET:
+        current.slug = slug or ""
+    if bindings:
+        _apply_bindings(workspace=current, bindings=bindings)
+    current.revision += 1
+    current.full_clean()
+    try:
+        with transaction.atomic():
+            current.save()
+    except IntegrityError as exc:
+        raise Conflict("A workspace with this name or slug already exists.",
+                       code="workspace_exists") from exc
+    warnings = []
+    after = _effective_embedding(current)
+    if before is not None and after != before:
+        warnings.append(EMBEDDING_WARNING.format(old=_describe(before), new=_describe(after)))
+    bump_revision()
+    return current, warnings
+
+
+@transaction.atomic
+def workspace_delete(*, workspace: Workspace, actor=None) -> None:
+    """Delete a workspace with its bindings, members, API keys and usage records."""
+    Workspace.objects.filter(pk=workspace.pk).delete()
+    bump_revision()
+
+
+# --- system defaults --------------------------------------------------------------------------
+
+@transaction.atomic
+def system_default_set(*, role: str, connection, model: str | None = None,
+                       actor=None) -> tuple[SystemDefault, list[str]]:
+    """Set the connection (and optional model) used by workspaces that bind no connection."""
+    if role not in ROLES:
+        raise NotFound(f"Unknown role {role!r}: roles are {', '.join(ROLES)}.")
+    conn = _connection_for_binding(connection, where="connection")
+    if conn is None:
+        raise ValidationFailed("connection is required (delete the default to remove it).",
+                               fields={"connection": ["Required."]})
+    default = SystemDefault.objects.select_for_update().filter(role=role).first() \
+        or SystemDefault(role=role)
+    old = (default.connection.name, default.model or default.connection.default_model) \
+        if default.pk else None
+    default.connection = conn
+    default.model = _clean_model(model, where="model")
+    default.full_clean()
+    default.save()
+    warnings = []
+    new = (conn.name, default.model or conn.default_model)
+    if role == Role.EMBEDDING and old is not None and old != new:
+        bound = WorkspaceBinding.objects.filter(
+            role=Role.EMBEDDING, connection__isnull=False).values("workspace_id")
+        affected = Workspace.objects.exclude(pk__in=bound).count()
+        if affected:
+            warnings.append(EMBEDDING_WARNING.format(old=_describe(old), new=_describe(new))
+                            + f" This affects {affected} workspace(s) using the system default.")
+    bump_revision()
+    return default, warnings
+
+
+@transaction.atomic
+def system_default_clear(*, role: str, actor=None) -> None:
+    """Remove the system default of a role (workspaces without a binding then cannot call it)."""
+    if role not in ROLES:
+        raise NotFound(f"Unknown role {role!r}: roles are {', '.join(ROLES)}.")
+    SystemDefault.objects.filter(role=role).delete()
+    bump_revision()
+
+
+# --- memberships ------------------------------------------------------------------------------
+
+def _user(user) -> Any:
+    User = get_user_model()
+    if isinstance(user, User):
+        return user
+    lookup = Q(username=user) if isinstance(user, str) and not user.isdigit() else Q(pk=user)
+    found = User.objects.filter(lookup).first()
+    if found is None:
+        raise ValidationFailed(f"Unknown user {user!r}.", fields={"user": ["Unknown user."]})
+    return found
+
+
+@transaction.atomic
+def membership_set(*, workspace: Workspace, user, role: str = MemberRole.MEMBER,
+                   actor=None) -> Membership:
+    """Add a user to a workspace, or change their role there."""
+    if role not in MemberRole.values:
+        raise ValidationFailed(f"role must be one of {', '.join(MemberRole.values)}.",
+                               fields={"role": ["Invalid role."]})
+    user = _user(user)
+    membership = Membership.objects.select_for_update().filter(
+        workspace=workspace, user=user).first() or Membership(workspace=workspace, user=user)
+    membership.role = role
+    membership.full_clean(validate_unique=False)
+    membership.save()
+    return membership
+
+
+@transaction.atomic
+def membership_delete(*, membership: Membership, actor=None) -> None:
+    """Remove a user from a workspace."""
+    membership.delete()
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+@transaction.atomic
+def api_key_create(*, workspace: Workspace, name: str = "", actor=None
+                   ) -> tuple[WorkspaceAPIKey, str]:
+    """Create a workspace API key; returns the row and the key, which is never shown again."""
+    raw = API_KEY_PREFIX + secrets.token_urlsafe(API_KEY_RANDOM_BYTES)
+    key = WorkspaceAPIKey(
+        workspace=workspace, name=(name or "").strip()[:100],
+        prefix=raw[:API_KEY_SHOWN_PREFIX_LENGTH], key_hash=hash_api_key(raw),
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    key.full_clean()
+    key.save()
+    return key, raw
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: WorkspaceAPIKey, actor=None) -> WorkspaceAPIKey:
+    """Revoke an API key: refused by the gateway from the next call on, in every process."""
+    current = WorkspaceAPIKey.objects.select_for_update().get(pk=api_key.pk)
+    if current.revoked_at is None:
+        current.revoked_at = timezone.now()
+        current.save(update_fields=["revoked_at"])
+    bump_revision()
+    return current
+
+
+_TOUCHED: dict[int, float] = {}
+
+
+def api_key_touch(*, api_key_id: int) -> None:
+    """Record that a key was used: at most one write per key per minute (per process, and the
+    UPDATE itself skips rows written in the last minute by other processes)."""
+    now = time.monotonic()
+    last = _TOUCHED.get(api_key_id)
+    if last is not None and now - last < API_KEY_TOUCH_INTERVAL_SECONDS:
+        return
+    if len(_TOUCHED) > 10000:
+        _TOUCHED.clear()
+    _TOUCHED[api_key_id] = now
+    stamp = timezone.now()
+    WorkspaceAPIKey.objects.filter(pk=api_key_id).filter(
+        Q(last_used_at__isnull=True)
+        | Q(last_used_at__lt=stamp - timedelta(seconds=API_KEY_TOUCH_INTERVAL_SECONDS))
+    ).update(last_used_at=stamp)
+
+
+# --- usage ------------------------------------------------------------------------------------
+
+def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key_id: int | None,
+                        role: str, model: str, endpoint: str, stream: bool, status_code: int,
+                        error_class: str = "", input_tokens: int = 0, output_tokens: int = 0,
+                        cost: Decimal | float | None = None, latency_ms: int = 0) -> UsageRecord:
+    """Record one call made through a workspace (for usage reports and budgets)."""
+    record = UsageRecord(
+        workspace_id=workspace_id, connection_id=connection_id, api_key_id=api_key_id,
+        role=role or "", model=(model or "")[:200], endpoint=endpoint, stream=stream,
+        status_code=status_code, error_class=(error_class or "")[:32],
+        input_tokens=max(0, int(input_tokens or 0)), output_tokens=max(0, int(output_tokens or 0)),
+        cost=None if cost is None else Decimal(str(cost)).quantize(Decimal("0.00000001")),
+        latency_ms=max(0, int(latency_ms)),
+    )
+    try:
+        with transaction.atomic():
+            record.save()
+    except IntegrityError:
+        # The connection or key was deleted since the call was resolved: keep the record.
+        record.pk, record.connection_id, record.api_key_id = None, None, None
+        if not Workspace.objects.filter(pk=workspace_id).exists():
+            return record  # the workspace itself is gone: nothing to attach the record to
+        record.save()
+    return record
+
+
+# --- connections ------------------------------------------------------------------------------
+
+def invalidate_for_connection(connection_id=None) -> None:
+    """Called by connection services after a change: cached resolutions become stale."""
+    bump_revision()
