@@ -16,6 +16,8 @@ from django.utils import timezone
 from audit.services import audit_record, secret_fingerprints
 from llmconn.errors import Conflict, NotFound, ValidationFailed
 from providers.base import CHAT, EMBEDDINGS, all_presets, find_provider, get_preset, host_of
+from providers.validation import validate_base_url
+from workspaces.services import invalidate_for_connection
 
 from .models import Connection
 from .secrets import looks_masked, make_hint
@@ -192,6 +194,11 @@ def connection_update(
                 fields={"credentials": [f"Required: {', '.join(sorted(required))}."]},
             )
 
+    # A malformed URL is a base_url error, not an "endpoint changed" one.
+    url_problems = validate_base_url(current.base_url) if current.base_url else []
+    if url_problems:
+        raise ValidationFailed(url_problems[0], fields={"base_url": url_problems})
+
     new_host = host_of(current.effective_base_url)
     endpoint_moved = current.provider != old_provider or new_host != old_host
     if endpoint_moved and readable:
@@ -223,6 +230,7 @@ def connection_update(
         extra={"credentials_removed": sorted(k for k, v in credentials.items() if v is None)}
         if any(v is None for v in credentials.values()) else None,
     )
+    invalidate_for_connection(current.pk)
     return current
 
 
@@ -245,6 +253,7 @@ def connection_delete(*, connection: Connection, actor=None) -> None:
             current.delete()
             audit_record(action="connection.delete", target=target, actor=actor,
                          extra={"provider": current.provider})
+            invalidate_for_connection(target[1])
     except (ProtectedError, RestrictedError) as exc:
         # Something else protects it (a row added since the check above, or a model that
         # connection_dependents does not know yet): refuse as a conflict, not a 500.
@@ -292,6 +301,7 @@ def connection_set_default(*, connection: Connection, actor=None) -> Connection:
     current.refresh_from_db()
     audit_record(action="connection.set_default", target=current, actor=actor,
                  changed_fields=["is_default"], extra={"previous_default": previous})
+    invalidate_for_connection(current.pk)
     return current
 
 
@@ -397,6 +407,7 @@ def connection_move_bindings(*, source: Connection, target: Connection, actor=No
         extra={"to": str(target.pk), "to_name": target.name, "bindings": len(bindings),
                "system_defaults": len(defaults)},
     )
+    invalidate_for_connection(source.pk)
     return {
         "moved_bindings": len(bindings),
         "moved_system_defaults": len(defaults),

@@ -104,9 +104,27 @@ class StrictInputSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class StringDictField(serializers.DictField):
+    """An object of string (or null) values whose keys are field names of sane length."""
+
+    max_key_length = 100
+    default_error_messages = {
+        "key_too_long": f"Field names are at most {max_key_length} characters.",
+    }
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("child", StrictStringField(allow_null=True, allow_blank=True,
+                                                     trim_whitespace=False))
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and any(len(str(k)) > self.max_key_length for k in data):
+            self.fail("key_too_long")
+        return super().to_internal_value(data)
+
+
 def _credentials_field() -> serializers.DictField:
-    return serializers.DictField(
-        child=StrictStringField(allow_null=True, allow_blank=True, trim_whitespace=False),
+    return StringDictField(
         write_only=True, required=False,
         help_text=("Secret fields of the auth method, e.g. {\"api_key\": \"sk-...\"}. Left out: "
                    "stored values are kept. A field set to null is removed. Never returned."),
@@ -114,8 +132,7 @@ def _credentials_field() -> serializers.DictField:
 
 
 def _config_field() -> serializers.DictField:
-    return serializers.DictField(
-        child=StrictStringField(allow_null=True, allow_blank=True, trim_whitespace=False),
+    return StringDictField(
         required=False,
         help_text="The provider's non-secret fields, e.g. {\"api_version\": \"2024-10-21\"}.",
     )
@@ -138,7 +155,7 @@ class ConnectionInputSerializer(StrictInputSerializer):
                                       required=False, allow_blank=True, allow_null=True)
     config = _config_field()
     credentials = _credentials_field()
-    is_active = serializers.BooleanField(required=False)
+    is_active = serializers.BooleanField(required=False, default=True)
 
 
 class FromPresetInputSerializer(StrictInputSerializer):
@@ -155,7 +172,7 @@ class FromPresetInputSerializer(StrictInputSerializer):
     default_model = StrictStringField(max_length=_field("default_model").max_length,
                                       required=False, allow_blank=True, allow_null=True)
     config = _config_field()
-    is_active = serializers.BooleanField(required=False)
+    is_active = serializers.BooleanField(required=False, default=True)
 
 
 class MoveBindingsInputSerializer(StrictInputSerializer):
