@@ -1,0 +1,318 @@
+"""Talking to providers for connection tests and model discovery.
+
+litellm is imported lazily, inside functions: importing it takes about 2.6 s, which must stay out
+of web start-up (STACK-NOTES.md). Every outbound request first passes the egress guard
+(providers.egress): litellm calls are checked with `check_url` just before they are made;
+listings and token fetches go through the guard's own httpx transport.
+
+- `atest_connection(...)` makes one minimal real call: `acompletion` with `max_tokens=1`,
+  `num_retries=0` and a timeout (an embedding call for embedding models; a models listing when
+  no model is known). `litellm.check_valid_key` and `ahealth_check` are not used: the first
+  takes no api_base, the second needs proxy-only packages.
+- `alist_models(...)` lists the models live (a direct GET of `{base}/models` for OpenAI-wire
+  providers, Anthropic's `/v1/models`, Gemini's `/v1beta/models`) or returns the catalog's static
+  list. litellm's `get_valid_models` is not used: it swallows every error and returns [], so a
+  failed listing would look like "no models".
+Failures raise `providers.errors.ProviderError` (error class + our own message). With OAuth
+client credentials, an "auth" failure drops the cached token and retries once with a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from . import errors
+from .base import WIRE_ANTHROPIC, WIRE_OPENAI, find_provider
+from .errors import BAD_REQUEST, ProviderError, classify
+from .params import NO_KEY, alitellm_kwargs, endpoint_url, oauth_args
+
+logger = logging.getLogger(__name__)
+
+TEST_TIMEOUT_S = 20.0
+LIST_TIMEOUT_S = 20.0
+MAX_LIST_PAGES = 20
+ANTHROPIC_VERSION = "2023-06-01"
+TEST_PROMPT = [{"role": "user", "content": "ping"}]
+
+_litellm_module = None
+
+
+def _litellm():
+    """The litellm module, imported on first use and configured to stay quiet."""
+    global _litellm_module
+    if _litellm_module is None:
+        import litellm
+
+        litellm.suppress_debug_info = True  # no "Give Feedback" banners on stdout
+        litellm.telemetry = False
+        litellm.turn_off_message_logging = True
+        _litellm_module = litellm
+    return _litellm_module
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What a call needs to know about a connection (secrets included: never log this)."""
+
+    provider: str
+    auth_method: str
+    base_url: str | None = None
+    config: dict = field(default_factory=dict)
+    secrets: dict | None = field(default=None, repr=False)
+    model: str = ""
+
+    def __repr__(self) -> str:
+        return (f"ConnectionSettings(provider={self.provider!r}, auth_method="
+                f"{self.auth_method!r}, base_url={self.base_url!r}, model={self.model!r})")
+
+    @property
+    def host(self) -> str:
+        url = endpoint_url(provider=self.provider, base_url=self.base_url, config=self.config)
+        return (urlsplit(url).hostname or "") if url else ""
+
+
+@dataclass
+class TestOutcome:
+    """The result of one connection test (no secrets, no upstream text)."""
+
+    ok: bool
+    latency_ms: int
+    model: str = ""
+    error_class: str = ""
+    message: str = ""
+    models: list[str] = field(default_factory=list)
+
+
+async def _check_egress(url: str | None, host: str) -> None:
+    if not url:
+        return
+    from .egress import check_url
+
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, check_url, url)
+    except Exception as exc:  # EgressBlocked, LookupError
+        raise classify(exc, host=host) from None
+
+
+async def _kwargs(s: ConnectionSettings, model: str) -> dict:
+    return await alitellm_kwargs(provider=s.provider, auth_method=s.auth_method,
+                                 base_url=s.base_url, config=s.config, secrets=s.secrets,
+                                 model=model)
+
+
+async def _with_oauth_retry(s: ConnectionSettings, call):
+    """Run `call()`; after an auth failure with an OAuth token, drop the token and retry once."""
+    try:
+        return await call()
+    except ProviderError as err:
+        args = None
+        if err.error_class == errors.AUTH:
+            try:
+                args = oauth_args(auth_method=s.auth_method, config=s.config, secrets=s.secrets)
+            except ProviderError:
+                args = None
+        if not args:
+            raise
+        from asgiref.sync import sync_to_async
+
+        from .oauth import invalidate
+
+        await sync_to_async(invalidate, thread_sensitive=False)(**args)
+        logger.info("Provider refused a cached OAuth token; fetching a new one")
+        return await call()
+
+
+def is_embedding_model(model: str) -> bool:
+    return "embed" in model.lower()
+
+
+async def _acall(s: ConnectionSettings, model: str, timeout: float) -> None:
+    kwargs = await _kwargs(s, model)
+    await _check_egress(kwargs.get("api_base") or endpoint_url(
+        provider=s.provider, base_url=s.base_url, config=s.config), s.host)
+    litellm = _litellm()
+    try:
+        # asyncio's own limit backs litellm's timeout up, in case a transport ignores it.
+        async with asyncio.timeout(timeout + 5):
+            if is_embedding_model(model):
+                await litellm.aembedding(input=["ping"], timeout=timeout, num_retries=0,
+                                         **kwargs)
+            else:
+                await litellm.acompletion(messages=TEST_PROMPT, max_tokens=1, num_retries=0,
+                                          timeout=timeout, **kwargs)
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise classify(exc, host=s.host) from None
+
+
+async def atest_connection(s: ConnectionSettings, *, timeout: float = TEST_TIMEOUT_S) -> TestOutcome:
+    """One minimal real call with these settings; never raises for provider failures."""
+    model = s.model
+    started = time.perf_counter()
+    try:
+        if model:
+            await _with_oauth_retry(s, lambda: _acall(s, model, timeout))
+            message = f"{model} answered."
+            models = []
+        else:
+            models = await alist_models(s, timeout=timeout, live_only=True)
+            message = f"Listed {len(models)} models (no model to call: set a default model)."
+    except ProviderError as err:
+        return TestOutcome(False, _ms(started), model, err.error_class, err.message)
+    except Exception as exc:  # anything unexpected still ends as a classified failure
+        err = classify(exc, host=s.host)
+        return TestOutcome(False, _ms(started), model, err.error_class, err.message)
+    return TestOutcome(True, _ms(started), model, "", message, models)
+
+
+def _ms(started: float) -> int:
+    return max(0, int((time.perf_counter() - started) * 1000))
+
+
+def has_live_listing(provider: str) -> bool:
+    """True when models can be listed from the provider itself."""
+    spec = find_provider(provider)
+    return bool(spec) and (spec.wire in (WIRE_OPENAI, WIRE_ANTHROPIC) or provider == "gemini")
+
+
+def static_models(provider: str, default_model: str = "") -> list[str]:
+    """The catalog's model list (plus the connection's default model)."""
+    spec = find_provider(provider)
+    found = list(spec.models) if spec else []
+    if default_model and default_model not in found:
+        found.append(default_model)
+    return found
+
+
+async def alist_models(s: ConnectionSettings, *, timeout: float = LIST_TIMEOUT_S,
+                       live_only: bool = False) -> list[str]:
+    """The models the provider offers: live where it can list them, else the catalog's list.
+
+    Raises ProviderError when a live listing fails (never returns [] for a failure).
+    """
+    if not has_live_listing(s.provider):
+        if live_only:
+            raise ProviderError(BAD_REQUEST, "This provider cannot be tested without a model: "
+                                "set the connection's default model.")
+        return static_models(s.provider, s.model)
+    return await _with_oauth_retry(s, lambda: _alist_live(s, timeout))
+
+
+async def _alist_live(s: ConnectionSettings, timeout: float) -> list[str]:
+    from .egress import guarded_async_client
+
+    spec = find_provider(s.provider)
+    kwargs = await _kwargs(s, s.model or "list")
+    base = (kwargs.get("api_base") or endpoint_url(
+        provider=s.provider, base_url=s.base_url, config=s.config) or "").rstrip("/")
+    headers = {"Accept": "application/json"}
+    if spec.wire == WIRE_ANTHROPIC:
+        url = f"{base}/v1/models"
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if kwargs.get("api_key") and kwargs["api_key"] != NO_KEY:
+            headers["x-api-key"] = kwargs["api_key"]
+    elif s.provider == "gemini":
+        url = f"{base}/v1beta/models"
+        if kwargs.get("api_key"):
+            headers["x-goog-api-key"] = kwargs["api_key"]  # not ?key=: URLs end up in logs
+    else:
+        url = f"{base}/models"
+        if kwargs.get("api_key") and kwargs["api_key"] != NO_KEY:
+            headers["Authorization"] = f"Bearer {kwargs['api_key']}"
+        if kwargs.get("organization"):
+            headers["OpenAI-Organization"] = kwargs["organization"]
+    headers.update(kwargs.get("extra_headers") or {})
+    await _check_egress(url, s.host)
+
+    found: list[str] = []
+    params: dict = {}
+    try:
+        async with asyncio.timeout(timeout + 5), guarded_async_client(timeout=timeout) as client:
+            for _ in range(MAX_LIST_PAGES):
+                response = await client.get(url, headers=headers, params=params)
+                response.raise_for_status()
+                data = response.json()
+                if not isinstance(data, dict):
+                    raise ValueError("listing is not an object")
+                if s.provider == "gemini":
+                    items = [m.get("name", "").removeprefix("models/")
+                             for m in data.get("models") or []]
+                    page = data.get("nextPageToken")
+                    params = {"pageToken": page} if page else {}
+                else:
+                    items = [m.get("id") for m in data.get("data") or [] if isinstance(m, dict)]
+                    page = data.get("last_id") if data.get("has_more") else None
+                    params = {"after_id": page} if page else {}
+                found.extend(i for i in items if isinstance(i, str) and i)
+                if not params:
+                    break
+    except ProviderError:
+        raise
+    except (ValueError, AttributeError, TypeError):
+        raise ProviderError(errors.PROVIDER_ERROR, f"{s.host or 'The provider'} answered the "
+                            "models listing with something that is not a model list.") from None
+    except Exception as exc:
+        raise classify(exc, host=s.host, listing=True) from None
+    return sorted(set(found))
+
+
+def _run(coro):
+    """Run a coroutine from sync code (Celery tasks, commands), even under a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def test_connection(s: ConnectionSettings, *, timeout: float = TEST_TIMEOUT_S) -> TestOutcome:
+    """Sync `atest_connection`."""
+    return _run(atest_connection(s, timeout=timeout))
+
+
+def list_models(s: ConnectionSettings, *, timeout: float = LIST_TIMEOUT_S) -> list[str]:
+    """Sync `alist_models`."""
+    return _run(alist_models(s, timeout=timeout))
+
+
+async def atest_many(items, *, concurrency: int = 20, timeout: float = TEST_TIMEOUT_S,
+                     on_result=None) -> dict:
+    """Test many connections at once with bounded concurrency: {key: TestOutcome}.
+
+    `items` is an iterable of (key, ConnectionSettings); `on_result(key, outcome)` is called as
+    each finishes (progress bars). One event loop, one semaphore: hundreds of connections take
+    about as long as the slowest few.
+    """
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    results: dict = {}
+
+    async def one(key, s):
+        async with semaphore:
+            outcome = await atest_connection(s, timeout=timeout)
+        results[key] = outcome
+        if on_result:
+            on_result(key, outcome)
+
+    await asyncio.gather(*(one(k, s) for k, s in items))
+    return results
+
+
+def test_many(items, *, concurrency: int = 20, timeout: float = TEST_TIMEOUT_S,
+              on_result=None) -> dict:
+    """Sync `atest_many`."""
+    return _run(atest_many(list(items), concurrency=concurrency, timeout=timeout,
+                           on_result=on_result))
+
+
+test_connection.__test__ = False  # not a pytest test, despite the name
+atest_connection.__test__ = False
+test_many.__test__ = False
+atest_many.__test__ = False
