@@ -173,6 +173,9 @@ class ConnectionTest(models.Model):
     secrets = EncryptedSecretsField(key_id_field="secrets_key_id", null=True, default=None)
     secrets_key_id = models.CharField(max_length=16, blank=True, default="", editable=False)
     model = models.CharField(max_length=200, blank=True, default="")
+    # Set for a test of a saved connection's own settings: the connection revision tested. Its
+    # result updates the connection's status only if the connection has not changed since.
+    connection_revision = models.PositiveBigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=TestStatus.choices,
                               default=TestStatus.PENDING, db_index=True)
     error_class = models.CharField(max_length=32, choices=ErrorClass.choices, blank=True,
