@@ -94,7 +94,23 @@ def classify(exc: BaseException, *, label: str, host: str = "") -> ProviderCallE
     retry_after = None
     if err.retry_after is not None:
         retry_after = str(max(0, int(err.retry_after)))
+    elif err.error_class == errors.RATE_LIMITED:
+        retry_after = _retry_after_header(exc)
     return ProviderCallError(status, code, message, err.error_class, retry_after=retry_after)
+
+
+def _retry_after_header(exc: BaseException) -> str | None:
+    """The provider's Retry-After, wherever litellm kept it (its own `response` has no
+    headers; `litellm_response_headers` and the wrapped openai/httpx errors do)."""
+    seen = 0
+    while exc is not None and seen < 20:
+        for headers in (getattr(exc, "litellm_response_headers", None),
+                        getattr(getattr(exc, "response", None), "headers", None)):
+            value = headers.get("retry-after") if headers is not None else None
+            if value and str(value).strip().isdigit():
+                return str(value).strip()
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 async def check_egress(url: str | None) -> None:
