@@ -171,7 +171,8 @@ def audit_record_denied(*, request, view) -> AuditEvent | None:
         target_type = model._meta.model_name if model is not None else ""
     if not target_type:
         target_type = type(view).__name__.removesuffix("ViewSet").removesuffix("View").lower()
-    view_action = getattr(view, "action", None) or method.lower()
+    view_action = (getattr(view, "audit_action", None) or getattr(view, "action", None)
+                   or method.lower())
     action = f"{target_type}.{_ACTION_NAMES.get(view_action, view_action).replace('-', '_')}"
     kwargs = getattr(view, "kwargs", {}) or {}
     lookup = getattr(view, "lookup_url_kwarg", None) or getattr(view, "lookup_field", "pk")
