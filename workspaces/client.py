@@ -1,0 +1,377 @@
+"""The Python client: how other Python code calls models through a workspace.
+
+    client = WorkspaceClient("research")
+    reply = await client.complete([Message.user("Weather in Paris?")], tools=[weather_tool],
+                                  system="Be brief.")
+    if reply.tool_calls:
+        call = reply.tool_calls[0]          # ToolCall(id, name, arguments: dict)
+    async for chunk in client.stream([Message.user("Tell me a story")]):
+        if chunk.type == "delta": print(chunk.text, end="")
+    vectors = await client.embed(["some text"])
+
+Calls go through the same resolution (hot-reloaded, see resolution.py) and provider layer
+(providers.gateway) as the /v1 gateway, and record usage the same way (without an API key).
+Whatever the provider, results have one shape: the system prompt is placed where the provider
+expects it (Anthropic's top-level `system`, a system message elsewhere) and tool calls are
+`ToolCall`s with parsed arguments for OpenAI- and Anthropic-style providers alike.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from asgiref.sync import sync_to_async
+
+from llmconn.errors import ApplicationError
+from providers import gateway as provider_gateway
+from providers.gateway import ProviderCallError
+
+from . import services
+from .models import Workspace
+from .resolution import Resolved, resolve, resolve_model
+
+
+class LLMError(Exception):
+    """A call that failed: ours (not configured...) or the provider's (`error_class` says)."""
+
+    def __init__(self, message: str, *, code: str, status: int, error_class: str = ""):
+        super().__init__(message)
+        self.message, self.code, self.status, self.error_class = (
+            message, code, status, error_class)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for. `arguments` is parsed JSON ({} if it was not)."""
+
+    id: str
+    name: str
+    arguments: dict
+    raw_arguments: str = ""
+
+    def to_openai(self) -> dict:
+        return {"id": self.id, "type": "function",
+                "function": {"name": self.name,
+                             "arguments": self.raw_arguments or json.dumps(self.arguments)}}
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call, described by a JSON schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def to_openai(self) -> dict:
+        function = {"name": self.name, "parameters": self.parameters}
+        if self.description:
+            function["description"] = self.description
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message. Build with Message.system/user/assistant/tool."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    @classmethod
+    def system(cls, content: str) -> Message:
+        return cls("system", content)
+
+    @classmethod
+    def user(cls, content: str | list) -> Message:
+        return cls("user", content)
+
+    @classmethod
+    def assistant(cls, content: str | None = None, tool_calls: Iterable[ToolCall] = ()
+                  ) -> Message:
+        return cls("assistant", content, tuple(tool_calls))
+
+    @classmethod
+    def tool(cls, tool_call_id: str, content: str | dict) -> Message:
+        """The result of a tool call, sent back to the model."""
+        text = content if isinstance(content, str) else json.dumps(content)
+        return cls("tool", text, tool_call_id=tool_call_id)
+
+    def to_openai(self) -> dict:
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+        if self.tool_call_id:
+            data["tool_call_id"] = self.tool_call_id
+        return data
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Response:
+    """A model's answer: text and/or tool calls, why it stopped, and what it cost in tokens."""
+
+    text: str | None
+    tool_calls: tuple[ToolCall, ...]
+    finish_reason: str | None
+    model: str
+    connection: str
+    usage: Usage
+    raw: dict = field(default_factory=dict, repr=False)
+
+    def as_message(self) -> Message:
+        """This answer as the assistant message to append before sending tool results."""
+        return Message.assistant(self.text, self.tool_calls)
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One piece of a streamed answer.
+
+    - "delta": `text` is the next piece of text;
+    - "tool_call": `tool_call` is a complete tool call (sent once its arguments are whole);
+    - "done": `response` is the whole answer (text, tool calls, usage);
+    - "error": `error` says what failed; nothing follows it.
+    """
+
+    type: Literal["delta", "tool_call", "done", "error"]
+    text: str = ""
+    tool_call: ToolCall | None = None
+    response: Response | None = None
+    error: LLMError | None = None
+
+
+def _tool_call(raw: dict) -> ToolCall:
+    function = raw.get("function") or {}
+    arguments = function.get("arguments") or ""
+    if isinstance(arguments, dict):
+        parsed, arguments = arguments, json.dumps(arguments)
+    else:
+        try:
+            parsed = json.loads(arguments) if arguments else {}
+        except ValueError:
+            parsed = {}
+        if not isinstance(parsed, dict):
+            parsed = {"value": parsed}
+    return ToolCall(id=raw.get("id") or "", name=function.get("name") or "",
+                    arguments=parsed, raw_arguments=arguments)
+
+
+def _messages(messages, system: str | None) -> list[dict]:
+    out = []
+    if system:
+        out.append({"role": "system", "content": system})
+    for m in messages:
+        if isinstance(m, Message):
+            out.append(m.to_openai())
+        elif isinstance(m, dict):
+            out.append(m)
+        else:
+            raise TypeError("messages must be Message objects or OpenAI-style dicts")
+    return out
+
+
+def _tools(tools) -> list[dict] | None:
+    if not tools:
+        return None
+    return [t.to_openai() if isinstance(t, Tool) else t for t in tools]
+
+
+def _error(exc: Exception) -> LLMError:
+    if isinstance(exc, ProviderCallError):
+        return LLMError(exc.message, code=exc.code, status=exc.status,
+                        error_class=exc.error_class)
+    if isinstance(exc, ApplicationError):
+        return LLMError(exc.message, code=exc.code, status=exc.status_code)
+    raise exc
+
+
+class WorkspaceClient:
+    """Calls the models bound to a workspace's roles (chat, agent, embedding)."""
+
+    def __init__(self, workspace: str | int | Workspace, *, timeout: float | None = None):
+        self._workspace = workspace
+        self._workspace_id = workspace.pk if isinstance(workspace, Workspace) else (
+            workspace if isinstance(workspace, int) else None)
+        self.timeout = timeout
+
+    def _resolve_sync(self, role: str, model: str | None, endpoint: str) -> tuple[Resolved, dict]:
+        if self._workspace_id is None:
+            found = Workspace.objects.filter(slug=self._workspace).values_list("pk", flat=True)
+            if not found:
+                raise LLMError(f"No workspace {self._workspace!r}.", code="workspace_not_found",
+                               status=404)
+            self._workspace_id = found[0]
+        if model:
+            resolved = resolve_model(workspace_id=self._workspace_id, model=model,
+                                     endpoint=endpoint)
+        else:
+            resolved = resolve(workspace_id=self._workspace_id, role=role)
+        try:
+            call = resolved.call_kwargs()
+        except ApplicationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the OAuth token endpoint refused
+            raise provider_gateway.classify(exc, label=_label(resolved),
+                                            host=resolved.host) from None
+        return resolved, call
+
+    async def _resolve(self, role, model, endpoint) -> tuple[Resolved, dict]:
+        try:
+            return await sync_to_async(self._resolve_sync)(role, model, endpoint)
+        except (ApplicationError, ProviderCallError) as exc:
+            raise _error(exc) from None
+
+    async def _record(self, resolved: Resolved, *, endpoint: str, stream: bool, status: int,
+                      error_class: str, started: float, usage: Usage = Usage()) -> None:
+        cost = provider_gateway.cost(model=resolved.litellm_model,
+                                     input_tokens=usage.input_tokens,
+                                     output_tokens=usage.output_tokens) if status == 200 else None
+        await sync_to_async(services.usage_record_create)(
+            workspace_id=resolved.workspace_id, connection_id=resolved.connection_id,
+            api_key_id=None, role=resolved.role, model=resolved.model, endpoint=endpoint,
+            stream=stream, status_code=status, error_class=error_class,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost=cost,
+            latency_ms=int((time.perf_counter() - started) * 1000))
+
+    def _params(self, messages, system, tools, tool_choice, params) -> dict:
+        data = dict(params)
+        data["messages"] = _messages(messages, system)
+        if tools:
+            data["tools"] = _tools(tools)
+            if tool_choice is not None:
+                data["tool_choice"] = tool_choice
+        return data
+
+    async def complete(self, messages: Iterable[Message | dict], *, role: str = "chat",
+                       model: str | None = None, system: str | None = None,
+                       tools: Iterable[Tool | dict] | None = None, tool_choice=None,
+                       **params) -> Response:
+        """One answer from the role's model (or `model`, if a bound connection offers it)."""
+        started = time.perf_counter()
+        resolved, call = await self._resolve(role, model, "chat")
+        try:
+            raw = await provider_gateway.chat(
+                call=call, params=self._params(messages, system, tools, tool_choice, params),
+                label=_label(resolved), endpoint=resolved.endpoint, timeout=self.timeout)
+        except ProviderCallError as exc:
+            await self._record(resolved, endpoint="chat", stream=False, status=exc.status,
+                               error_class=exc.error_class, started=started)
+            raise _error(exc) from None
+        response = _response(raw, resolved)
+        await self._record(resolved, endpoint="chat", stream=False, status=200,
+                           error_class="", started=started, usage=response.usage)
+        return response
+
+    async def stream(self, messages: Iterable[Message | dict], *, role: str = "chat",
+                     model: str | None = None, system: str | None = None,
+                     tools: Iterable[Tool | dict] | None = None, tool_choice=None,
+                     **params) -> AsyncIterator[StreamChunk]:
+        """The answer as it comes: "delta" and "tool_call" chunks, then "done" (or "error")."""
+        started = time.perf_counter()
+        try:
+            resolved, call = await self._resolve(role, model, "chat")
+        except LLMError as exc:
+            yield StreamChunk("error", error=exc)
+            return
+        text: list[str] = []
+        pending: dict[int, dict] = {}  # tool calls being assembled, by index
+        calls: list[ToolCall] = []
+        finish, usage, model_name = None, Usage(), resolved.model
+        status, error_class = 200, ""
+
+        def flush() -> list[StreamChunk]:
+            out = []
+            for index in sorted(pending):
+                call_ = _tool_call(pending.pop(index))
+                calls.append(call_)
+                out.append(StreamChunk("tool_call", tool_call=call_))
+            return out
+
+        try:
+            chunks = await provider_gateway.chat_stream(
+                call=call, params=self._params(messages, system, tools, tool_choice, params),
+                label=_label(resolved), endpoint=resolved.endpoint, timeout=self.timeout)
+            async for chunk in chunks:
+                model_name = chunk.get("model") or model_name
+                if chunk.get("usage"):
+                    tokens = provider_gateway.usage_of(chunk)
+                    usage = Usage(*tokens)
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        text.append(delta["content"])
+                        yield StreamChunk("delta", text=delta["content"])
+                    for part in delta.get("tool_calls") or []:
+                        slot = pending.setdefault(part.get("index", 0), {
+                            "id": "", "function": {"name": "", "arguments": ""}})
+                        if part.get("id"):
+                            slot["id"] = part["id"]
+                        function = part.get("function") or {}
+                        if function.get("name"):
+                            slot["function"]["name"] = function["name"]
+                        if function.get("arguments"):
+                            slot["function"]["arguments"] += function["arguments"]
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                        for item in flush():
+                            yield item
+            for item in flush():
+                yield item
+        except ProviderCallError as exc:
+            status, error_class = exc.status, exc.error_class
+            yield StreamChunk("error", error=_error(exc))
+            return
+        finally:
+            await self._record(resolved, endpoint="chat", stream=True, status=status,
+                               error_class=error_class, started=started, usage=usage)
+        yield StreamChunk("done", response=Response(
+            text="".join(text) or None, tool_calls=tuple(calls), finish_reason=finish,
+            model=model_name, connection=resolved.connection_name, usage=usage))
+
+    async def embed(self, texts: str | Iterable[str], *, model: str | None = None
+                    ) -> list[list[float]]:
+        """Vectors for `texts` from the workspace's embedding role (one per text, in order)."""
+        started = time.perf_counter()
+        items = [texts] if isinstance(texts, str) else list(texts)
+        resolved, call = await self._resolve("embedding", model, "embeddings")
+        try:
+            raw = await provider_gateway.embed(call=call, params={"input": items},
+                                               label=_label(resolved),
+                                               endpoint=resolved.endpoint, timeout=self.timeout)
+        except ProviderCallError as exc:
+            await self._record(resolved, endpoint="embeddings", stream=False, status=exc.status,
+                               error_class=exc.error_class, started=started)
+            raise _error(exc) from None
+        tokens, _ = provider_gateway.usage_of(raw)
+        await self._record(resolved, endpoint="embeddings", stream=False, status=200,
+                           error_class="", started=started, usage=Usage(tokens, 0))
+        data = sorted(raw.get("data") or [], key=lambda d: d.get("index", 0))
+        return [d["embedding"] for d in data]
+
+
+def _label(resolved: Resolved) -> str:
+    return f"{resolved.provider_label}, connection {resolved.connection_name!r}"
+
+
+def _response(raw: dict, resolved: Resolved) -> Response:
+    choice = (raw.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content = message.get("content")
+    if isinstance(content, list):  # content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict)) or None
+    tokens = provider_gateway.usage_of(raw)
+    return Response(
+        text=content, tool_calls=tuple(_tool_call(c) for c in message.get("tool_calls") or []),
+        finish_reason=choice.get("finish_reason"), model=raw.get("model") or resolved.model,
+        connection=resolved.connection_name, usage=Usage(*tokens), raw=raw)
