@@ -307,6 +307,35 @@ def test_delete_of_a_bound_connection_is_a_409_listing_bindings(staff_client, co
     assert WorkspaceBinding.objects.count() == 2
 
 
+def test_used_by_count_includes_system_defaults(staff_client, conn):
+    system_default(stored(conn["id"]), "chat")
+    bind(make_workspace("w"), stored(conn["id"]), "agent")
+    assert staff_client.get(detail_url(conn["id"])).json()["used_by_count"] == 2
+
+
+def test_delete_blocked_by_a_row_dependents_missed_is_a_409_not_a_500(staff_client, conn,
+                                                                     monkeypatch):
+    # A binding added between the dependents check and the delete (or a protecting model the
+    # check does not know) makes the database refuse: still a 409, and nothing deleted.
+    import connections.services
+
+    bind(make_workspace("late"), stored(conn["id"]))
+    calls = []
+
+    def dependents_missing_the_first_time(*, connection):
+        calls.append(1)
+        if len(calls) == 1:
+            return []
+        from connections.selectors import connection_dependents
+        return connection_dependents(connection=connection)
+
+    monkeypatch.setattr(connections.services, "connection_dependents",
+                        dependents_missing_the_first_time)
+    error = assert_error(staff_client.delete(detail_url(conn["id"])), 409, "connection_in_use")
+    assert error["bindings"][0]["workspace"] == "late"
+    assert Connection.objects.filter(pk=conn["id"]).exists()
+
+
 def test_delete_of_a_system_default_is_a_409_not_a_500(staff_client, conn):
     system_default(stored(conn["id"]), "chat")
     error = assert_error(staff_client.delete(detail_url(conn["id"])), 409, "connection_in_use")
