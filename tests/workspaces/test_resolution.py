@@ -1,0 +1,126 @@
+"""Resolution: what a workspace role calls, cached per process, refreshed on any change."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+
+from connections.services import connection_update
+from tests.factories import ConnectionFactory
+from workspaces import resolution
+from workspaces.constants import REVISION_CACHE_KEY
+from workspaces.resolution import ModelNotOffered, ResolutionError, resolve, resolve_model
+from workspaces.services import system_default_set, workspace_create, workspace_update
+
+
+@pytest.fixture
+def conn(db):
+    return ConnectionFactory(name="c1", default_model="m1")
+
+
+@pytest.fixture
+def ws(conn):
+    return workspace_create(name="W", bindings={"chat": {"connection": str(conn.pk)}})
+
+
+def test_resolution_carries_everything_a_call_needs(ws, conn):
+    r = resolve(workspace_id=ws.pk, role="chat")
+    assert (r.provider, r.connection_name, r.model, r.source) == (
+        "openai_compatible", "c1", "m1", "binding")
+    kwargs = r.call_kwargs()
+    assert kwargs["model"] == "openai/m1"
+    assert kwargs["api_base"] == conn.base_url
+    assert kwargs["api_key"] == conn.secrets["api_key"]
+    assert conn.secrets["api_key"] not in repr(r)
+
+
+def test_a_cached_resolution_costs_no_database_query(ws, django_assert_num_queries):
+    resolve(workspace_id=ws.pk, role="chat")
+    with django_assert_num_queries(0):
+        for _ in range(10):
+            resolve(workspace_id=ws.pk, role="chat")
+
+
+def test_unconfigured_role_errors_are_cached_too(ws, django_assert_num_queries):
+    with pytest.raises(ResolutionError):
+        resolve(workspace_id=ws.pk, role="agent")
+    with django_assert_num_queries(0), pytest.raises(ResolutionError):
+        resolve(workspace_id=ws.pk, role="agent")
+
+
+def test_binding_change_is_seen_by_the_next_resolution(ws):
+    other = ConnectionFactory(name="c2", default_model="m2")
+    before = resolve(workspace_id=ws.pk, role="chat")
+    workspace_update(workspace=ws, bindings={"chat": {"connection": str(other.pk)}})
+    after = resolve(workspace_id=ws.pk, role="chat")
+    assert after.connection_name == "c2"
+    assert before.connection_name == "c1"  # a call holding the old one keeps it unchanged
+
+
+def test_connection_edit_is_seen_by_the_next_resolution(ws, conn):
+    resolve(workspace_id=ws.pk, role="chat")
+    connection_update(connection=conn, credentials={"api_key": "sk-new-value-123456"},
+                      default_model="m9")
+    r = resolve(workspace_id=ws.pk, role="chat")
+    assert r.secrets["api_key"] == "sk-new-value-123456" and r.model == "m9"
+
+
+def test_a_change_made_elsewhere_is_seen_through_the_shared_stamp(ws, conn):
+    """Another process changed the row and bumped the stamp: this process re-resolves."""
+    resolve(workspace_id=ws.pk, role="chat")
+    type(conn).objects.filter(pk=conn.pk).update(default_model="m-elsewhere")
+    assert resolve(workspace_id=ws.pk, role="chat").model == "m1"  # stamp unchanged: cached
+    cache.incr(REVISION_CACHE_KEY)  # what the other process's service did
+    assert resolve(workspace_id=ws.pk, role="chat").model == "m-elsewhere"
+
+
+def test_a_lost_stamp_never_reuses_old_entries(ws, conn):
+    resolve(workspace_id=ws.pk, role="chat")
+    type(conn).objects.filter(pk=conn.pk).update(default_model="m-after-flush")
+    cache.delete(REVISION_CACHE_KEY)  # cache flushed or evicted
+    assert resolve(workspace_id=ws.pk, role="chat").model == "m-after-flush"
+
+
+def test_cache_outage_resolves_from_the_database_every_time(ws, monkeypatch,
+                                                            django_assert_num_queries):
+    def broken(*args, **kwargs):
+        raise ConnectionError("cache down")
+
+    monkeypatch.setattr(resolution.cache, "get", broken)
+    assert resolution.current_revision() is None
+    assert resolve(workspace_id=ws.pk, role="chat").model == "m1"
+    with django_assert_num_queries(3):  # not cached: workspace, binding, discovered models
+        resolve(workspace_id=ws.pk, role="chat")
+
+
+def test_system_default_and_model_override(ws, conn):
+    default = ConnectionFactory(name="d", default_model="dm")
+    system_default_set(role="agent", connection=str(default.pk), model="dm-big")
+    r = resolve(workspace_id=ws.pk, role="agent")
+    assert (r.source, r.connection_name, r.model) == ("system_default", "d", "dm-big")
+    workspace_update(workspace=ws, bindings={"agent": {"connection": None, "model": "mine"}})
+    assert resolve(workspace_id=ws.pk, role="agent").model == "mine"
+
+
+def test_model_names_resolve_to_the_connection_offering_them(ws, conn):
+    from django.utils import timezone
+
+    conn.discovered_models.create(model_id="m-extra", discovered_at=timezone.now())
+    workspace_update(workspace=ws, name="W2")
+    assert resolve_model(workspace_id=ws.pk, model="m-extra").model == "m-extra"
+    with pytest.raises(ModelNotOffered):
+        resolve_model(workspace_id=ws.pk, model="m-unknown")
+
+
+def test_unreadable_credentials_are_a_clear_error(ws, conn):
+    from connections.fields import UNREADABLE
+
+    from django.db import connection as db
+
+    with db.cursor() as cursor:  # a token no configured key decrypts
+        cursor.execute("UPDATE connections_connection SET secrets = %s WHERE id = %s",
+                       [b"not-a-fernet-token", conn.pk.hex if db.vendor == "sqlite" else conn.pk])
+    assert type(conn).objects.get(pk=conn.pk).secrets is UNREADABLE
+    with pytest.raises(ResolutionError) as info:
+        resolve(workspace_id=ws.pk, role="chat")
+    assert info.value.code == "credentials_unreadable"
