@@ -284,15 +284,19 @@ def list_models(s: ConnectionSettings, *, timeout: float = LIST_TIMEOUT_S) -> li
 
 
 async def atest_many(items, *, concurrency: int = 20, timeout: float = TEST_TIMEOUT_S,
-                     on_result=None) -> dict:
+                     on_result=None, deadline: float | None = None) -> dict:
     """Test many connections at once with bounded concurrency: {key: TestOutcome}.
 
     `items` is an iterable of (key, ConnectionSettings); `on_result(key, outcome)` is called as
     each finishes (progress bars). One event loop, one semaphore: hundreds of connections take
-    about as long as the slowest few.
+    about as long as the slowest few. After `deadline` seconds the tests still waiting or
+    running are cancelled and reported as timed out, so a caller under a time limit always
+    gets a complete answer.
     """
+    items = list(items)
     semaphore = asyncio.Semaphore(max(1, concurrency))
     results: dict = {}
+    started = time.perf_counter()
 
     async def one(key, s):
         async with semaphore:
@@ -301,15 +305,27 @@ async def atest_many(items, *, concurrency: int = 20, timeout: float = TEST_TIME
         if on_result:
             on_result(key, outcome)
 
-    await asyncio.gather(*(one(k, s) for k, s in items))
+    tasks = [asyncio.create_task(one(k, s)) for k, s in items]
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=deadline)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    for key, s in items:
+        if key not in results:
+            results[key] = TestOutcome(False, _ms(started), s.model, errors.TIMEOUT,
+                                       "Not tested: the run reached its overall time limit.")
+            if on_result:
+                on_result(key, results[key])
     return results
 
 
 def test_many(items, *, concurrency: int = 20, timeout: float = TEST_TIMEOUT_S,
-              on_result=None) -> dict:
+              on_result=None, deadline: float | None = None) -> dict:
     """Sync `atest_many`."""
     return _run(atest_many(list(items), concurrency=concurrency, timeout=timeout,
-                           on_result=on_result))
+                           on_result=on_result, deadline=deadline))
 
 
 test_connection.__test__ = False  # not a pytest test, despite the name

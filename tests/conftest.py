@@ -81,3 +81,10 @@ def closed_port_url() -> str:
     from tests.upstream import free_port
 
     return f"http://127.0.0.1:{free_port()}/v1"
+
+
+def pytest_unconfigure(config):
+    """litellm's exit handlers log after pytest has closed the captured streams; silence them."""
+    import logging
+
+    logging.disable(logging.CRITICAL)

@@ -1,0 +1,194 @@
+"""The API of connection tests and model discovery (views and their serializers).
+
+Starting a test or a discovery answers 202 with the job (`status: "pending"`); a Celery worker
+runs it; clients poll `GET /api/v1/connection-tests/{id}/`. Each view makes one service call
+(connections.diagnostics).
+"""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from connections import diagnostics
+from connections.models import Connection, ConnectionTest, DiscoveredModel
+
+from .permissions import is_staff, is_workspace_manager
+
+
+# --- serializers -------------------------------------------------------------------------------
+
+class ConnectionTestSerializer(serializers.ModelSerializer):
+    """A test or discovery job as clients see it (never its secrets or config)."""
+
+    error_class = serializers.SerializerMethodField()
+    connection = serializers.UUIDField(source="connection_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = ConnectionTest
+        fields = ["id", "kind", "connection", "status", "error_class", "message", "latency_ms",
+                  "model", "models_found", "provider", "base_url", "created_at", "started_at",
+                  "finished_at"]
+        read_only_fields = fields
+
+    def get_error_class(self, obj) -> str | None:
+        return obj.error_class or None
+
+
+class ConnectionTestStartSerializer(serializers.Serializer):
+    """Optional body of POST /connections/{id}/test/."""
+
+    model = serializers.CharField(required=False, allow_blank=True, max_length=200,
+                                  help_text="Model to call; default: the connection's default.")
+
+
+class UnsavedTestSerializer(serializers.Serializer):
+    """A connection body to test without saving it. Unknown keys (name, is_active) are ignored.
+
+    With `connection`, settings not sent are that connection's, and its stored secrets fill the
+    credential fields not sent (same provider and endpoint host only)."""
+
+    connection = serializers.PrimaryKeyRelatedField(queryset=Connection.objects.all(),
+                                                    required=False, allow_null=True)
+    provider = serializers.CharField(required=False, max_length=50)
+    auth_method = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                        max_length=50)
+    base_url = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                     max_length=2048)
+    default_model = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    model = serializers.CharField(required=False, allow_blank=True, max_length=200,
+                                  help_text="Model to call; default: default_model.")
+    config = serializers.DictField(required=False, allow_null=True)
+    credentials = serializers.DictField(
+        child=serializers.CharField(allow_null=True, allow_blank=True, max_length=8192,
+                                    trim_whitespace=False),
+        required=False, allow_null=True, write_only=True)
+
+
+class DiscoveredModelSerializer(serializers.ModelSerializer):
+    """One model a connection offers."""
+
+    id = serializers.CharField(source="model_id")
+    source = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DiscoveredModel
+        fields = ["id", "discovered_at", "source"]
+
+    def get_source(self, obj) -> str:
+        return (obj.metadata or {}).get("source", "")
+
+
+class StaffOrManagerReading(BasePermission):
+    """Staff; or, for reads, users who manage a workspace."""
+
+    message = "Only staff and workspace managers may read a connection's models."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        return user.is_staff or (request.method in SAFE_METHODS and is_workspace_manager(request))
+
+
+# --- views -------------------------------------------------------------------------------------
+
+def _accepted(test: ConnectionTest) -> Response:
+    return Response(ConnectionTestSerializer(test).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ConnectionTestStartView(APIView):
+    """POST /api/v1/connections/{id}/test/: test a saved connection."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(summary="Test a saved connection", request=ConnectionTestStartSerializer,
+                   responses={202: ConnectionTestSerializer})
+    def post(self, request, pk):
+        connection = get_object_or_404(Connection, pk=pk)
+        body = ConnectionTestStartSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        test = diagnostics.connection_test_request(
+            connection=connection, model=body.validated_data.get("model", ""), actor=request.user)
+        return _accepted(test)
+
+
+class ConnectionTestListCreateView(generics.ListAPIView):
+    """GET/POST /api/v1/connection-tests/: list jobs; test unsaved settings."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = ConnectionTestSerializer
+    filter_backends: list = []
+
+    def get_queryset(self):
+        connection_id = self.request.query_params.get("connection")
+        if connection_id:
+            serializers.UUIDField().run_validation(connection_id)
+        return diagnostics.connection_test_list(connection_id=connection_id)
+
+    @extend_schema(summary="List connection tests and discovery jobs", parameters=[
+        OpenApiParameter("connection", str, description="Only this connection's (UUID).")])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(summary="Test unsaved connection settings", request=UnsavedTestSerializer,
+                   responses={202: ConnectionTestSerializer})
+    def post(self, request):
+        body = UnsavedTestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        model = data.pop("model", "") or data.pop("default_model", "")
+        data.pop("default_model", None)
+        test = diagnostics.connection_test_request_unsaved(
+            model=model, actor=request.user, connection=data.pop("connection", None), **data)
+        return _accepted(test)
+
+
+class ConnectionTestDetailView(APIView):
+    """GET /api/v1/connection-tests/{id}/: poll a job."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(summary="Read a connection test or discovery job",
+                   responses={200: ConnectionTestSerializer})
+    def get(self, request, pk):
+        return Response(ConnectionTestSerializer(diagnostics.connection_test_get(test_id=pk)).data)
+
+
+class DiscoverModelsView(APIView):
+    """POST /api/v1/connections/{id}/discover-models/: list the models a connection offers."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(summary="Discover a connection's models", request=None,
+                   responses={202: ConnectionTestSerializer})
+    def post(self, request, pk):
+        connection = get_object_or_404(Connection, pk=pk)
+        return _accepted(diagnostics.connection_discover_models_request(
+            connection=connection, actor=request.user))
+
+
+class ConnectionModelsView(generics.ListAPIView):
+    """GET /api/v1/connections/{id}/models/: the models the last discovery found.
+
+    Staff, and workspace managers for active connections (they pick models when binding)."""
+
+    serializer_class = DiscoveredModelSerializer
+    permission_classes = [StaffOrManagerReading]
+    filter_backends: list = []
+
+    def get_queryset(self):
+        staff = is_staff(self.request)
+        qs = Connection.objects.all() if staff else Connection.objects.filter(is_active=True)
+        connection = get_object_or_404(qs, pk=self.kwargs["pk"])
+        return diagnostics.connection_models(connection=connection)
+
+    @extend_schema(summary="List a connection's discovered models",
+                   responses={200: DiscoveredModelSerializer(many=True),
+                              404: OpenApiResponse(description="No such connection.")})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)

@@ -1,0 +1,509 @@
+"""Connection tests and model discovery: the services behind the asynchronous checks.
+
+Flow: a `*_request` service validates, stores a pending `ConnectionTest` (an unsaved
+configuration's secrets encrypted on the row) and enqueues a task with the row's id on commit;
+the task calls the matching `*_run` service, which does nothing unless the row is still pending
+(safe to run twice), marks it running, makes the call outside any transaction, and stores the
+result with our own message. The test row's secrets are emptied when it finishes.
+
+A test of a saved connection records the revision it checked; its result becomes the
+connection's `status` / `last_tested_at` / `last_error_class` only if the connection has not
+changed since. Tests of unsaved settings never touch the connection.
+
+A worker killed mid-test cannot leave a row `running` forever: `connection_tests_reap` (run
+periodically by beat, and for one row whenever it is read) fails rows running longer than the
+task's hard time limit plus a margin, and rows nobody picked up within PENDING_LIMIT_S.
+
+The health sweep tests many connections inside ONE task with asyncio and bounded concurrency
+(providers.client.atest_many) and writes the results when they are all in, so nothing is left
+running if the sweep dies.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from llmconn.errors import NotFound, ValidationFailed
+from providers import client
+from providers.base import find_provider, host_of
+from providers.errors import ProviderError, classify
+from providers.validation import config_with_defaults, validate_connection_settings
+
+from .models import (
+    Connection,
+    ConnectionStatus,
+    ConnectionTest,
+    DiscoveredModel,
+    ErrorClass,
+    JobKind,
+    TestStatus,
+)
+from .secrets import looks_masked
+
+logger = logging.getLogger(__name__)
+
+# Time limits. The provider call has TEST_TIMEOUT_S; the task's soft limit interrupts anything
+# stuck beyond it, the hard limit kills the worker process; the reaper fails a row still
+# running after the hard limit plus a margin. https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits
+TEST_TIMEOUT_S = 20
+TASK_SOFT_LIMIT_S = 45
+TASK_HARD_LIMIT_S = 60
+RUNNING_LIMIT_S = TASK_HARD_LIMIT_S + 30
+PENDING_LIMIT_S = 15 * 60
+SWEEP_SOFT_LIMIT_S = 270
+SWEEP_HARD_LIMIT_S = 300
+SWEEP_DEADLINE_S = 240  # the sweep stops waiting and records the rest as timed out
+SWEEP_CONCURRENCY = 20
+SWEEP_LOCK_KEY = "llmconn:connection-health-sweep"
+RETENTION = timedelta(days=30)
+
+REAPED_RUNNING_MESSAGE = ("The test did not finish within its time limit: the worker running "
+                          "it may have stopped. Try again.")
+REAPED_PENDING_MESSAGE = ("No worker picked this test up within {minutes} minutes: check that "
+                          "the Celery worker is running, then try again.")
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+def connection_test_get(*, test_id) -> ConnectionTest:
+    """One test or discovery job by id; a stale one is failed (reaped) before it is returned."""
+    try:
+        test = ConnectionTest.objects.select_related("connection").get(pk=test_id)
+    except (ConnectionTest.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such connection test.") from None
+    if test.status in (TestStatus.PENDING, TestStatus.RUNNING) and _is_stale(test, timezone.now()):
+        connection_tests_reap(test_ids=[test.pk])
+        test.refresh_from_db()
+    return test
+
+
+def connection_test_list(*, connection_id=None) -> QuerySet[ConnectionTest]:
+    """Tests and discovery jobs, newest first, optionally of one connection."""
+    qs = ConnectionTest.objects.all().defer("secrets", "config")
+    if connection_id:
+        qs = qs.filter(connection_id=connection_id)
+    return qs.order_by("-created_at")
+
+
+def connection_models(*, connection: Connection) -> QuerySet[DiscoveredModel]:
+    """The models a connection's last successful discovery found."""
+    return connection.discovered_models.all().order_by("model_id")
+
+
+# --- requests (web side) -----------------------------------------------------------------------
+
+def _enqueue(task_name: str, test: ConnectionTest) -> None:
+    from . import tasks
+
+    task = getattr(tasks, task_name)
+    test_id = str(test.pk)
+    transaction.on_commit(lambda: task.delay(test_id))
+
+
+@transaction.atomic
+def connection_test_request(*, connection: Connection, model: str = "",
+                            actor=None) -> ConnectionTest:
+    """Queue a test of a saved connection's own settings (its result becomes its status)."""
+    model = (model or connection.default_model or "").strip()
+    test = ConnectionTest(
+        kind=JobKind.TEST, connection=connection, connection_revision=connection.revision,
+        provider=connection.provider, auth_method=connection.auth_method,
+        base_url=connection.base_url, config=connection.config or {}, secrets=None, model=model,
+        requested_by=actor if getattr(actor, "pk", None) else None,
+    )
+    test.full_clean(exclude=["secrets"])
+    test.save()
+    _enqueue("connection_test_run_task", test)
+    return test
+
+
+def _check_credentials(credentials) -> dict:
+    if credentials is None:
+        return {}
+    if not isinstance(credentials, dict):
+        raise ValidationFailed("credentials must be an object of secret fields.",
+                               fields={"credentials": ["Must be an object."]})
+    for name, value in credentials.items():
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise ValidationFailed(f"Credential {name!r} must be a non-empty string.",
+                                   fields={"credentials": {name: ["Must be a non-empty string."]}})
+        if looks_masked(value):
+            raise ValidationFailed(
+                f"Credential {name!r} looks like a masked placeholder, not a secret: send the "
+                "real value, or leave it out to use the saved connection's.",
+                code="masked_secret", fields={"credentials": {name: ["Looks masked."]}})
+    return credentials
+
+
+_UNSET = object()
+
+
+@transaction.atomic
+def connection_test_request_unsaved(
+    *,
+    provider=_UNSET,
+    auth_method=_UNSET,
+    base_url=_UNSET,
+    config=_UNSET,
+    credentials: dict | None = None,
+    model: str = "",
+    connection: Connection | None = None,
+    actor=None,
+) -> ConnectionTest:
+    """Queue a test of settings that are not saved (e.g. a connection being edited).
+
+    With `connection`, settings not sent default to that connection's, and its stored secrets
+    fill the credential fields not sent, but only for the same provider and endpoint host: a
+    stored key never follows a changed URL (same rule as connection_update). A credential sent
+    as null is left out.
+    """
+    credentials = _check_credentials(credentials)
+    if connection is not None:
+        provider = connection.provider if provider is _UNSET else provider
+        if auth_method is _UNSET and provider == connection.provider:
+            auth_method = connection.auth_method
+        base_url = connection.base_url if base_url is _UNSET else base_url
+        config = (connection.config or {}) if config is _UNSET else config
+        model = model or connection.default_model
+    if provider is _UNSET or not provider:
+        raise ValidationFailed("provider is required.", fields={"provider": ["Required."]})
+    spec = find_provider(provider)
+    if spec is None:
+        raise ValidationFailed(f"Unknown provider {provider!r}: see /api/v1/providers/.",
+                               fields={"provider": ["Unknown provider."]})
+    if auth_method is _UNSET or not auth_method:
+        if len(spec.auth_methods) > 1:
+            names = ", ".join(m.name for m in spec.auth_methods)
+            raise ValidationFailed(f"{spec.label} supports several auth methods: choose "
+                                   f"auth_method ({names}).",
+                                   fields={"auth_method": [f"Required; one of: {names}."]})
+        auth_method = spec.auth_methods[0].name
+    base_url = None if base_url is _UNSET else (base_url or None)
+    config = {} if config is _UNSET or config is None else config
+
+    secrets: dict = {}
+    if connection is not None:
+        allowed = set(spec.secret_field_names(auth_method) if spec.auth_method(auth_method) else ())
+        reusable = [n for n in allowed if n not in credentials]
+        same_endpoint = (provider == connection.provider and host_of(
+            spec.effective_base_url(base_url)) == host_of(connection.effective_base_url))
+        if reusable and not connection.credentials_readable:
+            raise ValidationFailed(
+                "The saved connection's credentials cannot be decrypted: send them with the test.",
+                code="credentials_unreadable",
+                fields={"credentials": [f"Send: {', '.join(sorted(reusable))}."]})
+        stored = {k: v for k, v in (connection.secrets or {}).items()
+                  if k in allowed and k not in credentials} if connection.credentials_readable else {}
+        if stored and not same_endpoint:
+            raise ValidationFailed(
+                "The endpoint differs from the saved connection's (provider or base URL host), "
+                f"so its stored secrets will not be sent there: send {', '.join(sorted(stored))}.",
+                code="credentials_required",
+                fields={"credentials": [f"Send again: {', '.join(sorted(stored))}."]})
+        secrets.update(stored)
+    secrets.update({k: v for k, v in credentials.items() if v is not None})
+    validate_connection_settings(provider=provider, auth_method=auth_method, base_url=base_url,
+                                 config=config, secrets=secrets)
+    test = ConnectionTest(
+        kind=JobKind.TEST, connection=connection, connection_revision=None, provider=provider,
+        auth_method=auth_method, base_url=base_url, config=config, secrets=secrets,
+        model=(model or "").strip(), requested_by=actor if getattr(actor, "pk", None) else None,
+    )
+    test.full_clean(exclude=["secrets"])
+    test.save()
+    _enqueue("connection_test_run_task", test)
+    return test
+
+
+@transaction.atomic
+def connection_discover_models_request(*, connection: Connection, actor=None) -> ConnectionTest:
+    """Queue a model discovery for a saved connection."""
+    job = ConnectionTest(
+        kind=JobKind.DISCOVER, connection=connection, connection_revision=connection.revision,
+        provider=connection.provider, auth_method=connection.auth_method,
+        base_url=connection.base_url, config=connection.config or {}, secrets=None,
+        model=connection.default_model or "",
+        requested_by=actor if getattr(actor, "pk", None) else None,
+    )
+    job.full_clean(exclude=["secrets"])
+    job.save()
+    _enqueue("connection_discover_models_run_task", job)
+    return job
+
+
+# --- runs (worker side) ------------------------------------------------------------------------
+
+def _settings_of_connection(connection: Connection, model: str) -> client.ConnectionSettings:
+    return client.ConnectionSettings(
+        provider=connection.provider, auth_method=connection.auth_method,
+        base_url=connection.base_url, config=connection.effective_config,
+        secrets=connection.secrets, model=model)
+
+
+def _start(test_id, kind: str) -> tuple[ConnectionTest | None, client.ConnectionSettings | None]:
+    """Lock a pending job, mark it running and return it with the settings to use."""
+    with transaction.atomic():
+        test = (ConnectionTest.objects.select_for_update().select_related("connection")
+                .filter(pk=test_id, kind=kind).first())
+        if test is None or test.status != TestStatus.PENDING:
+            return test, None  # done, running elsewhere, reaped, or gone: nothing to do
+        if test.connection_revision is not None:
+            connection = test.connection
+            if connection is None:
+                return test, None
+            # The saved connection as it is now (secrets included), not a copy.
+            test.provider, test.auth_method = connection.provider, connection.auth_method
+            test.base_url, test.config = connection.base_url, connection.config or {}
+            test.connection_revision = connection.revision
+            if test.kind == JobKind.TEST and not test.model:
+                test.model = connection.default_model or ""
+            s = _settings_of_connection(connection, test.model)
+        else:
+            s = client.ConnectionSettings(
+                provider=test.provider, auth_method=test.auth_method, base_url=test.base_url,
+                config=config_with_defaults(test.provider, test.auth_method, test.config or {}),
+                secrets=test.secrets, model=test.model)
+        test.status = TestStatus.RUNNING
+        test.started_at = timezone.now()
+        test.save(update_fields=["status", "started_at", "provider", "auth_method", "base_url",
+                                 "config", "connection_revision", "model"])
+    return test, s
+
+
+def _finish(test: ConnectionTest, *, ok: bool, error_class: str = "", message: str,
+            latency_ms: int | None = None, models_found: int | None = None,
+            update_connection: bool = True) -> ConnectionTest:
+    """Store a job's result (only if it is still running) and empty its secrets."""
+    now = timezone.now()
+    with transaction.atomic():
+        current = ConnectionTest.objects.select_for_update().filter(pk=test.pk).first()
+        if current is None or current.status != TestStatus.RUNNING:
+            return current or test  # reaped meanwhile: its failure stands
+        current.status = TestStatus.SUCCEEDED if ok else TestStatus.FAILED
+        current.error_class = "" if ok else (error_class or ErrorClass.PROVIDER_ERROR)
+        current.message = message[:2000]
+        current.latency_ms = latency_ms
+        current.models_found = models_found
+        current.finished_at = now
+        current.secrets = None
+        current.save(update_fields=["status", "error_class", "message", "latency_ms",
+                                    "models_found", "finished_at", "secrets", "secrets_key_id"])
+        if update_connection and current.connection_id and current.connection_revision is not None:
+            _record_status(current.connection_id, current.connection_revision, ok,
+                           current.error_class, now)
+    return current
+
+
+def _record_status(connection_id, revision, ok: bool, error_class: str, when) -> None:
+    # update(), not save(): status is not a settings change (no revision bump, secrets untouched).
+    Connection.objects.filter(pk=connection_id, revision=revision).update(
+        status=ConnectionStatus.OK if ok else ConnectionStatus.FAILED,
+        last_tested_at=when, last_error_class="" if ok else error_class)
+
+
+def connection_test_run(*, test_id) -> ConnectionTest | None:
+    """Run a pending connection test (no-op unless pending) and store its result."""
+    test, s = _start(test_id, JobKind.TEST)
+    if s is None:
+        return test
+    try:
+        outcome = client.test_connection(s, timeout=TEST_TIMEOUT_S)
+    except BaseException as exc:  # SoftTimeLimitExceeded, anything unexpected: still recorded
+        err = classify(exc, host=_safe_host(s))
+        _finish(test, ok=False, error_class=err.error_class, message=err.message)
+        if not isinstance(exc, Exception):
+            raise
+        logger.warning("Connection test %s failed unexpectedly (%s)", test.pk, err.error_class)
+        return test
+    if outcome.ok:
+        message = f"{outcome.message} ({outcome.latency_ms} ms)"
+    else:
+        message = outcome.message
+    logger.info("Connection test %s: %s %s", test.pk, "ok" if outcome.ok else "failed",
+                outcome.error_class)
+    return _finish(test, ok=outcome.ok, error_class=outcome.error_class, message=message,
+                   latency_ms=outcome.latency_ms,
+                   models_found=len(outcome.models) if outcome.models else None)
+
+
+def _safe_host(s: client.ConnectionSettings) -> str:
+    try:
+        return s.host
+    except Exception:
+        return ""
+
+
+def connection_discover_models_run(*, test_id) -> ConnectionTest | None:
+    """Run a pending discovery: store the models found; a failure keeps the previous list."""
+    job, s = _start(test_id, JobKind.DISCOVER)
+    if s is None:
+        return job
+    started = timezone.now()
+    live = client.has_live_listing(s.provider)
+    try:
+        found = client.list_models(s, timeout=TEST_TIMEOUT_S)
+    except BaseException as exc:
+        err = exc if isinstance(exc, ProviderError) else classify(exc, host=_safe_host(s),
+                                                                   listing=True)
+        _finish(job, ok=False, error_class=err.error_class,
+                message=f"Model discovery failed: {err.message}", update_connection=False)
+        if not isinstance(exc, Exception):
+            raise
+        return job
+    latency = int((timezone.now() - started).total_seconds() * 1000)
+    with transaction.atomic():
+        current = ConnectionTest.objects.select_for_update().filter(pk=job.pk).first()
+        if current is None or current.status != TestStatus.RUNNING:
+            return current
+        _store_models(job.connection_id, found, source="live" if live else "catalog")
+    source = "listed by the provider" if live else "from the catalog (no listing endpoint)"
+    return _finish(job, ok=True, message=f"Found {len(found)} models, {source}.",
+                   latency_ms=latency, models_found=len(found), update_connection=False)
+
+
+def _store_models(connection_id, model_ids: list[str], *, source: str) -> None:
+    now = timezone.now()
+    model_ids = sorted({m[:300] for m in model_ids})
+    DiscoveredModel.objects.filter(connection_id=connection_id).exclude(
+        model_id__in=model_ids).delete()
+    existing = set(DiscoveredModel.objects.filter(connection_id=connection_id)
+                   .values_list("model_id", flat=True))
+    DiscoveredModel.objects.filter(connection_id=connection_id).update(
+        discovered_at=now, metadata={"source": source})
+    DiscoveredModel.objects.bulk_create([
+        DiscoveredModel(connection_id=connection_id, model_id=m, discovered_at=now,
+                        metadata={"source": source})
+        for m in model_ids if m not in existing
+    ])
+
+
+# --- reaper ------------------------------------------------------------------------------------
+
+def _is_stale(test: ConnectionTest, now) -> bool:
+    if test.status == TestStatus.RUNNING:
+        return bool(test.started_at) and test.started_at < now - timedelta(seconds=RUNNING_LIMIT_S)
+    if test.status == TestStatus.PENDING:
+        return test.created_at < now - timedelta(seconds=PENDING_LIMIT_S)
+    return False
+
+
+def connection_tests_reap(*, test_ids=None, now=None) -> int:
+    """Fail jobs stuck running past their limit or never picked up; prune old finished ones."""
+    now = now or timezone.now()
+    stale_q = (Q(status=TestStatus.RUNNING, started_at__lt=now - timedelta(seconds=RUNNING_LIMIT_S))
+               | Q(status=TestStatus.PENDING, created_at__lt=now - timedelta(seconds=PENDING_LIMIT_S)))
+    qs = ConnectionTest.objects.filter(stale_q)
+    if test_ids is not None:
+        qs = qs.filter(pk__in=test_ids)
+    reaped = 0
+    for pk in list(qs.values_list("pk", flat=True)[:1000]):
+        with transaction.atomic():
+            test = ConnectionTest.objects.select_for_update().filter(pk=pk).filter(stale_q).first()
+            if test is None:
+                continue
+            running = test.status == TestStatus.RUNNING
+            test.status = TestStatus.FAILED
+            test.error_class = ErrorClass.TIMEOUT
+            test.message = (REAPED_RUNNING_MESSAGE if running else
+                            REAPED_PENDING_MESSAGE.format(minutes=PENDING_LIMIT_S // 60))
+            test.finished_at = now
+            test.secrets = None
+            test.save(update_fields=["status", "error_class", "message", "finished_at",
+                                     "secrets", "secrets_key_id"])
+            reaped += 1
+    if reaped:
+        logger.warning("Reaped %d connection test(s) stuck past their time limit", reaped)
+    if test_ids is None:
+        ConnectionTest.objects.filter(
+            status__in=[TestStatus.SUCCEEDED, TestStatus.FAILED],
+            created_at__lt=now - RETENTION).delete()
+    return reaped
+
+
+# --- health sweep ------------------------------------------------------------------------------
+
+def connection_health_sweep(
+    *,
+    connections: QuerySet[Connection] | list[Connection] | None = None,
+    concurrency: int | None = None,
+    timeout: float = TEST_TIMEOUT_S,
+    deadline: float | None = SWEEP_DEADLINE_S,
+    on_result=None,
+    actor=None,
+) -> list[ConnectionTest]:
+    """Test many connections at once (default: every active one) and record each result.
+
+    Calls run concurrently in one event loop (at most `concurrency` at a time); results are
+    written when all are in, as finished ConnectionTest rows, and update each connection's
+    status. `on_result(connection, outcome)` is called as each finishes (progress).
+    """
+    if connections is None:
+        connections = Connection.objects.filter(is_active=True)
+    connections = list(connections)
+    concurrency = concurrency or getattr(settings, "LLMCONN_SWEEP_CONCURRENCY", SWEEP_CONCURRENCY)
+    by_id = {c.pk: c for c in connections}
+    items = [(c.pk, _settings_of_connection(c, c.default_model or "")) for c in connections]
+    started = timezone.now()
+    callback = (lambda pk, outcome: on_result(by_id[pk], outcome)) if on_result else None
+    outcomes = client.test_many(items, concurrency=concurrency, timeout=timeout,
+                                on_result=callback, deadline=deadline)
+    finished = timezone.now()
+    rows = []
+    for c in connections:
+        outcome = outcomes[c.pk]
+        rows.append(ConnectionTest(
+            kind=JobKind.TEST, connection=c, connection_revision=c.revision, provider=c.provider,
+            auth_method=c.auth_method, base_url=c.base_url, config=c.config or {}, secrets=None,
+            model=outcome.model, status=TestStatus.SUCCEEDED if outcome.ok else TestStatus.FAILED,
+            error_class=outcome.error_class, message=(
+                f"{outcome.message} ({outcome.latency_ms} ms)" if outcome.ok else outcome.message),
+            latency_ms=outcome.latency_ms,
+            requested_by=actor if getattr(actor, "pk", None) else None,
+            started_at=started, finished_at=finished,
+        ))
+    with transaction.atomic():
+        ConnectionTest.objects.bulk_create(rows)
+        for row in rows:
+            _record_status(row.connection_id, row.connection_revision,
+                           row.status == TestStatus.SUCCEEDED, row.error_class, finished)
+    return rows
+
+
+def connection_health_sweep_locked(**kwargs) -> list[ConnectionTest] | None:
+    """The periodic sweep: skipped (None) while another sweep holds the lock."""
+    if not cache.add(SWEEP_LOCK_KEY, "1", timeout=SWEEP_HARD_LIMIT_S):
+        logger.info("A connection health sweep is already running; skipping this one")
+        return None
+    try:
+        return connection_health_sweep(**kwargs)
+    finally:
+        cache.delete(SWEEP_LOCK_KEY)
+
+
+# --- in-process check (no job row) --------------------------------------------------------------
+
+def test_connection_settings(connection: Connection, *, model: str = "",
+                             timeout: float = TEST_TIMEOUT_S) -> client.TestOutcome:
+    """Test a (possibly unsaved) Connection's settings now, in this process; nothing is stored.
+
+    For callers that must decide synchronously (staged secret rotation). Never raises for a
+    provider failure: the outcome carries error_class and our own message.
+    """
+    s = _settings_of_connection(connection, model or connection.default_model or "")
+    try:
+        return client.test_connection(s, timeout=timeout)
+    except Exception as exc:
+        err = classify(exc, host=_safe_host(s))
+        return client.TestOutcome(False, 0, s.model, err.error_class, err.message)
+
+
+test_connection_settings.__test__ = False  # not a pytest test, despite the name

@@ -1,0 +1,51 @@
+"""Celery tasks of connections: thin wrappers that take ids, call a service and own time limits.
+
+Arguments are ids only and results are small dicts without secrets: the broker and the result
+backend are not encrypted stores. Each service is safe to run twice (it checks the row's state
+first), so a redelivered message does no harm.
+https://docs.celeryq.dev/en/stable/userguide/tasks.html#tips-and-best-practices
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from . import diagnostics
+
+
+def _summary(test) -> dict | None:
+    if test is None:
+        return None
+    return {"id": str(test.pk), "status": test.status, "error_class": test.error_class or None}
+
+
+@shared_task(name="connections.connection_test_run", acks_late=True, ignore_result=False,
+             soft_time_limit=diagnostics.TASK_SOFT_LIMIT_S,
+             time_limit=diagnostics.TASK_HARD_LIMIT_S)
+def connection_test_run_task(test_id: str) -> dict | None:
+    """Run one connection test (ConnectionTest id)."""
+    return _summary(diagnostics.connection_test_run(test_id=test_id))
+
+
+@shared_task(name="connections.connection_discover_models_run", acks_late=True,
+             ignore_result=False, soft_time_limit=diagnostics.TASK_SOFT_LIMIT_S,
+             time_limit=diagnostics.TASK_HARD_LIMIT_S)
+def connection_discover_models_run_task(test_id: str) -> dict | None:
+    """Run one model discovery (ConnectionTest id of kind "discover")."""
+    return _summary(diagnostics.connection_discover_models_run(test_id=test_id))
+
+
+@shared_task(name="connections.connection_health_sweep", soft_time_limit=diagnostics.SWEEP_SOFT_LIMIT_S,
+             time_limit=diagnostics.SWEEP_HARD_LIMIT_S)
+def connection_health_sweep_task() -> dict:
+    """Test every active connection (periodic, django-celery-beat); skipped if one is running."""
+    rows = diagnostics.connection_health_sweep_locked()
+    if rows is None:
+        return {"skipped": True}
+    return {"tested": len(rows), "failed": sum(1 for r in rows if r.status == "failed")}
+
+
+@shared_task(name="connections.connection_tests_reap")
+def connection_tests_reap_task() -> dict:
+    """Fail tests stuck running past their limit or never picked up (periodic)."""
+    return {"reaped": diagnostics.connection_tests_reap()}
