@@ -1,0 +1,190 @@
+"""Export and import of connections as JSON without secrets (keyed fingerprints in their place).
+
+The export carries every setting, credential hints and fingerprints, system defaults by
+connection name. An import creates what is missing; a connection whose secrets the file cannot
+carry is created inactive and listed as "needs secrets" (enter them with PATCH, then activate).
+Fingerprints (HMAC with AUDIT_HMAC_KEY) let an import tell whether an existing connection
+already holds the same secret, when both installs share that key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record, secret_fingerprint
+from llmconn.errors import ApplicationError, ValidationFailed
+from providers.base import find_provider
+from providers.validation import validate_connection_settings
+
+from .models import Connection
+from .services import EDITABLE_FIELDS, connection_set_default
+
+FORMAT = "llmconn-connections"
+VERSION = 1
+SETTINGS = ("provider", "auth_method", "base_url", "default_model", "config", "is_active")
+
+
+def connections_export() -> dict:
+    """Every connection and system default as a JSON-ready dict, with no secret in it."""
+    from workspaces.models import SystemDefault
+
+    rows = []
+    for conn in Connection.objects.order_by("name"):
+        if conn.credentials_readable:
+            creds = {k: {"fingerprint": secret_fingerprint(v),
+                         "hint": (conn.secret_hints or {}).get(k, "")}
+                     for k, v in sorted((conn.secrets or {}).items())}
+        else:
+            creds = {k: {"fingerprint": None, "hint": "", "readable": False}
+                     for k in sorted(conn.secret_hints or {})}
+        rows.append({"name": conn.name, **{k: getattr(conn, k) for k in SETTINGS},
+                     "is_default": conn.is_default, "credentials": creds})
+    defaults = [{"role": d.role, "connection": d.connection.name, "model": d.model}
+                for d in SystemDefault.objects.select_related("connection").order_by("role")]
+    return {"format": FORMAT, "version": VERSION,
+            "exported_at": timezone.now().isoformat(), "connections": rows,
+            "system_defaults": defaults}
+
+
+@dataclass
+class ImportReport:
+    """What an import did, and which connections still need their secrets entered."""
+
+    lines: list[str] = field(default_factory=list)
+    needs_secrets: list[tuple[str, list[str]]] = field(default_factory=list)
+    errors: int = 0
+    changed: bool = False
+
+
+def _required_secrets(provider: str, auth_method: str) -> list[str]:
+    spec = find_provider(provider)
+    if spec is None:
+        return []
+    return sorted(f.name for f in spec.all_fields(auth_method) if f.secret and f.required)
+
+
+@transaction.atomic
+def connection_import_one(*, row: Mapping, actor=None) -> tuple[Connection, list[str]]:
+    """Create one connection from an export row, without secrets; inactive when its provider
+    needs secrets. Returns it and the secret fields to enter."""
+    settings_ = {k: row.get(k) for k in SETTINGS if k in row}
+    provider, auth_method = settings_.get("provider"), settings_.get("auth_method")
+    if not isinstance(provider, str) or not isinstance(auth_method, str):
+        raise ValidationFailed("provider and auth_method are required strings.")
+    config = settings_.get("config") or {}
+    for key, kind in (("base_url", (str, type(None))), ("default_model", (str, type(None))),
+                      ("config", dict), ("is_active", bool)):
+        if key in settings_ and not isinstance(settings_[key], kind):
+            raise ValidationFailed(f"{key} has the wrong type.", fields={key: ["Wrong type."]})
+    validate_connection_settings(provider=provider, auth_method=auth_method,
+                                 base_url=settings_.get("base_url") or None, config=config,
+                                 secrets=None)
+    missing = _required_secrets(provider, auth_method)
+    conn = Connection(
+        name=row.get("name"), provider=provider, auth_method=auth_method,
+        base_url=settings_.get("base_url") or None,
+        default_model=settings_.get("default_model") or "", config=config, secrets={},
+        secret_hints={}, is_active=bool(settings_.get("is_active", True)) and not missing,
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    # Not full_clean(): Connection.clean() requires the secrets, which an export never has.
+    conn.clean_fields()
+    conn.validate_unique()
+    conn.validate_constraints()
+    conn.save()
+    audit_record(action="connection.import", target=conn, actor=actor,
+                 changed_fields=[f for f in EDITABLE_FIELDS if getattr(conn, f) not in (None, "", {})],
+                 extra={"needs_secrets": missing})
+    return conn, missing
+
+
+def _same_secrets(conn: Connection, creds: Mapping) -> bool:
+    if not conn.credentials_readable:
+        return False
+    mine = {k: secret_fingerprint(v) for k, v in (conn.secrets or {}).items()}
+    theirs = {k: (v or {}).get("fingerprint") for k, v in creds.items() if isinstance(v, Mapping)}
+    return mine == theirs
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()) \
+            if hasattr(exc, "error_dict") else " ".join(exc.messages)
+    return getattr(exc, "message", str(exc))
+
+
+def connections_import(*, data, actor=None) -> ImportReport:
+    """Create the connections and system defaults of an export that do not exist yet.
+
+    Existing connections (by name) are never changed: the report says whether their settings
+    and secrets (by fingerprint) match the file.
+    """
+    from workspaces.models import SystemDefault
+    from workspaces.services import system_default_set
+
+    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        raise ValidationFailed(f"Not an llmconn export (expected \"format\": \"{FORMAT}\").")
+    if data.get("version") != VERSION:
+        raise ValidationFailed(f"Unsupported export version {data.get('version')!r}; "
+                               f"this install reads version {VERSION}.")
+    rows = data.get("connections")
+    if not isinstance(rows, list):
+        raise ValidationFailed("\"connections\" must be a list.")
+    report = ImportReport()
+    for row in rows:
+        if not isinstance(row, Mapping) or not isinstance(row.get("name"), str):
+            report.lines.append("error: skipped an entry without a name")
+            report.errors += 1
+            continue
+        name, creds = row["name"], row.get("credentials") or {}
+        existing = Connection.objects.filter(name=name).first()
+        if existing is not None:
+            diffs = [k for k in SETTINGS if k in row and getattr(existing, k) != row[k]]
+            secrets = "same secrets" if _same_secrets(existing, creds) else (
+                "secrets differ or cannot be compared")
+            state = "matches" if not diffs else f"differs in {', '.join(diffs)}"
+            report.lines.append(f"exists: {name} ({state}; {secrets}); left unchanged")
+            continue
+        try:
+            conn, missing = connection_import_one(row=row, actor=actor)
+        except (ApplicationError, ValidationError) as exc:
+            report.lines.append(f"error: {name} not imported: {_error_text(exc)}")
+            report.errors += 1
+            continue
+        report.changed = True
+        if missing:
+            report.needs_secrets.append((name, missing))
+            report.lines.append(f"created: {name} (inactive until its secrets are entered: "
+                                f"{', '.join(missing)})")
+        else:
+            report.lines.append(f"created: {name}")
+            if row.get("is_default") and conn.is_active:
+                connection_set_default(connection=conn, actor=actor)
+
+    for default in data.get("system_defaults") or []:
+        if not isinstance(default, Mapping):
+            continue
+        role, name = default.get("role"), default.get("connection")
+        if SystemDefault.objects.filter(role=role).exists():
+            report.lines.append(f"exists: system default {role}; left unchanged")
+            continue
+        conn = Connection.objects.filter(name=name).first()
+        if conn is None or not conn.is_active:
+            report.lines.append(f"skipped: system default {role} -> {name}: that connection is "
+                                "missing or inactive (enter its secrets, activate it, then set "
+                                "the default)")
+            continue
+        try:
+            system_default_set(role=role, connection=conn, model=default.get("model"), actor=actor)
+        except (ApplicationError, ValidationError) as exc:
+            report.lines.append(f"error: system default {role} not set: {_error_text(exc)}")
+            report.errors += 1
+            continue
+        report.changed = True
+        report.lines.append(f"set: system default {role} -> {name}")
+    return report
