@@ -9,6 +9,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import secret_fingerprint
 from connections import rotation
+from connections.diagnostics import test_connection_settings
 from connections.models import Connection
 from connections.rotation import SecretTestResult, connection_rotate_secret
 from tests.conftest import CANARY, UPSTREAM_KEY
@@ -18,23 +19,6 @@ from workspaces.models import Workspace, WorkspaceBinding
 pytestmark = pytest.mark.django_db
 
 NEW_KEY = "sk-new-upstream-key-0002"
-
-
-def real_tester(candidate):
-    """Test through the provider client against the fake upstream (the real call path)."""
-    from providers.client import ConnectionSettings, test_connection
-
-    out = test_connection(ConnectionSettings(
-        provider=candidate.provider, auth_method=candidate.auth_method,
-        base_url=candidate.base_url, config=candidate.config, secrets=candidate.secrets,
-        model=candidate.default_model), timeout=10)
-    return SecretTestResult(ok=out.ok, error_class=out.error_class, message=out.message,
-                            latency_ms=out.latency_ms, model=out.model)
-
-
-@pytest.fixture(autouse=True)
-def use_real_tester(monkeypatch):
-    monkeypatch.setattr(rotation, "default_secret_tester", real_tester)
 
 
 @pytest.fixture
@@ -84,7 +68,7 @@ def test_failing_new_key_leaves_the_old_key_in_use(staff_client, conn, upstream)
     assert stored.pending_secrets is None and stored.previous_secrets is None
     assert stored.revision == conn.revision
     # The stored (old) key still works.
-    assert real_tester(stored).ok
+    assert test_connection_settings(stored).ok
     event = AuditEvent.objects.get(action="connection.rotate_secret")
     assert event.outcome == "failed" and event.extra["error_class"] == "auth"
 
