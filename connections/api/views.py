@@ -6,6 +6,7 @@ output serializer renders a row from `connection_list_detailed()` (constant quer
 
 from __future__ import annotations
 
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import filters, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -13,7 +14,11 @@ from rest_framework.response import Response
 
 from connections.filters import BoundedSearchFilter, ConnectionFilter
 from connections.models import Connection
-from connections.selectors import connection_dependents, connection_list_detailed
+from connections.selectors import (
+    connection_dependents,
+    connection_list,
+    connection_list_detailed,
+)
 from connections.services import (
     connection_create,
     connection_create_from_preset,
@@ -22,7 +27,6 @@ from connections.services import (
     connection_set_default,
     connection_update,
 )
-from django_filters.rest_framework import DjangoFilterBackend
 from llmconn.errors import ValidationFailed
 
 from .permissions import IsStaffOrManagerReading, is_staff
@@ -101,7 +105,10 @@ class ConnectionViewSet(
     ordering = ["name"]
 
     def get_queryset(self):
-        return connection_list_detailed(active_only=not is_staff(self.request))
+        active_only = not is_staff(self.request)
+        if self.action in ("list", "retrieve"):
+            return connection_list_detailed(active_only=active_only)
+        return connection_list(active_only=active_only)  # writes re-read with _present()
 
     def get_serializer_class(self):
         # By method, not action, so that the browsable API's forms get the input shape.
