@@ -155,3 +155,16 @@ def test_audit_api_is_staff_only_and_filters_by_target_and_action(staff, user_cl
 
     assert user_client.get("/api/v1/audit-events/").status_code == 403
     assert APIClient().get("/api/v1/audit-events/").status_code == 401
+
+
+def test_move_bindings_records_one_event_on_the_source(staff):
+    from workspaces.models import Workspace, WorkspaceBinding
+
+    source, target = ConnectionFactory(name="src"), ConnectionFactory(name="dst")
+    workspace = Workspace.objects.create(name="Team", slug="team")
+    WorkspaceBinding.objects.create(workspace=workspace, role="chat", connection=source)
+    r = staff.post(f"{LIST_URL}{source.pk}/move-bindings/", {"to": str(target.pk)}, format="json")
+    assert r.status_code == 200, r.content
+    event = _only_event()
+    assert (event.action, event.target_name) == ("connection.move_bindings", "src")
+    assert event.extra["to_name"] == "dst" and event.extra["bindings"] == 1
