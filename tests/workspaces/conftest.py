@@ -149,6 +149,7 @@ def start_server(log_path: Path, port: int) -> subprocess.Popen:
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "HF_HUB_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
     })
     log = open(log_path, "wb")
     process = subprocess.Popen(
@@ -177,20 +178,31 @@ def stop_server(process: subprocess.Popen) -> None:
         process.wait()
 
 
-@pytest.fixture
-def live_server_process(transactional_db, tmp_path):
-    """(base URL, log path) of the app served by uvicorn in a subprocess.
-
-    Needs PostgreSQL: the server process must see the rows this test commits (SQLite's test
-    database is in memory).
-    """
+def _require_postgres() -> None:
     if db_connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (set DATABASE_URL=postgres://...): the uvicorn process "
-                    "must share the test database")
+                    "must share the test database (SQLite's test database is in memory)")
+
+
+def require_shared_cache() -> None:
+    """Skip unless the cache is Redis: cross-process invalidation goes through it."""
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis (set REDIS_URL): another process sees changes through the "
+                    "shared revision stamp in the cache")
+
+
+@pytest.fixture(scope="module")
+def gateway_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    """(base URL, log path) of the app served by uvicorn in a subprocess, for a whole module.
+
+    Tests using it also need `transactional_db`, so that the rows they create are committed
+    and visible to the server process.
+    """
+    _require_postgres()
     from tests.upstream import free_port
 
     port = free_port()
-    log_path = tmp_path / "uvicorn.log"
+    log_path = tmp_path_factory.mktemp("uvicorn") / "uvicorn.log"
     process = start_server(log_path, port)
     try:
         yield f"http://127.0.0.1:{port}", log_path
