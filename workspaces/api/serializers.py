@@ -57,11 +57,11 @@ class APIKeyOutputSerializer(serializers.ModelSerializer):
 
 class MembershipInputSerializer(serializers.Serializer):
     user = serializers.CharField(help_text="Username or user id.")
-    role = serializers.ChoiceField(choices=["manager", "member"], default="member")
+    role = serializers.CharField(default="member", help_text="manager or member.")
 
 
 class MembershipUpdateSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=["manager", "member"])
+    role = serializers.CharField(help_text="manager or member.")
 
 
 class MembershipOutputSerializer(serializers.ModelSerializer):
@@ -71,6 +71,16 @@ class MembershipOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Membership
         fields = ["id", "user", "user_id", "role", "created_at"]
+
+
+class SystemDefaultOutputSerializer(serializers.Serializer):
+    """The system default of one role (connection null: none set)."""
+
+    role = serializers.CharField()
+    connection = serializers.UUIDField(allow_null=True)
+    connection_name = serializers.CharField(allow_null=True)
+    model = serializers.CharField(allow_null=True)
+    warnings = serializers.ListField(child=serializers.CharField(), required=False)
 
 
 class SystemDefaultInputSerializer(serializers.Serializer):

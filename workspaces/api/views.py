@@ -7,6 +7,7 @@ its members read it; anyone else gets 404 (the workspace's existence is not disc
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -25,6 +26,7 @@ from .serializers import (
     MembershipOutputSerializer,
     MembershipUpdateSerializer,
     SystemDefaultInputSerializer,
+    SystemDefaultOutputSerializer,
     WorkspaceInputSerializer,
     WorkspaceOutputSerializer,
 )
@@ -157,7 +159,7 @@ class WorkspaceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         return Response(MembershipOutputSerializer(membership).data)
 
 
-class SystemDefaultViewSet(viewsets.ViewSet):
+class SystemDefaultViewSet(viewsets.GenericViewSet):
     """/api/v1/system-defaults/: the connection per role for workspaces that bind none.
 
     Any signed-in user may read them (they explain what `null` in a binding means); staff set
@@ -165,9 +167,14 @@ class SystemDefaultViewSet(viewsets.ViewSet):
     """
 
     permission_classes = [IsAuthenticated]
+    serializer_class = SystemDefaultOutputSerializer
+    pagination_class = None
+    filter_backends: list = []
     lookup_field = "role"
     lookup_value_regex = r"[a-z_]+"
 
+    @extend_schema(operation_id="v1_system_defaults_list", responses=OpenApiTypes.OBJECT,
+                   description="{role: {connection, connection_name, model} | null}")
     def list(self, request):
         return Response(selectors.system_defaults())
 
@@ -178,7 +185,7 @@ class SystemDefaultViewSet(viewsets.ViewSet):
                                           {"connection": None, "connection_name": None,
                                            "model": None})})
 
-    @extend_schema(request=SystemDefaultInputSerializer)
+    @extend_schema(request=SystemDefaultInputSerializer, responses=SystemDefaultOutputSerializer)
     def update(self, request, role=None):
         if not request.user.is_staff:
             raise PermissionDenied("Only staff may set system defaults.")
@@ -192,7 +199,7 @@ class SystemDefaultViewSet(viewsets.ViewSet):
         return Response({"role": role, **selectors.system_defaults()[role],
                          "warnings": warnings})
 
-    @extend_schema(request=SystemDefaultInputSerializer)
+    @extend_schema(request=SystemDefaultInputSerializer, responses=SystemDefaultOutputSerializer)
     def partial_update(self, request, role=None):
         return self.update(request, role=role)
 
