@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
+from audit.services import audit_record
 from connections.models import Connection
 from llmconn.errors import Conflict, NotFound, ValidationFailed
 
@@ -190,6 +191,8 @@ def workspace_create(*, name: str, slug: str | None = None, bindings: dict | Non
                        code="workspace_exists") from exc
     if bindings:
         _apply_bindings(workspace=workspace, bindings=bindings)
+    audit_record(action="workspace.create", target=workspace, actor=actor,
+                 changed_fields=["name", "slug"] + [f"bindings.{r}" for r in bindings or {}])
     bump_revision()
     return workspace
 
@@ -204,6 +207,7 @@ def workspace_update(*, workspace: Workspace, name: str = _UNSET, slug: str = _U
     """
     current = Workspace.objects.select_for_update().get(pk=workspace.pk)
     before = _effective_embedding(current)
+    old_name, old_slug = current.name, current.slug
     if name is not _UNSET:
         current.name = (name or "").strip()
     if slug is not _UNSET:
@@ -222,6 +226,10 @@ def workspace_update(*, workspace: Workspace, name: str = _UNSET, slug: str = _U
     after = _effective_embedding(current)
     if before is not None and after != before:
         warnings.append(EMBEDDING_WARNING.format(old=_describe(before), new=_describe(after)))
+    changed = [f for f, old in (("name", old_name), ("slug", old_slug))
+               if getattr(current, f) != old] + [f"bindings.{r}" for r in bindings or {}]
+    audit_record(action="workspace.update", target=current, actor=actor, changed_fields=changed,
+                 extra={"bindings": bindings} if bindings else None)
     bump_revision()
     return current, warnings
 
@@ -229,7 +237,9 @@ def workspace_update(*, workspace: Workspace, name: str = _UNSET, slug: str = _U
 @transaction.atomic
 def workspace_delete(*, workspace: Workspace, actor=None) -> None:
     """Delete a workspace with its bindings, members, API keys and usage records."""
+    target = ("workspace", str(workspace.pk), workspace.slug)
     Workspace.objects.filter(pk=workspace.pk).delete()
+    audit_record(action="workspace.delete", target=target, actor=actor)
     bump_revision()
 
 
@@ -262,6 +272,9 @@ def system_default_set(*, role: str, connection, model: str | None = None,
         if affected:
             warnings.append(EMBEDDING_WARNING.format(old=_describe(old), new=_describe(new))
                             + f" This affects {affected} workspace(s) using the system default.")
+    audit_record(action="system_default.set", target=("system_default", role, role),
+                 actor=actor, changed_fields=["connection", "model"],
+                 extra={"connection": str(conn.pk), "model": default.model})
     bump_revision()
     return default, warnings
 
@@ -272,6 +285,8 @@ def system_default_clear(*, role: str, actor=None) -> None:
     if role not in ROLES:
         raise NotFound(f"Unknown role {role!r}: roles are {', '.join(ROLES)}.")
     SystemDefault.objects.filter(role=role).delete()
+    audit_record(action="system_default.clear", target=("system_default", role, role),
+                 actor=actor)
     bump_revision()
 
 
@@ -301,12 +316,16 @@ def membership_set(*, workspace: Workspace, user, role: str = MemberRole.MEMBER,
     membership.role = role
     membership.full_clean(validate_unique=False)
     membership.save()
+    audit_record(action="workspace.member_set", target=workspace, actor=actor,
+                 changed_fields=["memberships"], extra={"user": user.username, "role": role})
     return membership
 
 
 @transaction.atomic
 def membership_delete(*, membership: Membership, actor=None) -> None:
     """Remove a user from a workspace."""
+    audit_record(action="workspace.member_remove", target=membership.workspace, actor=actor,
+                 changed_fields=["memberships"], extra={"user": membership.user.username})
     membership.delete()
 
 
@@ -324,6 +343,9 @@ def api_key_create(*, workspace: Workspace, name: str = "", actor=None
     )
     key.full_clean()
     key.save()
+    audit_record(action="workspace.api_key_create", target=workspace, actor=actor,
+                 changed_fields=["api_keys"], extra={"key_id": key.pk, "prefix": key.prefix,
+                                                     "name": key.name})
     return key, raw
 
 
@@ -334,6 +356,9 @@ def api_key_revoke(*, api_key: WorkspaceAPIKey, actor=None) -> WorkspaceAPIKey:
     if current.revoked_at is None:
         current.revoked_at = timezone.now()
         current.save(update_fields=["revoked_at"])
+        audit_record(action="workspace.api_key_revoke", target=current.workspace, actor=actor,
+                     changed_fields=["api_keys"], extra={"key_id": current.pk,
+                                                         "prefix": current.prefix})
     bump_revision()
     return current
 

@@ -280,3 +280,34 @@ def test_deleting_a_bound_connection_is_refused(staff_client, ws, conn):
                        format="json")
     with pytest.raises(Conflict):
         connection_delete(connection=conn)
+
+
+def test_changes_are_audited_without_the_raw_key(staff_client, ws, conn):
+    from audit.models import AuditEvent
+
+    staff_client.patch(f"{URL}team-a/", {"bindings": {"chat": {"connection": str(conn.pk)}}},
+                       format="json")
+    created = staff_client.post(f"{URL}team-a/api-keys/", {"name": "ci"}, format="json").json()
+    staff_client.delete(f"{URL}team-a/api-keys/{created['id']}/")
+    actions = list(AuditEvent.objects.order_by("seq").values_list("action", flat=True))
+    assert {"workspace.update", "workspace.api_key_create",
+            "workspace.api_key_revoke"} <= set(actions)
+    dump = str(list(AuditEvent.objects.values()))
+    assert created["key"] not in dump and created["key"][12:] not in dump
+
+
+def test_admin_pages_render_without_key_material(staff_user, ws, conn):
+    from django.test import Client
+
+    created = _client(staff_user).post(f"{URL}team-a/api-keys/", {}, format="json").json()
+    client = Client()
+    client.force_login(staff_user)
+    key = WorkspaceAPIKey.objects.get(pk=created["id"])
+    for url in ("/admin/workspaces/workspace/", f"/admin/workspaces/workspace/{ws.pk}/change/",
+                "/admin/workspaces/workspaceapikey/",
+                f"/admin/workspaces/workspaceapikey/{key.pk}/change/",
+                "/admin/workspaces/usagerecord/", "/admin/workspaces/systemdefault/"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert created["key"] not in response.content.decode()
+        assert key.key_hash not in response.content.decode()
