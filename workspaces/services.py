@@ -15,7 +15,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, Subquery
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -388,10 +388,19 @@ def api_key_touch(*, api_key_id: int) -> None:
 def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key_id: int | None,
                         role: str, model: str, endpoint: str, stream: bool, status_code: int,
                         error_class: str = "", input_tokens: int = 0, output_tokens: int = 0,
-                        cost: Decimal | float | None = None, latency_ms: int = 0) -> UsageRecord:
-    """Record one call made through a workspace (for usage reports and budgets)."""
+                        cost: Decimal | float | None = None, latency_ms: int = 0
+                        ) -> UsageRecord | None:
+    """Record one call made through a workspace (for usage reports and budgets).
+
+    One INSERT. The connection and key are written through subqueries, so a connection or key
+    deleted while the call ran leaves NULL instead of failing; None if the workspace is gone.
+    """
     record = UsageRecord(
-        workspace_id=workspace_id, connection_id=connection_id, api_key_id=api_key_id,
+        workspace_id=Subquery(Workspace.objects.filter(pk=workspace_id).values("pk")[:1]),
+        connection_id=Subquery(Connection.objects.filter(pk=connection_id).values("pk")[:1])
+        if connection_id else None,
+        api_key_id=Subquery(WorkspaceAPIKey.objects.filter(pk=api_key_id).values("pk")[:1])
+        if api_key_id else None,
         role=role or "", model=(model or "")[:200], endpoint=endpoint, stream=stream,
         status_code=status_code, error_class=(error_class or "")[:32],
         input_tokens=max(0, int(input_tokens or 0)), output_tokens=max(0, int(output_tokens or 0)),
@@ -401,12 +410,8 @@ def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key
     try:
         with transaction.atomic():
             record.save()
-    except IntegrityError:
-        # The connection or key was deleted since the call was resolved: keep the record.
-        record.pk, record.connection_id, record.api_key_id = None, None, None
-        if not Workspace.objects.filter(pk=workspace_id).exists():
-            return record  # the workspace itself is gone: nothing to attach the record to
-        record.save()
+    except IntegrityError:  # the workspace was deleted while the call ran
+        return None
     return record
 
 

@@ -1,0 +1,103 @@
+"""Workspace services: API keys, usage records, the revision stamp."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from django.test.utils import CaptureQueriesContext
+from django.db import connection as db_connection
+
+from connections.services import connection_delete, connection_update
+from tests.factories import ConnectionFactory
+from workspaces.constants import REVISION_CACHE_KEY
+from workspaces.models import UsageRecord, WorkspaceAPIKey
+from workspaces.resolution import current_revision
+from workspaces.services import (
+    api_key_create,
+    api_key_touch,
+    invalidate_for_connection,
+    usage_record_create,
+    workspace_create,
+)
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture
+def ws(db):
+    return workspace_create(name="W")
+
+
+def test_api_keys_are_long_random_and_distinct(ws):
+    keys = {api_key_create(workspace=ws)[1] for _ in range(20)}
+    assert len(keys) == 20
+    assert all(k.startswith("lck_") and len(k) >= 36 for k in keys)
+
+
+def test_last_used_is_written_at_most_once_a_minute(ws, django_assert_num_queries):
+    key, _ = api_key_create(workspace=ws)
+    with django_assert_num_queries(1):
+        api_key_touch(api_key_id=key.pk)
+    with django_assert_num_queries(0):
+        for _ in range(5):
+            api_key_touch(api_key_id=key.pk)
+    assert WorkspaceAPIKey.objects.get(pk=key.pk).last_used_at is not None
+
+
+def test_usage_record_survives_a_deleted_connection(ws):
+    conn = ConnectionFactory()
+    conn_id = str(conn.pk)
+    connection_delete(connection=conn)
+    record = usage_record_create(workspace_id=ws.pk, connection_id=conn_id, api_key_id=None,
+                                 role="chat", model="m", endpoint="chat", stream=False,
+                                 status_code=200, input_tokens=3, output_tokens=4)
+    assert UsageRecord.objects.get(pk=record.pk).connection_id is None
+
+
+def test_connection_changes_bump_the_shared_stamp(db):
+    before = current_revision()
+    conn = ConnectionFactory()
+    connection_update(connection=conn, default_model="x")
+    assert current_revision() > before
+    stamp = current_revision()
+    invalidate_for_connection(conn.pk)
+    assert current_revision() > stamp
+    assert cache.get(REVISION_CACHE_KEY) == current_revision()
+
+
+def test_a_warm_gateway_call_reads_nothing_from_the_database(gateway, upstream,
+                                                             make_connection, make_workspace,
+                                                             make_key):
+    key = make_key(make_workspace("Warm", chat=make_connection(upstream)))
+    assert gateway.post("/v1/chat/completions", key, {"model": "chat", "messages": HELLO}
+                        ).status_code == 200
+    with CaptureQueriesContext(db_connection) as captured:
+        response = gateway.post("/v1/chat/completions", key, {"model": "chat",
+                                                              "messages": HELLO})
+    assert response.status_code == 200
+    statements = [q["sql"].split()[0].upper() for q in captured.captured_queries]
+    assert "SELECT" not in statements, captured.captured_queries
+    assert statements.count("INSERT") == 1  # the usage record
+    assert UsageRecord.objects.count() == 2
+
+
+def test_cost_is_recorded_when_litellm_knows_the_price(gateway, upstream, make_connection,
+                                                       make_workspace, make_key):
+    conn = make_connection(upstream, default_model="gpt-4o-mini")
+    key = make_key(make_workspace("Priced", chat=conn,
+                                  agent=(make_connection(upstream), "test-model")))
+    gateway.post("/v1/chat/completions", key, {"model": "chat", "messages": HELLO})
+    gateway.post("/v1/chat/completions", key, {"model": "agent", "messages": HELLO})
+    priced, unknown = (UsageRecord.objects.get(role="chat"), UsageRecord.objects.get(role="agent"))
+    assert priced.cost is not None and priced.cost > 0
+    assert unknown.cost is None
+
+
+def test_usage_for_a_deleted_workspace_is_dropped_not_an_error(ws):
+    from workspaces.services import workspace_delete
+
+    workspace_id = ws.pk
+    workspace_delete(workspace=ws)
+    assert usage_record_create(workspace_id=workspace_id, connection_id=None, api_key_id=None,
+                               role="chat", model="m", endpoint="chat", stream=False,
+                               status_code=200) is None
