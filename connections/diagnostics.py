@@ -252,8 +252,9 @@ def _settings_of_connection(connection: Connection, model: str) -> client.Connec
 def _start(test_id, kind: str) -> tuple[ConnectionTest | None, client.ConnectionSettings | None]:
     """Lock a pending job, mark it running and return it with the settings to use."""
     with transaction.atomic():
-        test = (ConnectionTest.objects.select_for_update().select_related("connection")
-                .filter(pk=test_id, kind=kind).first())
+        # of=("self",): PostgreSQL cannot lock the nullable side of the outer join.
+        test = (ConnectionTest.objects.select_for_update(of=("self",))
+                .select_related("connection").filter(pk=test_id, kind=kind).first())
         if test is None or test.status != TestStatus.PENDING:
             return test, None  # done, running elsewhere, reaped, or gone: nothing to do
         if test.connection_revision is not None:

@@ -96,4 +96,8 @@ def test_oauth_token_is_fetched_cached_and_sent_as_bearer(upstream):
     second = kw(**args)
     assert first["api_key"].startswith("tok-") and first["api_key"] == second["api_key"]
     assert upstream.tokens_issued == 1
-    assert "test-client-secret-0001" not in repr(cache._cache)
+    from providers.oauth import cache_key
+
+    key = cache_key(token_url=upstream.token_url, client_id="test-client",
+                    client_secret="test-client-secret-0001")
+    assert first["api_key"] not in cache.get(key)
