@@ -255,3 +255,65 @@ def test_health_sweep_task_through_a_real_worker(worker, upstream, closed_port_u
     result = connection_health_sweep_task.delay().get(timeout=60)
     assert result == {"tested": 6, "failed": 1}
     assert Connection.objects.filter(status="ok").count() == 5
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3",
+                    reason="needs PostgreSQL (DATABASE_URL): a worker in another process must "
+                           "see the test database")
+def test_worker_killed_mid_test_leaves_a_row_the_reaper_fails(staff_client, on_redis, upstream,
+                                                              tmp_path):
+    """A separate prefork worker; its child is SIGKILLed while the provider call hangs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from datetime import timedelta
+    from pathlib import Path
+
+    from django.db import connection as db
+    from django.utils import timezone
+
+    conn = ConnectionFactory(base_url=upstream.openai_url, secrets={"api_key": UPSTREAM_KEY})
+    upstream.set_mode("hang")
+    db_url = "postgres://{USER}@{HOST}:{PORT}/{NAME}".format(**db.settings_dict)
+    if db.settings_dict.get("PASSWORD"):
+        db_url = db_url.replace("@", f":{db.settings_dict['PASSWORD']}@", 1)
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="llmconn.test_settings",
+               DATABASE_URL=db_url, REDIS_URL=settings.REDIS_URL,
+               FERNET_KEYS=",".join(settings.FERNET_KEYS), SECRET_KEY=settings.SECRET_KEY)
+    pidfile = tmp_path / "worker.pid"
+    root = Path(__file__).resolve().parents[2]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "llmconn", "worker", "--pool=prefork",
+         "--concurrency=1", "--loglevel=WARNING", f"--pidfile={pidfile}", "-n", "killtest@%h"],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        test_id = post_test(staff_client, conn)
+        deadline = time.monotonic() + 60
+        while ConnectionTest.objects.get(pk=test_id).status != "running":
+            assert time.monotonic() < deadline, "the worker never started the test"
+            assert worker.poll() is None, "the worker exited"
+            time.sleep(0.2)
+        while not upstream.requests_to("/v1/chat"):  # the call is in flight
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        assert children, "no pool process found"
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)  # the process running the test dies
+        time.sleep(1)
+        assert ConnectionTest.objects.get(pk=test_id).status == "running"  # nobody will finish it
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+    later = timezone.now() + timedelta(seconds=diagnostics.RUNNING_LIMIT_S + 1)
+    assert diagnostics.connection_tests_reap(now=later) == 1
+    test = ConnectionTest.objects.get(pk=test_id)
+    assert (test.status, test.error_class) == ("failed", "timeout")
+    assert "worker" in test.message and test.secrets is None
