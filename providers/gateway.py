@@ -193,12 +193,20 @@ async def chat_stream(*, call: dict, params: dict, label: str, endpoint: str | N
     async def chunks() -> AsyncIterator[dict]:
         if first is None:
             return
-        yield _dump(first)
         try:
+            yield _dump(first)
             async for chunk in iterator:
                 yield _dump(chunk)
         except Exception as exc:  # noqa: BLE001
             raise classify(exc, label=label, host=_host(endpoint)) from None
+        finally:
+            # Closed early (the client went away): release the upstream connection now.
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                try:
+                    await closer()
+                except Exception:  # noqa: BLE001
+                    pass
 
     return chunks()
 

@@ -298,6 +298,7 @@ class WorkspaceClient:
                 out.append(StreamChunk("tool_call", tool_call=call_))
             return out
 
+        chunks = None
         try:
             chunks = await provider_gateway.chat_stream(
                 call=call, params=self._params(messages, system, tools, tool_choice, params),
@@ -333,6 +334,8 @@ class WorkspaceClient:
             yield StreamChunk("error", error=_error(exc))
             return
         finally:
+            if chunks is not None:
+                await chunks.aclose()  # the caller may stop early: release the upstream
             await self._record(resolved, endpoint="chat", stream=True, status=status,
                                error_class=error_class, started=started, usage=usage)
         yield StreamChunk("done", response=Response(

@@ -268,6 +268,7 @@ async def chat_completions(request):
             status, error_class = 499, "client_closed"
             raise
         finally:
+            await chunks.aclose()  # the upstream stream too, if the client went away
             await asyncio.shield(_record(
                 identity=identity, resolved=resolved, endpoint="chat", stream=True,
                 status=status, error_class=error_class, started=started,

@@ -123,3 +123,15 @@ def test_unconfigured_role_is_an_llm_error(client_for):
 def test_unknown_workspace_is_an_llm_error(db):
     with pytest.raises(LLMError):
         run(WorkspaceClient("nope").complete, [Message.user("Hi")])
+
+
+def test_stopping_a_stream_early_still_records_usage(client_for):
+    async def first_delta(client):
+        agen = client.stream([Message.user("Hi")])
+        async for chunk in agen:
+            if chunk.type == "delta":
+                await agen.aclose()
+                return chunk
+
+    assert run(first_delta, client_for()).text == "Hello"
+    assert UsageRecord.objects.get().stream
