@@ -343,3 +343,20 @@ def test_canary_key_never_in_responses_or_logs(gateway, upstream_factory, make_c
         assert CANARY not in body.decode()
     assert CANARY not in caplog.text
     assert not any(CANARY in str(v) for v in UsageRecord.objects.values())
+
+
+def test_oauth_connection_calls_with_a_fetched_token(gateway, upstream, make_connection,
+                                                     make_workspace, make_key):
+    from connections.services import connection_create
+
+    conn = connection_create(
+        name="oauth", provider="openai_compatible", auth_method="oauth_client_credentials",
+        base_url=upstream.openai_url, default_model="test-model",
+        config={"token_url": upstream.token_url, "client_id": "test-client"},
+        credentials={"client_secret": "test-client-secret-0001"})
+    key = make_key(make_workspace("OAuth", chat=conn))
+    for _ in range(2):
+        response = gateway.post(CHAT, key, {"model": "chat", "messages": HELLO})
+        assert response.status_code == 200, response.content
+    assert upstream.tokens_issued == 1  # cached between calls
+    assert upstream.last_request.key.startswith("tok-")
