@@ -35,6 +35,7 @@ from providers import client
 from providers.base import find_provider, host_of
 from providers.errors import ProviderError, classify
 from providers.validation import config_with_defaults, validate_connection_settings
+from workspaces.services import invalidate_for_connection
 
 from .models import (
     Connection,
@@ -385,6 +386,7 @@ def _store_models(connection_id, model_ids: list[str], *, source: str) -> None:
                         metadata={"source": source})
         for m in model_ids if m not in existing
     ])
+    invalidate_for_connection(connection_id)  # the gateway accepts the new model names
 
 
 # --- reaper ------------------------------------------------------------------------------------

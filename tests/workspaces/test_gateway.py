@@ -360,3 +360,16 @@ def test_oauth_connection_calls_with_a_fetched_token(gateway, upstream, make_con
         assert response.status_code == 200, response.content
     assert upstream.tokens_issued == 1  # cached between calls
     assert upstream.last_request.key.startswith("tok-")
+
+
+def test_a_promoted_secret_rotation_is_used_by_the_next_call(gateway, setup):
+    from connections.rotation import connection_rotate_secret
+
+    up = setup["up"]
+    up.api_keys.add("sk-rotated-by-staging-03")
+    gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO})
+    outcome = connection_rotate_secret(connection=setup["conn"],
+                                       credentials={"api_key": "sk-rotated-by-staging-03"})
+    assert outcome.promoted
+    gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO})
+    assert up.last_request.key == "sk-rotated-by-staging-03"
