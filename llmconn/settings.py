@@ -95,6 +95,8 @@ LLMCONN_EGRESS_ALLOW = env.list("LLMCONN_EGRESS_ALLOW", default=[])
 AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="")
 # How long a replaced provider secret stays available for rollback-secret.
 LLMCONN_SECRET_ROLLBACK_HOURS = env.int("LLMCONN_SECRET_ROLLBACK_HOURS", default=24)
+# How many connections the periodic health sweep tests at once (asyncio, inside one task).
+LLMCONN_SWEEP_CONCURRENCY = env.int("LLMCONN_SWEEP_CONCURRENCY", default=20)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
