@@ -303,6 +303,9 @@ def _properties_example(schema: dict) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so benchmarks measure us, not TCP set-up
+    # Headers and body go out in separate writes: with Nagle's algorithm on, the second waits
+    # for the client's delayed ACK (~40 ms per answer on Linux).
+    disable_nagle_algorithm = True
     server_version = "llmconn-test-upstream/1"
     timeout = 30  # idle keep-alive connections go away
     server: _Server
