@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -55,6 +56,20 @@ class Connection(models.Model):
     previous_secrets_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     is_default = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
+    # Gateway calls: prices for models litellm's price table does not know (private models),
+    # in currency units per million tokens; and how long a call may take before it counts as
+    # a timeout (and a fallback is tried). Null: litellm's price / the global default.
+    input_cost_per_million_tokens = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Overrides litellm's price table for this connection's calls.")
+    output_cost_per_million_tokens = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Overrides litellm's price table for this connection's calls.")
+    timeout_seconds = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(600)],
+        help_text="Gateway call timeout; empty: LLMCONN_PROVIDER_TIMEOUT.")
     status = models.CharField(
         max_length=16, choices=ConnectionStatus.choices, default=ConnectionStatus.UNTESTED
     )

@@ -97,6 +97,9 @@ AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="")
 LLMCONN_SECRET_ROLLBACK_HOURS = env.int("LLMCONN_SECRET_ROLLBACK_HOURS", default=24)
 # How many connections the periodic health sweep tests at once (asyncio, inside one task).
 LLMCONN_SWEEP_CONCURRENCY = env.int("LLMCONN_SWEEP_CONCURRENCY", default=20)
+# Gateway calls: seconds before a provider call counts as a timeout (and the binding's next
+# fallback is tried), unless the connection sets its own `timeout_seconds`.
+LLMCONN_PROVIDER_TIMEOUT = env.int("LLMCONN_PROVIDER_TIMEOUT", default=60)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

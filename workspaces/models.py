@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 
 class Role(models.TextChoices):
@@ -140,6 +144,9 @@ class UsageRecord(models.Model):
     output_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     latency_ms = models.PositiveIntegerField(default=0)
+    # 1 for the binding's own connection, 2.. for the fallbacks tried after it: a request that
+    # fell back leaves one row per connection it reached.
+    attempt = models.PositiveSmallIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -148,3 +155,104 @@ class UsageRecord(models.Model):
             models.Index(fields=["workspace", "created_at"]),
             models.Index(fields=["connection", "created_at"]),
         ]
+
+
+class UsageReport(UsageRecord):
+    """The usage report page of the admin (no table of its own: a view of UsageRecord)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "usage report"
+        verbose_name_plural = "usage reports"
+
+
+class BudgetScope(models.TextChoices):
+    WORKSPACE = "workspace", "Workspace"
+    CONNECTION = "connection", "Connection"
+
+
+class BudgetPeriod(models.TextChoices):
+    DAY = "day", "Day"
+    MONTH = "month", "Month"
+
+
+class BudgetMetric(models.TextChoices):
+    COST = "cost", "Cost"
+    TOKENS = "tokens", "Tokens (input + output)"
+
+
+class Budget(models.Model):
+    """A daily or monthly cap on the cost or tokens of a workspace's or a connection's calls.
+
+    Periods are UTC calendar days or months. `warn_threshold` (a fraction of the limit) writes
+    one audit event per period when crossed; at the limit the gateway refuses calls with 429.
+    `warned_period` / `exceeded_period` hold the start of the period whose event was written,
+    so that the event is written once whichever process sees the crossing first.
+    """
+
+    name = models.CharField(max_length=100, blank=True, default="")
+    scope = models.CharField(max_length=16, choices=BudgetScope.choices)
+    workspace = models.ForeignKey(Workspace, null=True, blank=True, on_delete=models.CASCADE,
+                                  related_name="budgets")
+    connection = models.ForeignKey("connections.Connection", null=True, blank=True,
+                                   on_delete=models.CASCADE, related_name="budgets")
+    period = models.CharField(max_length=8, choices=BudgetPeriod.choices,
+                              default=BudgetPeriod.MONTH)
+    metric = models.CharField(max_length=8, choices=BudgetMetric.choices,
+                              default=BudgetMetric.COST)
+    limit = models.DecimalField(max_digits=18, decimal_places=6,
+                                validators=[MinValueValidator(Decimal("0.000001"))])
+    warn_threshold = models.DecimalField(
+        max_digits=4, decimal_places=3, null=True, blank=True, default=Decimal("0.8"),
+        validators=[MinValueValidator(Decimal("0.001")), MaxValueValidator(Decimal("1"))],
+        help_text="Fraction of the limit (0.8 = 80 %) that writes an audit event; empty: none.")
+    is_active = models.BooleanField(default=True)
+    warned_period = models.DateTimeField(null=True, blank=True, editable=False)
+    exceeded_period = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["scope", "name", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(scope="workspace", workspace__isnull=False, connection__isnull=True)
+                           | Q(scope="connection", connection__isnull=False,
+                               workspace__isnull=True)),
+                name="workspaces_budget_scope_target"),
+            models.UniqueConstraint(fields=["workspace", "period", "metric"],
+                                    condition=Q(workspace__isnull=False),
+                                    name="workspaces_one_budget_per_workspace_period_metric"),
+            models.UniqueConstraint(fields=["connection", "period", "metric"],
+                                    condition=Q(connection__isnull=False),
+                                    name="workspaces_one_budget_per_connection_period_metric"),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def target_name(self) -> str:
+        if self.scope == BudgetScope.WORKSPACE:
+            return f"workspace {self.workspace.slug!r}" if self.workspace_id else "workspace"
+        return f"connection {self.connection.name!r}" if self.connection_id else "connection"
+
+    @property
+    def label(self) -> str:
+        """How messages name the budget: its name, or what it limits."""
+        what = f"{'daily' if self.period == BudgetPeriod.DAY else 'monthly'} {self.metric}"
+        return f"{self.name!r} ({what} of {self.target_name})" if self.name else \
+            f"{what} budget of {self.target_name}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.scope == BudgetScope.WORKSPACE and (not self.workspace_id or self.connection_id):
+            raise ValidationError({"workspace": "A workspace budget names a workspace (and no "
+                                                "connection)."})
+        if self.scope == BudgetScope.CONNECTION and (not self.connection_id or self.workspace_id):
+            raise ValidationError({"connection": "A connection budget names a connection (and "
+                                                 "no workspace)."})
+        if self.metric == BudgetMetric.TOKENS and self.limit is not None \
+                and self.limit != self.limit.to_integral_value():
+            raise ValidationError({"limit": "A token limit is a whole number."})
