@@ -30,7 +30,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from llmconn.errors import NotFound, ValidationFailed
+from llmconn.errors import NotFound, ServiceUnavailable, ValidationFailed
 from providers import client
 from providers.base import find_provider, host_of
 from providers.errors import ProviderError, classify
@@ -105,7 +105,28 @@ def _enqueue(task_name: str, test: ConnectionTest) -> None:
 
     task = getattr(tasks, task_name)
     test_id = str(test.pk)
-    transaction.on_commit(lambda: task.delay(test_id))
+
+    def send() -> None:
+        try:
+            task.delay(test_id)
+        except Exception as exc:  # broker (Redis) down: kombu OperationalError and friends
+            _not_queued(test_id, exc)
+
+    transaction.on_commit(send)
+
+
+QUEUE_DOWN_MESSAGE = ("Not started: the task queue (Redis broker) is unavailable. Check that "
+                      "Redis is running, then try again.")
+
+
+def _not_queued(test_id: str, exc: Exception) -> None:
+    """A job the broker refused: fail its row now (never left pending) and answer 503."""
+    logger.error("Could not queue connection test %s: task queue unavailable (%s)", test_id,
+                 type(exc).__name__)
+    ConnectionTest.objects.filter(pk=test_id, status=TestStatus.PENDING).update(
+        status=TestStatus.FAILED, message=QUEUE_DOWN_MESSAGE, finished_at=timezone.now(),
+        secrets=None, secrets_key_id="")
+    raise ServiceUnavailable(QUEUE_DOWN_MESSAGE, code="task_queue_unavailable") from None
 
 
 @transaction.atomic

@@ -122,6 +122,12 @@ def api_exception_handler(exc, context):
         return Response(
             error_body(code, str(exc.detail)), status=exc.status_code, headers=headers
         )
+    from .outage import RETRY_AFTER_S, error_body as outage_body, is_database_outage
+
+    if is_database_outage(exc):  # 503, never a 500 with the driver's text
+        logger.error("Database unavailable in %s (%s)", context.get("view").__class__.__name__,
+                     type(exc).__name__)
+        return Response(outage_body(), status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
     logger.exception("Unhandled error in %s", context.get("view").__class__.__name__)
     return Response(
         error_body("server_error", "An unexpected error occurred; it has been logged."),
@@ -150,8 +156,15 @@ def json_404(request, exception=None):
 
 def json_500(request):
     """handler500: JSON under the API prefixes (no traceback), Django's page elsewhere."""
+    import sys
+
     from django.views.defaults import server_error
 
+    from .outage import outage_response
+
+    outage = outage_response(request, sys.exc_info()[1])  # set when called for an exception
+    if outage is not None:
+        return outage
     if _is_api(request):
         return JsonResponse(
             error_body("server_error", "An unexpected error occurred; it has been logged."),

@@ -95,6 +95,11 @@ LLMCONN_EGRESS_ALLOW = env.list("LLMCONN_EGRESS_ALLOW", default=[])
 AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="")
 # How long a replaced provider secret stays available for rollback-secret.
 LLMCONN_SECRET_ROLLBACK_HOURS = env.int("LLMCONN_SECRET_ROLLBACK_HOURS", default=24)
+# Rate limits on the shared cache (llmconn/throttling.py), "N/s|min|hour|day"; empty: none.
+# Requests that start a connection test or model discovery, per user:
+LLMCONN_THROTTLE_TESTS = env.str("LLMCONN_THROTTLE_TESTS", default="30/min")
+# Calls to /v1/chat/completions and /v1/embeddings, per workspace API key:
+LLMCONN_THROTTLE_GATEWAY = env.str("LLMCONN_THROTTLE_GATEWAY", default="6000/min")
 # How many connections the periodic health sweep tests at once (asyncio, inside one task).
 LLMCONN_SWEEP_CONCURRENCY = env.int("LLMCONN_SWEEP_CONCURRENCY", default=20)
 # Gateway calls: seconds before a provider call counts as a timeout (and the binding's next
@@ -129,6 +134,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "audit.middleware.AuditContextMiddleware",
+    "llmconn.outage.DatabaseOutageMiddleware",  # a database outage is a 503, not a 500
 ]
 
 ROOT_URLCONF = "llmconn.urls"

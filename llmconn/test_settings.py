@@ -11,6 +11,9 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-01234567
 # A fixed test key (not a real one), separate from SECRET_KEY as production requires.
 os.environ.setdefault("FERNET_KEYS", "test-fernet-key-primary")
 os.environ.setdefault("LLMCONN_EGRESS_ALLOW", "127.0.0.0/8,::1")
+# Tests of throttling set the rates they test; the rest of the suite must not hit them.
+os.environ.setdefault("LLMCONN_THROTTLE_TESTS", "10000/min")
+os.environ.setdefault("LLMCONN_THROTTLE_GATEWAY", "100000/min")
 os.environ.setdefault("LLMCONN_VAR_DIR", os.path.join(os.path.dirname(__file__), "..", "var", "test"))
 
 from .settings import *  # noqa: E402,F403

@@ -23,6 +23,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from llmconn.errors import ApplicationError
+from llmconn.throttling import check_gateway_key
 from providers import gateway as provider_gateway
 from providers.gateway import ProviderCallError
 
@@ -147,6 +148,7 @@ def _context(authorization: str | None, model: str, endpoint: str
     if identity is None:
         raise GatewayError(401, "Invalid or revoked API key.", code="invalid_api_key")
     services.api_key_touch(api_key_id=identity.key_id)
+    check_gateway_key(identity.key_id)  # 429 + Retry-After past LLMCONN_THROTTLE_GATEWAY
     resolved = resolve_model(workspace_id=identity.workspace_id, model=model,
                              endpoint=endpoint, revision=revision)
     try:

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from connections import diagnostics
 from connections.models import Connection, ConnectionTest, DiscoveredModel
+from llmconn.throttling import ConnectionTestThrottle
 
 from .permissions import is_staff, is_workspace_manager
 
@@ -105,6 +106,7 @@ class ConnectionTestStartView(APIView):
     """POST /api/v1/connections/{id}/test/: test a saved connection."""
 
     permission_classes = [IsAdminUser]
+    throttle_classes = [ConnectionTestThrottle]  # POSTs per user (LLMCONN_THROTTLE_TESTS)
 
     @extend_schema(summary="Test a saved connection", request=ConnectionTestStartSerializer,
                    responses={202: ConnectionTestSerializer})
@@ -121,6 +123,7 @@ class ConnectionTestListCreateView(generics.ListAPIView):
     """GET/POST /api/v1/connection-tests/: list jobs; test unsaved settings."""
 
     permission_classes = [IsAdminUser]
+    throttle_classes = [ConnectionTestThrottle]  # POSTs per user (LLMCONN_THROTTLE_TESTS)
     serializer_class = ConnectionTestSerializer
     filter_backends: list = []
 
@@ -163,6 +166,7 @@ class DiscoverModelsView(APIView):
     """POST /api/v1/connections/{id}/discover-models/: list the models a connection offers."""
 
     permission_classes = [IsAdminUser]
+    throttle_classes = [ConnectionTestThrottle]  # POSTs per user (LLMCONN_THROTTLE_TESTS)
 
     @extend_schema(summary="Discover a connection's models", request=None,
                    responses={202: ConnectionTestSerializer})
