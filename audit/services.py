@@ -112,6 +112,9 @@ def audit_record(
     a fingerprint is fingerprinted here, so a secret can never be stored by mistake.
     Actor, auth kind, IP and user agent come from the request/command context unless `actor`
     is given.
+
+    Call it after the transaction's last row lock: it takes the chain lock, held until commit,
+    and a writer that locks rows after it can deadlock with one that locked rows first.
     """
     if outcome not in Outcome.values:
         raise ValueError(f"Unknown audit outcome {outcome!r}.")

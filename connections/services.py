@@ -103,6 +103,11 @@ def connection_create(
     auth_method = _apply_defaults(provider, auth_method)
     credentials = credentials or {}
     _check_credentials_input(credentials, {})
+    if is_default:
+        # Take the provider's row locks (set_default needs them) before the audit event takes
+        # the chain lock: always rows first, then the chain, so two writers cannot deadlock.
+        list(Connection.objects.select_for_update().filter(provider=provider)
+             .values_list("pk", flat=True))
     secrets = {k: v for k, v in credentials.items() if v is not None}
     connection = Connection(
         name=name,
