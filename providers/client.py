@@ -15,11 +15,20 @@ listings and token fetches go through the guard's own httpx transport.
   failed listing would look like "no models".
 Failures raise `providers.errors.ProviderError` (error class + our own message). With OAuth
 client credentials, an "auth" failure drops the cached token and retries once with a new one.
+
+Egress: for OpenAI- and Anthropic-wire providers the test call is made here, with the egress
+guard's own httpx client (`guarded_async_client`): the address checked is the address
+connected to (no DNS rebinding window), redirects are refused, and the answer is read up to
+MAX_TEST_RESPONSE_BYTES (MAX_LIST_RESPONSE_BYTES for listings) within an overall deadline, so
+an upstream that hangs or streams forever costs at most `timeout` seconds (listings
+`timeout + 5`) and a bounded amount of memory. Other providers (Azure, Gemini, Vertex, Bedrock) go through litellm's own
+clients after `check_url`, which leaves the check-to-connect window open for them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -35,6 +44,8 @@ logger = logging.getLogger(__name__)
 TEST_TIMEOUT_S = 20.0
 LIST_TIMEOUT_S = 20.0
 MAX_LIST_PAGES = 20
+MAX_TEST_RESPONSE_BYTES = 1 << 20  # a one-token answer is a few hundred bytes
+MAX_LIST_RESPONSE_BYTES = 16 << 20  # the largest public model lists are a few MB
 ANTHROPIC_VERSION = "2023-06-01"
 TEST_PROMPT = [{"role": "user", "content": "ping"}]
 
@@ -130,10 +141,91 @@ def is_embedding_model(model: str) -> bool:
     return "embed" in model.lower()
 
 
+async def _read_capped(response, limit: int, host: str) -> bytes:
+    """The response body, refusing more than `limit` bytes (an endless or huge answer)."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise ProviderError(errors.PROVIDER_ERROR, f"{host or 'The provider'} sent more "
+                                f"than {limit // 1024} KiB in one answer; stopped "
+                                "reading. Is the base URL an LLM API?")
+    return bytes(body)
+
+
+def _raise_for_status(response, host: str) -> None:
+    if response.is_redirect:
+        raise ProviderError(BAD_REQUEST, f"{host or 'The provider'} answered with a redirect "
+                            f"(HTTP {response.status_code}); redirects are not followed: set "
+                            "the base URL to the final address.", status=response.status_code)
+    response.raise_for_status()
+
+
+def _direct_request(s: ConnectionSettings, spec, kwargs: dict, model: str
+                    ) -> tuple[str, dict, dict, str]:
+    """(url, headers, JSON body, what a good answer holds) of a minimal call, as litellm
+    would send it for this wire format."""
+    base = kwargs["api_base"].rstrip("/")
+    key = kwargs.get("api_key")
+    headers = {"Accept": "application/json"}
+    if spec.wire == WIRE_ANTHROPIC:
+        url = base if base.endswith("/v1/messages") else f"{base}/v1/messages"
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if key and key != NO_KEY:
+            headers["x-api-key"] = key
+        body = {"model": model, "max_tokens": 1, "messages": TEST_PROMPT}
+        expect = "content"
+    else:
+        if key and key != NO_KEY:
+            headers["Authorization"] = f"Bearer {key}"
+        if kwargs.get("organization"):
+            headers["OpenAI-Organization"] = kwargs["organization"]
+        if is_embedding_model(model):
+            url, body, expect = f"{base}/embeddings", {"model": model, "input": ["ping"]}, "data"
+        else:
+            # OpenAI's reasoning models refuse max_tokens; litellm renames it the same way.
+            limit = "max_completion_tokens" if s.provider == "openai" else "max_tokens"
+            url, body, expect = (f"{base}/chat/completions",
+                                 {"model": model, "messages": TEST_PROMPT, limit: 1}, "choices")
+    headers.update(kwargs.get("extra_headers") or {})
+    return url, headers, body, expect
+
+
+async def _acall_direct(s: ConnectionSettings, spec, kwargs: dict, model: str,
+                        timeout: float) -> None:
+    """The minimal test call through the egress guard's client (OpenAI/Anthropic wire)."""
+    from .egress import guarded_async_client
+
+    url, headers, body, expect = _direct_request(s, spec, kwargs, model)
+    try:
+        # One deadline for the whole call: a trickling answer cannot reset it read by read.
+        async with asyncio.timeout(timeout), guarded_async_client(timeout=timeout) as http:
+            async with http.stream("POST", url, headers=headers, json=body) as response:
+                _raise_for_status(response, s.host)
+                raw = await _read_capped(response, MAX_TEST_RESPONSE_BYTES, s.host)
+        data = json.loads(raw)
+        if not isinstance(data, dict) or not isinstance(data.get(expect), list):
+            raise ValueError("not an answer")
+    except ProviderError:
+        raise
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            raise classify(exc, host=s.host) from None
+        raise ProviderError(errors.PROVIDER_ERROR, f"{s.host or 'The provider'} answered with "
+                            "something that is not a model's answer: is the base URL an LLM "
+                            "API?") from None
+    except Exception as exc:
+        raise classify(exc, host=s.host) from None
+
+
 async def _acall(s: ConnectionSettings, model: str, timeout: float) -> None:
     kwargs = await _kwargs(s, model)
     await _check_egress(kwargs.get("api_base") or endpoint_url(
         provider=s.provider, base_url=s.base_url, config=s.config), s.host)
+    spec = find_provider(s.provider)
+    if spec is not None and kwargs.get("api_base") and (
+            spec.wire == WIRE_OPENAI or spec.wire == WIRE_ANTHROPIC and not is_embedding_model(model)):
+        return await _acall_direct(s, spec, kwargs, model, timeout)
     litellm = _litellm()
     try:
         # asyncio's own limit backs litellm's timeout up, in case a transport ignores it.
@@ -234,9 +326,10 @@ async def _alist_live(s: ConnectionSettings, timeout: float) -> list[str]:
     try:
         async with asyncio.timeout(timeout + 5), guarded_async_client(timeout=timeout) as client:
             for _ in range(MAX_LIST_PAGES):
-                response = await client.get(url, headers=headers, params=params)
-                response.raise_for_status()
-                data = response.json()
+                async with client.stream("GET", url, headers=headers, params=params) as response:
+                    _raise_for_status(response, s.host)
+                    raw = await _read_capped(response, MAX_LIST_RESPONSE_BYTES, s.host)
+                data = json.loads(raw)
                 if not isinstance(data, dict):
                     raise ValueError("listing is not an object")
                 if s.provider == "gemini":

@@ -39,11 +39,15 @@ Behaviour modes, `set_mode(mode, *, status=None, delay_ms=None, times=None, path
   "slow" (wait `delay_ms`, then answer normally) | "hang" (never answer until the server stops
   or `hang_s` passes) | "bad_json" (200 with a body that is not JSON; in streams, a broken
   chunk) | "echo_key" (error `status`, default 401, whose message contains the presented key:
-  for canary tests) | "drop" (close the connection without answering) | 404 (path not found).
+  for canary tests) | "drop" (close the connection without answering) | 404 (path not found) |
+  "endless" (200 that never ends: SSE chat chunks when the request has `"stream": true`, else
+  an unterminated JSON body; a piece every `delay_ms`, 0 = as fast as the client reads, until
+  the client goes away, the server stops or `hang_s` passes: for size caps and deadlines).
   `times=N` applies the mode to the next N matching requests only, then back to "ok";
   `path="/v1/chat"` limits it to paths starting with that prefix (others behave normally).
   `set_mode("ok")` or `reset()` clears it. Auth is checked before modes except "echo_key",
-  "drop", "hang" and "slow" (which act first, like a broken network or upstream would).
+  "drop", "hang", "endless" and "slow" (which act first, like a broken network or upstream
+  would).
 
 Records. Every request is appended to `requests` (thread-safe, newest last) as a `Recorded`
 with `.method`, `.path`, `.headers` (lower-cased names), `.body` (parsed JSON/form or raw),
@@ -82,7 +86,7 @@ _MODE_ALIASES = {
     "500": "server_error", "404": "not_found", "timeout": "hang",
 }
 _MODES = {"ok", "auth_error", "rate_limit", "server_error", "status", "slow", "hang",
-          "bad_json", "echo_key", "drop", "not_found"}
+          "bad_json", "echo_key", "drop", "not_found", "endless"}
 
 
 @dataclass
@@ -359,6 +363,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.up._stopping.wait(self.up.hang_s)
             self.close_connection = True
             return
+        if mode.name == "endless":
+            return self._endless(body, mode.delay_ms)
         if mode.name == "slow":
             time.sleep(mode.delay_ms / 1000)
         if mode.name == "echo_key":
@@ -463,6 +469,34 @@ class _Handler(BaseHTTPRequestHandler):
     def _end_stream(self):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def _endless(self, body, delay_ms: int) -> None:
+        """A 200 whose body never ends (mode "endless")."""
+        payload = body if isinstance(body, dict) else {}
+        stream = bool(payload.get("stream"))
+        self._rec.status = 200
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream" if stream else "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if stream:
+            chunk = {"id": "chatcmpl-endless", "object": "chat.completion.chunk", "created": 0,
+                     "model": payload.get("model") or "test-model",
+                     "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}]}
+            piece = f"data: {json.dumps(chunk)}\n\n"
+        else:
+            piece = '{"id": "endless", "object": "model"}, ' * 50
+        deadline = time.monotonic() + self.up.hang_s
+        try:
+            if not stream:
+                self._chunk('{"object": "list", "choices": [], "data": [')
+            while not self.up._stopping.is_set() and time.monotonic() < deadline:
+                self._chunk(piece)
+                if delay_ms:
+                    self.up._stopping.wait(delay_ms / 1000)
+        except OSError:  # the client stopped reading and closed: what a size cap does
+            pass
 
     def _reply_text(self) -> str:
         return f"Hello from {self.up.name}."
