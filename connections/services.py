@@ -25,7 +25,8 @@ from .selectors import connection_dependents
 
 _UNSET: Any = object()
 EDITABLE_FIELDS = ("name", "provider", "auth_method", "base_url", "default_model", "config",
-                   "is_active")
+                   "is_active", "input_cost_per_million_tokens", "output_cost_per_million_tokens",
+                   "timeout_seconds")
 
 
 def _check_credentials_input(credentials: dict, hints: dict) -> None:
@@ -97,6 +98,9 @@ def connection_create(
     credentials: dict | None = None,
     is_active: bool = True,
     is_default: bool = False,
+    input_cost_per_million_tokens=None,
+    output_cost_per_million_tokens=None,
+    timeout_seconds: int | None = None,
     actor=None,
 ) -> Connection:
     """Create a connection after validating it against the catalog and the masking rules."""
@@ -119,6 +123,9 @@ def connection_create(
         secrets=secrets,
         secret_hints={k: make_hint(v) for k, v in secrets.items()},
         is_active=is_active,
+        input_cost_per_million_tokens=input_cost_per_million_tokens,
+        output_cost_per_million_tokens=output_cost_per_million_tokens,
+        timeout_seconds=timeout_seconds,
         created_by=actor,
         updated_by=actor,
     )

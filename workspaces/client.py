@@ -9,8 +9,10 @@
         if chunk.type == "delta": print(chunk.text, end="")
     vectors = await client.embed(["some text"])
 
-Calls go through the same resolution (hot-reloaded, see resolution.py) and provider layer
-(providers.gateway) as the /v1 gateway, and record usage the same way (without an API key).
+Calls go through the same resolution (hot-reloaded, see resolution.py), orchestration
+(calls.py: budgets, fallbacks, cool-down) and provider layer (providers.gateway) as the /v1
+gateway, and record usage the same way (without an API key). A used-up budget raises
+LLMError(code="budget_exceeded", status=429) with `budget` saying which and when it resets.
 Whatever the provider, results have one shape: the system prompt is placed where the provider
 expects it (Anthropic's top-level `system`, a system message elsewhere) and tool calls are
 `ToolCall`s with parsed arguments for OpenAI- and Anthropic-style providers alike.
@@ -18,8 +20,8 @@ expects it (Anthropic's top-level `system`, a system message elsewhere) and tool
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -30,18 +32,22 @@ from llmconn.errors import ApplicationError
 from providers import gateway as provider_gateway
 from providers.gateway import ProviderCallError
 
-from . import services
+from . import calls
+from .budgets import BudgetExceeded
 from .models import Workspace
-from .resolution import Resolved, resolve, resolve_model
+from .resolution import Resolved, current_revision, resolve, resolve_model
 
 
 class LLMError(Exception):
-    """A call that failed: ours (not configured...) or the provider's (`error_class` says)."""
+    """A call that failed: ours (not configured, budget used up...) or the provider's
+    (`error_class` says). `budget`: the used-up budget (with `resets_at`) for budget_exceeded."""
 
-    def __init__(self, message: str, *, code: str, status: int, error_class: str = ""):
+    def __init__(self, message: str, *, code: str, status: int, error_class: str = "",
+                 budget: dict | None = None):
         super().__init__(message)
         self.message, self.code, self.status, self.error_class = (
             message, code, status, error_class)
+        self.budget = budget
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,8 @@ def _error(exc: Exception) -> LLMError:
     if isinstance(exc, ProviderCallError):
         return LLMError(exc.message, code=exc.code, status=exc.status,
                         error_class=exc.error_class)
+    if isinstance(exc, BudgetExceeded):
+        return LLMError(exc.message, code=exc.code, status=exc.status_code, budget=exc.budget)
     if isinstance(exc, ApplicationError):
         return LLMError(exc.message, code=exc.code, status=exc.status_code)
     raise exc
@@ -205,44 +213,30 @@ class WorkspaceClient:
             workspace if isinstance(workspace, int) else None)
         self.timeout = timeout
 
-    def _resolve_sync(self, role: str, model: str | None, endpoint: str) -> tuple[Resolved, dict]:
+    def _plan_sync(self, role: str, model: str | None, endpoint: str) -> calls.Plan:
         if self._workspace_id is None:
             found = Workspace.objects.filter(slug=self._workspace).values_list("pk", flat=True)
             if not found:
                 raise LLMError(f"No workspace {self._workspace!r}.", code="workspace_not_found",
                                status=404)
             self._workspace_id = found[0]
+        revision = current_revision()
         if model:
             resolved = resolve_model(workspace_id=self._workspace_id, model=model,
-                                     endpoint=endpoint)
+                                     endpoint=endpoint, revision=revision)
         else:
-            resolved = resolve(workspace_id=self._workspace_id, role=role)
-        try:
-            call = resolved.call_kwargs()
-        except ApplicationError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - e.g. the OAuth token endpoint refused
-            raise provider_gateway.classify(exc, label=_label(resolved),
-                                            host=resolved.host) from None
-        return resolved, call
+            resolved = resolve(workspace_id=self._workspace_id, role=role, revision=revision)
+        return calls.plan_call(resolved=resolved, api_key_id=None, endpoint=endpoint,
+                               revision=revision)
 
-    async def _resolve(self, role, model, endpoint) -> tuple[Resolved, dict]:
+    async def _plan(self, role, model, endpoint) -> calls.Plan:
         try:
-            return await sync_to_async(self._resolve_sync)(role, model, endpoint)
+            return await sync_to_async(self._plan_sync)(role, model, endpoint)
         except (ApplicationError, ProviderCallError) as exc:
             raise _error(exc) from None
 
-    async def _record(self, resolved: Resolved, *, endpoint: str, stream: bool, status: int,
-                      error_class: str, started: float, usage: Usage = Usage()) -> None:
-        cost = provider_gateway.cost(model=resolved.litellm_model,
-                                     input_tokens=usage.input_tokens,
-                                     output_tokens=usage.output_tokens) if status == 200 else None
-        await sync_to_async(services.usage_record_create)(
-            workspace_id=resolved.workspace_id, connection_id=resolved.connection_id,
-            api_key_id=None, role=resolved.role, model=resolved.model, endpoint=endpoint,
-            stream=stream, status_code=status, error_class=error_class,
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost=cost,
-            latency_ms=int((time.perf_counter() - started) * 1000))
+    def _timeout(self, resolved: Resolved) -> float:
+        return self.timeout or resolved.call_timeout
 
     def _params(self, messages, system, tools, tool_choice, params) -> dict:
         data = dict(params)
@@ -258,35 +252,52 @@ class WorkspaceClient:
                        tools: Iterable[Tool | dict] | None = None, tool_choice=None,
                        **params) -> Response:
         """One answer from the role's model (or `model`, if a bound connection offers it)."""
-        started = time.perf_counter()
-        resolved, call = await self._resolve(role, model, "chat")
+        plan = await self._plan(role, model, "chat")
+        body = self._params(messages, system, tools, tool_choice, params)
+
+        async def invoke(resolved: Resolved, call: dict):
+            return await provider_gateway.chat(
+                call=call, params=body, label=_label(resolved), endpoint=resolved.endpoint,
+                timeout=self._timeout(resolved))
+
         try:
-            raw = await provider_gateway.chat(
-                call=call, params=self._params(messages, system, tools, tool_choice, params),
-                label=_label(resolved), endpoint=resolved.endpoint, timeout=self.timeout)
-        except ProviderCallError as exc:
-            await self._record(resolved, endpoint="chat", stream=False, status=exc.status,
-                               error_class=exc.error_class, started=started)
-            raise _error(exc) from None
-        response = _response(raw, resolved)
-        await self._record(resolved, endpoint="chat", stream=False, status=200,
-                           error_class="", started=started, usage=response.usage)
+            raw, attempt = await calls.attempt(plan, invoke)
+        except calls.CallFailed as failed:
+            raise _error(failed.error) from None
+        response = _response(raw, attempt.resolved)
+        await calls.record(plan, attempt, stream=False, status=200,
+                           input_tokens=response.usage.input_tokens,
+                           output_tokens=response.usage.output_tokens)
         return response
 
     async def stream(self, messages: Iterable[Message | dict], *, role: str = "chat",
                      model: str | None = None, system: str | None = None,
                      tools: Iterable[Tool | dict] | None = None, tool_choice=None,
                      **params) -> AsyncIterator[StreamChunk]:
-        """The answer as it comes: "delta" and "tool_call" chunks, then "done" (or "error")."""
-        started = time.perf_counter()
+        """The answer as it comes: "delta" and "tool_call" chunks, then "done" (or "error").
+
+        Fallbacks are tried only before the first chunk; a failure after it is an "error"."""
         try:
-            resolved, call = await self._resolve(role, model, "chat")
+            plan = await self._plan(role, model, "chat")
         except LLMError as exc:
             yield StreamChunk("error", error=exc)
             return
+        body = self._params(messages, system, tools, tool_choice, params)
+
+        async def invoke(resolved_: Resolved, call: dict):
+            return await provider_gateway.chat_stream(
+                call=call, params=body, label=_label(resolved_), endpoint=resolved_.endpoint,
+                timeout=self._timeout(resolved_))
+
+        try:
+            chunks, attempt = await calls.attempt(plan, invoke, stream=True)
+        except calls.CallFailed as failed:
+            yield StreamChunk("error", error=_error(failed.error))
+            return
+        resolved = attempt.resolved
         text: list[str] = []
         pending: dict[int, dict] = {}  # tool calls being assembled, by index
-        calls: list[ToolCall] = []
+        tool_calls: list[ToolCall] = []
         finish, usage, model_name = None, Usage(), resolved.model
         status, error_class = 200, ""
 
@@ -294,15 +305,11 @@ class WorkspaceClient:
             out = []
             for index in sorted(pending):
                 call_ = _tool_call(pending.pop(index))
-                calls.append(call_)
+                tool_calls.append(call_)
                 out.append(StreamChunk("tool_call", tool_call=call_))
             return out
 
-        chunks = None
         try:
-            chunks = await provider_gateway.chat_stream(
-                call=call, params=self._params(messages, system, tools, tool_choice, params),
-                label=_label(resolved), endpoint=resolved.endpoint, timeout=self.timeout)
             async for chunk in chunks:
                 model_name = chunk.get("model") or model_name
                 if chunk.get("usage"):
@@ -333,32 +340,36 @@ class WorkspaceClient:
             status, error_class = exc.status, exc.error_class
             yield StreamChunk("error", error=_error(exc))
             return
+        except (GeneratorExit, asyncio.CancelledError):
+            status, error_class = 499, "client_closed"
+            raise
         finally:
-            if chunks is not None:
-                await chunks.aclose()  # the caller may stop early: release the upstream
-            await self._record(resolved, endpoint="chat", stream=True, status=status,
-                               error_class=error_class, started=started, usage=usage)
+            await chunks.aclose()  # the caller may stop early: release the upstream
+            await calls.record(plan, attempt, stream=True, status=status,
+                               error_class=error_class, input_tokens=usage.input_tokens,
+                               output_tokens=usage.output_tokens)
         yield StreamChunk("done", response=Response(
-            text="".join(text) or None, tool_calls=tuple(calls), finish_reason=finish,
+            text="".join(text) or None, tool_calls=tuple(tool_calls), finish_reason=finish,
             model=model_name, connection=resolved.connection_name, usage=usage))
 
     async def embed(self, texts: str | Iterable[str], *, model: str | None = None
                     ) -> list[list[float]]:
         """Vectors for `texts` from the workspace's embedding role (one per text, in order)."""
-        started = time.perf_counter()
         items = [texts] if isinstance(texts, str) else list(texts)
-        resolved, call = await self._resolve("embedding", model, "embeddings")
+        plan = await self._plan("embedding", model, "embeddings")
+
+        async def invoke(resolved: Resolved, call: dict):
+            return await provider_gateway.embed(call=call, params={"input": items},
+                                                label=_label(resolved),
+                                                endpoint=resolved.endpoint,
+                                                timeout=self._timeout(resolved))
+
         try:
-            raw = await provider_gateway.embed(call=call, params={"input": items},
-                                               label=_label(resolved),
-                                               endpoint=resolved.endpoint, timeout=self.timeout)
-        except ProviderCallError as exc:
-            await self._record(resolved, endpoint="embeddings", stream=False, status=exc.status,
-                               error_class=exc.error_class, started=started)
-            raise _error(exc) from None
+            raw, attempt = await calls.attempt(plan, invoke)
+        except calls.CallFailed as failed:
+            raise _error(failed.error) from None
         tokens, _ = provider_gateway.usage_of(raw)
-        await self._record(resolved, endpoint="embeddings", stream=False, status=200,
-                           error_class="", started=started, usage=Usage(tokens, 0))
+        await calls.record(plan, attempt, stream=False, status=200, input_tokens=tokens)
         data = sorted(raw.get("data") or [], key=lambda d: d.get("index", 0))
         return [d["embedding"] for d in data]
 

@@ -23,3 +23,10 @@ API_KEY_TOUCH_INTERVAL_SECONDS = 60
 
 # Outbound calls made for workspaces.
 PROVIDER_TIMEOUT_SECONDS = 120
+
+# Fallbacks: a connection with this many retryable failures (rate limited, timeout,
+# unreachable, provider 5xx) within the window is skipped for COOLDOWN_SECONDS where the
+# binding has another candidate, in every process (flags in the shared cache).
+COOLDOWN_FAILURES = 3
+COOLDOWN_WINDOW_SECONDS = 60
+COOLDOWN_SECONDS = 30

@@ -15,7 +15,6 @@ import base64
 import json
 import logging
 import struct
-import time
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
@@ -27,7 +26,8 @@ from llmconn.throttling import check_gateway_key
 from providers import gateway as provider_gateway
 from providers.gateway import ProviderCallError
 
-from . import services
+from . import calls, services
+from .budgets import BudgetExceeded
 from .keys import KeyIdentity, authenticate_key, bearer_token
 from .resolution import Resolved, current_revision, resolve_model, workspace_models
 
@@ -85,13 +85,29 @@ class GatewayError(Exception):
         return JsonResponse(body, status=self.status, headers=headers)
 
 
-def _provider_error_response(err: ProviderCallError, resolved: Resolved | None) -> JsonResponse:
+def _provider_error_response(err: ProviderCallError, attempt: calls.Attempt | None
+                             ) -> JsonResponse:
     headers = {}
     if err.retry_after:
         headers["Retry-After"] = str(err.retry_after)
-    if resolved is not None:
-        headers["x-llmconn-connection"] = resolved.connection_name
+    if attempt is not None:
+        headers.update(_answer_headers(attempt))
     return JsonResponse(err.as_openai(), status=err.status, headers=headers)
+
+
+def _answer_headers(attempt: calls.Attempt) -> dict:
+    """Which connection answered (or failed last), and after how many tries."""
+    return {"x-llmconn-connection": attempt.resolved.connection_name,
+            "x-llmconn-attempt": str(attempt.number)}
+
+
+def _budget_response(exc: BudgetExceeded) -> JsonResponse:
+    """429 in OpenAI's format naming the budget and when it resets; SDKs must not retry."""
+    body = {"error": {"message": exc.message, "type": "insufficient_quota", "code": exc.code,
+                      "param": None, "budget": exc.budget}}
+    return JsonResponse(body, status=429, headers={
+        "Retry-After": str(exc.retry_after), "x-should-retry": "false",
+        "x-llmconn-budget": str(exc.budget["id"])})
 
 
 def _parse_body(request) -> dict:
@@ -137,8 +153,9 @@ def _check_fields(body: dict, allowed: frozenset[str]) -> None:
 
 
 def _context(authorization: str | None, model: str, endpoint: str
-             ) -> tuple[KeyIdentity, Resolved, dict]:
-    """Authenticate, resolve and build the call (sync: may query the database, fetch OAuth)."""
+             ) -> tuple[KeyIdentity, calls.Plan]:
+    """Authenticate, resolve, check budgets and plan the call (sync: may query the database,
+    fetch an OAuth token)."""
     revision = current_revision()
     raw = bearer_token(authorization)
     if raw is None:
@@ -151,14 +168,9 @@ def _context(authorization: str | None, model: str, endpoint: str
     check_gateway_key(identity.key_id)  # 429 + Retry-After past LLMCONN_THROTTLE_GATEWAY
     resolved = resolve_model(workspace_id=identity.workspace_id, model=model,
                              endpoint=endpoint, revision=revision)
-    try:
-        call = resolved.call_kwargs()
-    except ApplicationError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - e.g. an OAuth token fetch failed
-        raise provider_gateway.classify(exc, label=_label(resolved),
-                                        host=resolved.host) from None
-    return identity, resolved, call
+    plan = calls.plan_call(resolved=resolved, api_key_id=identity.key_id, endpoint=endpoint,
+                           revision=revision)
+    return identity, plan
 
 
 _context_async = sync_to_async(_context)
@@ -174,23 +186,6 @@ def _application_error(exc: ApplicationError) -> GatewayError:
                         type_="invalid_request_error" if status < 500 else "server_error")
 
 
-async def _record(*, identity: KeyIdentity, resolved: Resolved, endpoint: str, stream: bool,
-                  status: int, error_class: str, started: float, input_tokens: int = 0,
-                  output_tokens: int = 0) -> None:
-    latency_ms = int((time.perf_counter() - started) * 1000)
-    cost = provider_gateway.cost(model=resolved.litellm_model, input_tokens=input_tokens,
-                                 output_tokens=output_tokens) if status == 200 else None
-    try:
-        await sync_to_async(services.usage_record_create)(
-            workspace_id=identity.workspace_id, connection_id=resolved.connection_id,
-            api_key_id=identity.key_id, role=resolved.role, model=resolved.model,
-            endpoint=endpoint, stream=stream, status_code=status, error_class=error_class,
-            input_tokens=input_tokens, output_tokens=output_tokens, cost=cost,
-            latency_ms=latency_ms)
-    except Exception:  # noqa: BLE001 - a lost usage row must not fail the call
-        logger.exception("Could not record usage for workspace %s", identity.workspace_slug)
-
-
 def _method_not_allowed(allowed: str) -> JsonResponse:
     return GatewayError(405, f"Method not allowed: use {allowed}.",
                         code="method_not_allowed").response()
@@ -201,7 +196,6 @@ async def chat_completions(request):
     """POST /v1/chat/completions (JSON, or SSE when `stream` is true)."""
     if request.method != "POST":
         return _method_not_allowed("POST")
-    started = time.perf_counter()
     try:
         body = _parse_body(request)
         _check_fields(body, CHAT_FIELDS)
@@ -210,40 +204,44 @@ async def chat_completions(request):
                 isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
             raise GatewayError(400, "`messages` must be a non-empty list of objects with a "
                                "`role`.", code="invalid_messages", param="messages")
-        identity, resolved, call = await _context_async(
+        _identity, plan = await _context_async(
             request.headers.get("Authorization"), body["model"].strip(), "chat")
     except GatewayError as err:
         return err.response()
+    except BudgetExceeded as exc:
+        return _budget_response(exc)
     except ApplicationError as exc:
         return _application_error(exc).response()
     except ProviderCallError as err:
         return _provider_error_response(err, None)
 
     params = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
-    label = _label(resolved)
-    headers = {"x-llmconn-connection": resolved.connection_name}
 
     if not body.get("stream"):
+        async def invoke(resolved: Resolved, call: dict):
+            return await provider_gateway.chat(
+                call=call, params=params, label=_label(resolved), endpoint=resolved.endpoint,
+                timeout=resolved.call_timeout)
+
         try:
-            response = await provider_gateway.chat(call=call, params=params, label=label,
-                                                   endpoint=resolved.endpoint)
-        except ProviderCallError as err:
-            await _record(identity=identity, resolved=resolved, endpoint="chat", stream=False,
-                          status=err.status, error_class=err.error_class, started=started)
-            return _provider_error_response(err, resolved)
+            response, attempt = await calls.attempt(plan, invoke)
+        except calls.CallFailed as failed:
+            return _provider_error_response(failed.error, failed.attempt)
         tokens_in, tokens_out = provider_gateway.usage_of(response)
-        await _record(identity=identity, resolved=resolved, endpoint="chat", stream=False,
-                      status=200, error_class="", started=started, input_tokens=tokens_in,
-                      output_tokens=tokens_out)
-        return JsonResponse(response, headers=headers)
+        await calls.record(plan, attempt, stream=False, status=200, input_tokens=tokens_in,
+                           output_tokens=tokens_out)
+        return JsonResponse(response, headers=_answer_headers(attempt))
+
+    async def invoke_stream(resolved: Resolved, call: dict):
+        # Returns once the first chunk arrived: failures before it fall back, later ones not.
+        return await provider_gateway.chat_stream(
+            call=call, params=params, label=_label(resolved), endpoint=resolved.endpoint,
+            timeout=resolved.call_timeout)
 
     try:
-        chunks = await provider_gateway.chat_stream(call=call, params=params, label=label,
-                                                    endpoint=resolved.endpoint)
-    except ProviderCallError as err:
-        await _record(identity=identity, resolved=resolved, endpoint="chat", stream=True,
-                      status=err.status, error_class=err.error_class, started=started)
-        return _provider_error_response(err, resolved)
+        chunks, attempt = await calls.attempt(plan, invoke_stream, stream=True)
+    except calls.CallFailed as failed:
+        return _provider_error_response(failed.error, failed.attempt)
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     async def events():
@@ -271,13 +269,13 @@ async def chat_completions(request):
             raise
         finally:
             await chunks.aclose()  # the upstream stream too, if the client went away
-            await asyncio.shield(_record(
-                identity=identity, resolved=resolved, endpoint="chat", stream=True,
-                status=status, error_class=error_class, started=started,
+            await asyncio.shield(calls.record(
+                plan, attempt, stream=True, status=status, error_class=error_class,
                 input_tokens=usage[0], output_tokens=usage[1]))
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream",
-                                     headers={**headers, "Cache-Control": "no-cache",
+                                     headers={**_answer_headers(attempt),
+                                              "Cache-Control": "no-cache",
                                               "X-Accel-Buffering": "no"})
     return response
 
@@ -291,7 +289,6 @@ async def embeddings(request):
     """POST /v1/embeddings (floats, or base64 float32 when `encoding_format` is "base64")."""
     if request.method != "POST":
         return _method_not_allowed("POST")
-    started = time.perf_counter()
     try:
         body = _parse_body(request)
         _check_fields(body, EMBEDDING_FIELDS)
@@ -306,10 +303,12 @@ async def embeddings(request):
         if fmt not in ("float", "base64"):
             raise GatewayError(400, "`encoding_format` must be float or base64.",
                                code="invalid_encoding_format", param="encoding_format")
-        identity, resolved, call = await _context_async(
+        _identity, plan = await _context_async(
             request.headers.get("Authorization"), body["model"].strip(), "embeddings")
     except GatewayError as err:
         return err.response()
+    except BudgetExceeded as exc:
+        return _budget_response(exc)
     except ApplicationError as exc:
         return _application_error(exc).response()
     except ProviderCallError as err:
@@ -318,23 +317,24 @@ async def embeddings(request):
     for name in ("dimensions", "user"):
         if body.get(name) is not None:
             params[name] = body[name]
+
+    async def invoke(resolved: Resolved, call: dict):
+        return await provider_gateway.embed(
+            call=call, params=params, label=_label(resolved), endpoint=resolved.endpoint,
+            timeout=resolved.call_timeout)
+
     try:
-        response = await provider_gateway.embed(
-            call=call, params=params, label=_label(resolved), endpoint=resolved.endpoint)
-    except ProviderCallError as err:
-        await _record(identity=identity, resolved=resolved, endpoint="embeddings",
-                      stream=False, status=err.status, error_class=err.error_class,
-                      started=started)
-        return _provider_error_response(err, resolved)
+        response, attempt = await calls.attempt(plan, invoke)
+    except calls.CallFailed as failed:
+        return _provider_error_response(failed.error, failed.attempt)
     if fmt == "base64":
         for item in response.get("data") or []:
             if isinstance(item.get("embedding"), list):
                 item["embedding"] = _to_base64(item["embedding"])
     tokens_in, _ = provider_gateway.usage_of(response)
-    response.setdefault("model", resolved.model)
-    await _record(identity=identity, resolved=resolved, endpoint="embeddings", stream=False,
-                  status=200, error_class="", started=started, input_tokens=tokens_in)
-    return JsonResponse(response, headers={"x-llmconn-connection": resolved.connection_name})
+    response.setdefault("model", attempt.resolved.model)
+    await calls.record(plan, attempt, stream=False, status=200, input_tokens=tokens_in)
+    return JsonResponse(response, headers=_answer_headers(attempt))
 
 
 def _models_context(authorization: str | None) -> list[dict]:

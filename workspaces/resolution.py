@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.core.cache import cache
 from django.db import transaction
@@ -106,6 +107,14 @@ class Resolved:
     config: dict = field(default_factory=dict, repr=False)
     secrets: dict = field(default_factory=dict, repr=False)
     fallbacks: tuple = ()
+    # Gateway settings of the connection: call timeout (None: LLMCONN_PROVIDER_TIMEOUT) and
+    # price override per million tokens (None: litellm's price table).
+    timeout: int | None = None
+    input_cost_per_million: Decimal | None = None
+    output_cost_per_million: Decimal | None = None
+    # The binding's fallbacks that can be called, resolved like this one (source "fallback"),
+    # in the order they are tried after this connection.
+    fallback_chain: tuple = field(default=(), repr=False)
 
     @property
     def provider_label(self) -> str:
@@ -137,6 +146,18 @@ class Resolved:
     def with_model(self, model: str) -> Resolved:
         """The same connection, another of its models."""
         return dataclasses.replace(self, model=model)
+
+    @property
+    def chain(self) -> tuple[Resolved, ...]:
+        """This connection, then the fallbacks to try after it, in order."""
+        return (self, *self.fallback_chain)
+
+    @property
+    def call_timeout(self) -> float:
+        """Seconds a provider call may take before it is a timeout."""
+        from django.conf import settings
+
+        return float(self.timeout or settings.LLMCONN_PROVIDER_TIMEOUT)
 
     def call_kwargs(self) -> dict:
         """litellm keyword arguments (model string, api_base, key or headers) for this call.
@@ -170,6 +191,9 @@ class Resolved:
             "connection_name": self.connection_name,
             "model": self.model,
             "litellm_model": self.litellm_model,
+            "fallbacks": [{"connection": f.connection_id, "connection_name": f.connection_name,
+                           "provider": f.provider, "model": f.model}
+                          for f in self.fallback_chain],
         }
 
 
@@ -209,6 +233,16 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
         connection, source = default.connection, "system_default"
         model = (binding.model if binding is not None and binding.model else None) \
             or default.model or connection.default_model
+    fallbacks = tuple(binding.fallbacks or ()) if binding is not None else ()
+    primary = _resolved_connection(workspace=workspace, role=role, source=source,
+                                   connection=connection, model=model)
+    return dataclasses.replace(primary, fallbacks=fallbacks, fallback_chain=_fallback_chain(
+        workspace=workspace, role=role, fallbacks=fallbacks, primary=primary))
+
+
+def _resolved_connection(*, workspace, role: str, source: str, connection,
+                         model: str | None) -> Resolved:
+    """A Resolved for one connection, or ResolutionError saying why it cannot be called."""
     if not connection.is_active:
         raise ResolutionError(
             f"Connection {connection.name!r} used by role {role!r} is inactive.",
@@ -244,8 +278,47 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
         offered_models=_offered(connection, model),
         config=dict(connection.effective_config),
         secrets=dict(connection.secrets or {}),
-        fallbacks=tuple(binding.fallbacks or ()) if binding is not None else (),
+        timeout=connection.timeout_seconds,
+        input_cost_per_million=connection.input_cost_per_million_tokens,
+        output_cost_per_million=connection.output_cost_per_million_tokens,
     )
+
+
+def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved
+                    ) -> tuple[Resolved, ...]:
+    """The fallbacks that can be called now, resolved (model null: the connection's default).
+
+    One that cannot (deleted, inactive, unreadable, no model) is left out with a warning: a
+    broken fallback must not stop the binding's own connection from answering.
+    """
+    from connections.models import Connection
+
+    if not fallbacks:
+        return ()
+    ids = [str(item.get("connection")) for item in fallbacks if isinstance(item, dict)]
+    found = {str(c.pk): c for c in Connection.objects.filter(pk__in=ids)}
+    chain: list[Resolved] = []
+    seen = {(primary.connection_id, primary.model)}
+    for item in fallbacks:
+        if not isinstance(item, dict):
+            continue
+        connection = found.get(str(item.get("connection")))
+        if connection is None:
+            logger.warning("Workspace %s role %s: fallback connection %s no longer exists.",
+                           workspace.slug, role, item.get("connection"))
+            continue
+        model = item.get("model") or connection.default_model
+        try:
+            resolved = _resolved_connection(workspace=workspace, role=role, source="fallback",
+                                            connection=connection, model=model)
+        except ResolutionError as exc:
+            logger.warning("Workspace %s role %s: fallback skipped: %s", workspace.slug, role,
+                           exc.message)
+            continue
+        if (resolved.connection_id, resolved.model) not in seen:
+            seen.add((resolved.connection_id, resolved.model))
+            chain.append(resolved)
+    return tuple(chain)
 
 
 # (workspace id, role) → (stamp, resolved at (monotonic), Resolved or ResolutionError)

@@ -388,8 +388,8 @@ def api_key_touch(*, api_key_id: int) -> None:
 def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key_id: int | None,
                         role: str, model: str, endpoint: str, stream: bool, status_code: int,
                         error_class: str = "", input_tokens: int = 0, output_tokens: int = 0,
-                        cost: Decimal | float | None = None, latency_ms: int = 0
-                        ) -> UsageRecord | None:
+                        cost: Decimal | float | None = None, latency_ms: int = 0,
+                        attempt: int = 1) -> UsageRecord | None:
     """Record one call made through a workspace (for usage reports and budgets).
 
     One INSERT. The connection and key are written through subqueries, so a connection or key
@@ -405,7 +405,7 @@ def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key
         status_code=status_code, error_class=(error_class or "")[:32],
         input_tokens=max(0, int(input_tokens or 0)), output_tokens=max(0, int(output_tokens or 0)),
         cost=None if cost is None else Decimal(str(cost)).quantize(Decimal("0.00000001")),
-        latency_ms=max(0, int(latency_ms)),
+        latency_ms=max(0, int(latency_ms)), attempt=max(1, min(int(attempt), 100)),
     )
     try:
         with transaction.atomic():

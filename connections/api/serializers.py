@@ -79,7 +79,8 @@ class ConnectionSerializer(ConnectionPublicSerializer):
 
     class Meta(ConnectionPublicSerializer.Meta):
         fields = ConnectionPublicSerializer.Meta.fields[:6] + [
-            "config", "credentials", "credentials_readable"] + ConnectionPublicSerializer.Meta.fields[6:]
+            "config", "credentials", "credentials_readable"] + ConnectionPublicSerializer.Meta.fields[6:] + [
+            "input_cost_per_million_tokens", "output_cost_per_million_tokens", "timeout_seconds"]
         read_only_fields = fields
 
     @extend_schema_field(serializers.DictField(child=CredentialStateSerializer()))
@@ -156,6 +157,17 @@ class ConnectionInputSerializer(StrictInputSerializer):
     config = _config_field()
     credentials = _credentials_field()
     is_active = serializers.BooleanField(required=False, default=True)
+    input_cost_per_million_tokens = serializers.DecimalField(
+        max_digits=14, decimal_places=6, min_value=0, required=False, allow_null=True,
+        help_text="Price per million input tokens, overriding litellm's price table (private "
+                  "models). Null: litellm's price.")
+    output_cost_per_million_tokens = serializers.DecimalField(
+        max_digits=14, decimal_places=6, min_value=0, required=False, allow_null=True,
+        help_text="Price per million output tokens, overriding litellm's price table.")
+    timeout_seconds = serializers.IntegerField(
+        min_value=1, max_value=600, required=False, allow_null=True,
+        help_text="Gateway call timeout (then the binding's next fallback is tried). Null: "
+                  "LLMCONN_PROVIDER_TIMEOUT.")
 
 
 class FromPresetInputSerializer(StrictInputSerializer):

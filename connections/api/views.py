@@ -46,7 +46,8 @@ UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-
 # The values a PUT resets when it leaves them out (PUT replaces the non-secret settings;
 # credentials left out are kept, as with PATCH).
 PUT_DEFAULTS = {"auth_method": None, "base_url": None, "default_model": "", "config": {},
-                "is_active": True}
+                "is_active": True, "input_cost_per_million_tokens": None,
+                "output_cost_per_million_tokens": None, "timeout_seconds": None}
 
 ERROR = OpenApiResponse(ErrorSerializer, description="The one error shape.")
 WRITE_ERRORS = {400: ERROR, 401: ERROR, 403: ERROR}
