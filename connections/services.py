@@ -359,13 +359,15 @@ _ROLE_CAPABILITY = {"chat": CHAT, "agent": CHAT, "embedding": EMBEDDINGS}
 
 @transaction.atomic
 def connection_move_bindings(*, source: Connection, target: Connection, actor=None) -> dict:
-    """Move every workspace binding and system default of `source` to `target`, all at once.
+    """Move every workspace binding, fallback and system default of `source` to `target`,
+    all at once.
 
     Bumps the `revision` of every workspace whose resolution changes (all of them when a
     system default moves); the connections themselves are not changed. Returns counts and the
     slugs of the workspaces whose own bindings moved.
     """
     from workspaces.models import SystemDefault, Workspace, WorkspaceBinding
+    from workspaces.selectors import bindings_with_fallback
 
     if source.pk == target.pk:
         raise ValidationFailed(
@@ -390,10 +392,13 @@ def connection_move_bindings(*, source: Connection, target: Connection, actor=No
     bindings = list(WorkspaceBinding.objects.select_for_update()
                     .filter(connection_id=source.pk).select_related("workspace"))
     defaults = list(SystemDefault.objects.select_for_update().filter(connection_id=source.pk))
+    with_fallback = bindings_with_fallback(connection_id=source.pk)
+    list(WorkspaceBinding.objects.select_for_update()
+         .filter(pk__in=[b.pk for b in with_fallback]).values_list("pk", flat=True))
 
     spec = target.spec
     capabilities = spec.capabilities if spec else frozenset()
-    missing = sorted({row.role for row in [*bindings, *defaults]
+    missing = sorted({row.role for row in [*bindings, *defaults, *with_fallback]
                       if _ROLE_CAPABILITY.get(row.role, CHAT) not in capabilities})
     if missing:
         raise ValidationFailed(
@@ -408,21 +413,44 @@ def connection_move_bindings(*, source: Connection, target: Connection, actor=No
         connection_id=target.pk, updated_at=now)
     SystemDefault.objects.filter(pk__in=[d.pk for d in defaults]).update(
         connection_id=target.pk, updated_at=now)
+    moved_ids = {b.pk for b in bindings}
+    for binding in with_fallback:
+        primary = target.pk if binding.pk in moved_ids else binding.connection_id
+        WorkspaceBinding.objects.filter(pk=binding.pk).update(
+            fallbacks=_moved_fallbacks(binding.fallbacks, source=source.pk, target=target.pk,
+                                       primary=primary, primary_model=binding.model),
+            updated_at=now)
     # Workspaces that bind a role to no connection resolve through the system defaults, so a
     # moved default can change any of them.
     affected = Workspace.objects.all() if defaults else Workspace.objects.filter(
-        pk__in={b.workspace_id for b in bindings})
+        pk__in={b.workspace_id for b in [*bindings, *with_fallback]})
     affected.update(revision=F("revision") + 1, updated_at=now)
     audit_record(
         action="connection.move_bindings", target=locked[source.pk], actor=actor,
         changed_fields=["bindings"] + (["system_defaults"] if defaults else []),
         extra={"to": str(target.pk), "to_name": target.name, "bindings": len(bindings),
-               "system_defaults": len(defaults)},
+               "system_defaults": len(defaults), "fallbacks": len(with_fallback)},
     )
     invalidate_for_connection(source.pk)
     return {
         "moved_bindings": len(bindings),
         "moved_system_defaults": len(defaults),
-        "workspaces": sorted({b.workspace.slug for b in bindings}),
+        "moved_fallbacks": len(with_fallback),
+        "workspaces": sorted({b.workspace.slug for b in [*bindings, *with_fallback]}),
         "to": target.pk,
     }
+
+
+def _moved_fallbacks(fallbacks, *, source, target, primary, primary_model) -> list[dict]:
+    """A binding's fallbacks with `source` replaced by `target`; an entry that now repeats the
+    binding's own connection and model, or an earlier entry, is dropped."""
+    result, seen = [], {(str(primary), primary_model or None)}
+    for item in fallbacks or []:
+        connection = str(target) if str(item.get("connection")) == str(source) \
+            else str(item.get("connection"))
+        entry = {"connection": connection, "model": item.get("model")}
+        if (connection, entry["model"] or None) in seen:
+            continue
+        seen.add((connection, entry["model"] or None))
+        result.append(entry)
+    return result

@@ -2,27 +2,51 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 
 from .models import Membership, Role, SystemDefault, Workspace, WorkspaceBinding
 
 
 def bindings_using_connection(*, connection) -> list[dict]:
-    """Every place that uses a connection: workspace role bindings and system defaults.
+    """Every place that uses a connection: workspace role bindings (as their connection or as
+    one of their fallbacks) and system defaults.
 
-    [{"workspace": slug|None, "workspace_name": str|None, "role": str, "system_default": bool}]
+    [{"workspace": slug|None, "workspace_name": str|None, "role": str, "system_default": bool,
+      "fallback": bool}]
     """
     rows = [
         {"workspace": b.workspace.slug, "workspace_name": b.workspace.name, "role": b.role,
-         "system_default": False}
+         "system_default": False, "fallback": False}
         for b in WorkspaceBinding.objects.filter(connection=connection)
         .select_related("workspace").order_by("workspace__name", "role")
     ]
     rows += [
-        {"workspace": None, "workspace_name": None, "role": d.role, "system_default": True}
+        {"workspace": b.workspace.slug, "workspace_name": b.workspace.name, "role": b.role,
+         "system_default": False, "fallback": True}
+        for b in bindings_with_fallback(connection_id=connection.pk)
+    ]
+    rows += [
+        {"workspace": None, "workspace_name": None, "role": d.role, "system_default": True,
+         "fallback": False}
         for d in SystemDefault.objects.filter(connection=connection).order_by("role")
     ]
     return rows
+
+
+def bindings_with_fallback(*, connection_id) -> list[WorkspaceBinding]:
+    """The bindings that list a connection among their fallbacks.
+
+    The JSON is searched as text (works on SQLite and PostgreSQL alike), then checked.
+    """
+    needle = str(connection_id)
+    candidates = (WorkspaceBinding.objects
+                  .annotate(fallbacks_text=Cast("fallbacks", TextField()))
+                  .filter(fallbacks_text__contains=needle)
+                  .select_related("workspace").order_by("workspace__name", "role"))
+    return [b for b in candidates
+            if any(isinstance(f, dict) and str(f.get("connection")) == needle
+                   for f in b.fallbacks or ())]
 
 
 def workspace_access(*, user, workspace) -> str | None:

@@ -196,6 +196,8 @@ class MoveBindingsInputSerializer(StrictInputSerializer):
 class MoveBindingsResultSerializer(serializers.Serializer):
     moved_bindings = serializers.IntegerField()
     moved_system_defaults = serializers.IntegerField()
+    moved_fallbacks = serializers.IntegerField(
+        help_text="Bindings whose fallbacks named the connection (now the target).")
     workspaces = serializers.ListField(child=serializers.CharField(),
                                        help_text="Slugs of the workspaces whose bindings moved.")
     to = serializers.UUIDField()
@@ -208,6 +210,8 @@ class DependentSerializer(serializers.Serializer):
     workspace_name = serializers.CharField(allow_null=True)
     role = serializers.CharField()
     system_default = serializers.BooleanField()
+    fallback = serializers.BooleanField(
+        help_text="True when the connection is one of the binding's fallbacks.")
 
 
 class DependentsSerializer(serializers.Serializer):

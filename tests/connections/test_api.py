@@ -28,6 +28,7 @@ OUTPUT_FIELDS = {
     "id", "name", "provider", "auth_method", "base_url", "default_model", "config",
     "credentials", "credentials_readable", "is_default", "is_active", "status",
     "last_tested_at", "last_test", "models_count", "used_by_count", "created_at", "updated_at",
+    "input_cost_per_million_tokens", "output_cost_per_million_tokens", "timeout_seconds",
 }
 
 
@@ -340,7 +341,7 @@ def test_delete_of_a_system_default_is_a_409_not_a_500(staff_client, conn):
     system_default(stored(conn["id"]), "chat")
     error = assert_error(staff_client.delete(detail_url(conn["id"])), 409, "connection_in_use")
     assert error["bindings"] == [{"workspace": None, "workspace_name": None, "role": "chat",
-                                  "system_default": True}]
+                                  "system_default": True, "fallback": False}]
     assert Connection.objects.filter(pk=conn["id"]).exists()
 
 
@@ -401,7 +402,8 @@ def test_move_bindings_moves_everything_and_bumps_workspace_revisions(staff_clie
                                  format="json")
     assert response.status_code == 200, response.json()
     assert response.json() == {"moved_bindings": 3, "moved_system_defaults": 0,
-                               "workspaces": ["w1", "w2"], "to": str(target.pk)}
+                               "moved_fallbacks": 0, "workspaces": ["w1", "w2"],
+                               "to": str(target.pk)}
     assert not WorkspaceBinding.objects.filter(connection=source).exists()
     assert WorkspaceBinding.objects.filter(connection=target).count() == 4
     after = {w.pk: w.revision for w in Workspace.objects.all()}
