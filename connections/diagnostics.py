@@ -30,6 +30,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from audit.services import audit_record, secret_fingerprints
 from llmconn.errors import NotFound, ServiceUnavailable, ValidationFailed
 from providers import client
 from providers.base import find_provider, host_of
@@ -142,6 +143,8 @@ def connection_test_request(*, connection: Connection, model: str = "",
     )
     test.full_clean(exclude=["secrets"])
     test.save()
+    audit_record(action="connection.test", target=connection, actor=actor,
+                 extra={"test_id": str(test.pk), "model": model})
     _enqueue("connection_test_run_task", test)
     return test
 
@@ -242,6 +245,14 @@ def connection_test_request_unsaved(
     )
     test.full_clean(exclude=["secrets"])
     test.save()
+    audit_record(
+        action="connection.test",
+        target=connection if connection is not None else ("connection", "", f"unsaved {provider}"),
+        actor=actor,
+        secret_fingerprints=secret_fingerprints(credentials),
+        extra={"test_id": str(test.pk), "model": test.model, "unsaved": True,
+               "provider": provider, "host": host_of(spec.effective_base_url(base_url))},
+    )
     _enqueue("connection_test_run_task", test)
     return test
 
@@ -258,6 +269,8 @@ def connection_discover_models_request(*, connection: Connection, actor=None) ->
     )
     job.full_clean(exclude=["secrets"])
     job.save()
+    audit_record(action="connection.discover", target=connection, actor=actor,
+                 extra={"test_id": str(job.pk)})
     _enqueue("connection_discover_models_run_task", job)
     return job
 

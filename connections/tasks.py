@@ -47,5 +47,9 @@ def connection_health_sweep_task() -> dict:
 
 @shared_task(name="connections.connection_tests_reap")
 def connection_tests_reap_task() -> dict:
-    """Fail tests stuck running past their limit or never picked up (periodic)."""
-    return {"reaped": diagnostics.connection_tests_reap()}
+    """Housekeeping (periodic): fail tests stuck running past their limit or never picked up,
+    and forget replaced provider secrets whose rollback window has passed."""
+    from .rotation import connection_purge_expired_secrets
+
+    return {"reaped": diagnostics.connection_tests_reap(),
+            "expired_secrets_purged": connection_purge_expired_secrets()}

@@ -162,3 +162,26 @@ def test_a_rotation_overtaken_by_another_changes_nothing(conn):
         connection_rotate_secret(connection=conn, credentials={"api_key": NEW_KEY},
                                  tester=overtaken)
     assert Connection.objects.get(pk=conn.pk).secrets == {"api_key": UPSTREAM_KEY}
+
+
+def test_housekeeping_task_forgets_previous_secrets_after_the_rollback_window(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from connections.models import Connection
+    from connections.tasks import connection_tests_reap_task
+    from tests.factories import ConnectionFactory
+
+    expired = ConnectionFactory()
+    fresh = ConnectionFactory()
+    Connection.objects.filter(pk=expired.pk).update(
+        previous_secrets={"api_key": "old-key-000000000000"},
+        previous_secrets_expires_at=timezone.now() - timedelta(minutes=1))
+    Connection.objects.filter(pk=fresh.pk).update(
+        previous_secrets={"api_key": "old-key-111111111111"},
+        previous_secrets_expires_at=timezone.now() + timedelta(hours=1))
+    result = connection_tests_reap_task.apply().get()
+    assert result["expired_secrets_purged"] == 1
+    assert Connection.objects.get(pk=expired.pk).previous_secrets is None
+    assert Connection.objects.get(pk=fresh.pk).previous_secrets == {"api_key": "old-key-111111111111"}
