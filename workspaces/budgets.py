@@ -249,6 +249,7 @@ def exceeded(state: BudgetState, used_units: int) -> BudgetExceeded | None:
     if used_units < state.limit_units:
         return None
     start, end = state.bounds()
+    _notify(state, used_units, start, end)  # e.g. a budget created below what was spent
     return BudgetExceeded(state, used_units, start, end)
 
 
