@@ -507,11 +507,22 @@ def connection_health_sweep(
             requested_by=actor if getattr(actor, "pk", None) else None,
             started_at=started, finished_at=finished,
         ))
+    # One UPDATE per distinct outcome (ok, or failed with an error class), not one per row:
+    # each still matches (id, revision), so a connection changed meanwhile keeps its status.
+    outcomes_by_class: dict[tuple[bool, str], list[ConnectionTest]] = {}
+    for row in rows:
+        ok = row.status == TestStatus.SUCCEEDED
+        outcomes_by_class.setdefault((ok, "" if ok else row.error_class), []).append(row)
     with transaction.atomic():
         ConnectionTest.objects.bulk_create(rows)
-        for row in rows:
-            _record_status(row.connection_id, row.connection_revision,
-                           row.status == TestStatus.SUCCEEDED, row.error_class, finished)
+        for (ok, error_class), group in outcomes_by_class.items():
+            for start in range(0, len(group), 500):
+                match = Q()
+                for row in group[start:start + 500]:
+                    match |= Q(pk=row.connection_id, revision=row.connection_revision)
+                Connection.objects.filter(match).update(
+                    status=ConnectionStatus.OK if ok else ConnectionStatus.FAILED,
+                    last_tested_at=finished, last_error_class=error_class)
     return rows
 
 

@@ -1,12 +1,180 @@
 """ASGI entry point: the production server (uvicorn, or gunicorn with uvicorn workers).
 
-The OpenAI-compatible /v1 endpoints are async views and stream over ASGI.
+The OpenAI-compatible /v1 endpoints are async views and stream over ASGI. They take the lean
+path: `GatewayFirstHandler` hands /v1/* straight to the gateway's views (workspaces/gateway.py,
+the same functions workspaces/gateway_urls.py routes), without Django's middleware (sessions,
+CSRF, messages, auth, audit context: a gateway call is authenticated by its API key and writes
+no audit event) and without the per-request ThreadSensitiveContext, so the views' sync work
+(key and resolution cache misses, usage records) runs on asgiref's one sync thread, which keeps
+its database connection instead of opening one per request. Everything else (admin, /api/,
+/healthz) goes through Django's full ASGIHandler.
+
+Because request_started/request_finished are not sent for /v1, this handler closes a broken
+database connection of that thread itself (at most once a second, after an error).
 """
 
+import asyncio
+import io
+import logging
 import os
+import time
 
-from django.core.asgi import get_asgi_application
+import django
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import response_for_exception
+from django.http import JsonResponse
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmconn.settings")
 
-application = get_asgi_application()
+logger = logging.getLogger("llmconn.asgi")
+
+GATEWAY_PREFIX = "/v1/"
+DB_CHECK_INTERVAL_SECONDS = 1.0
+
+
+def _close_broken_connections() -> None:
+    """Close the database connections of this thread that errored and no longer work."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred:
+            if not conn.is_usable():
+                conn.close()
+            conn.errors_occurred = False
+
+
+def _error(status: int, message: str, code: str) -> JsonResponse:
+    return JsonResponse({"error": {"message": message, "type": "invalid_request_error",
+                                   "code": code, "param": None}}, status=status)
+
+
+class GatewayFirstHandler(ASGIHandler):
+    """Django's ASGIHandler, with /v1/* served by the gateway views directly (see above)."""
+
+    def __init__(self):
+        super().__init__()
+        from workspaces import gateway
+
+        self._gateway = gateway
+        self._last_db_check = 0.0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
+            await self.handle_gateway(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def route(self, path: str):
+        """(view, kwargs) for a /v1/ path, as workspaces/gateway_urls.py routes it."""
+        rest = path[len(GATEWAY_PREFIX):]
+        gw = self._gateway
+        if rest == "chat/completions":
+            return gw.chat_completions, {}
+        if rest == "embeddings":
+            return gw.embeddings, {}
+        if rest == "models":
+            return gw.models, {}
+        if rest.startswith("models/") and len(rest) > len("models/"):
+            return gw.models, {"model_id": rest[len("models/"):]}
+        return gw.not_found, {"path": rest}
+
+    async def read_small_body(self, receive):
+        """The request body in memory (spooled to disk past FILE_UPLOAD_MAX_MEMORY_SIZE, as
+        Django does); None when the client went away."""
+        parts, size, spooled = [], 0, None
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            if spooled is not None:
+                spooled.write(chunk)
+            else:
+                parts.append(chunk)
+                size += len(chunk)
+                if size > settings.FILE_UPLOAD_MAX_MEMORY_SIZE:
+                    import tempfile
+
+                    spooled = tempfile.SpooledTemporaryFile(
+                        max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b")
+                    spooled.write(b"".join(parts))
+            if not message.get("more_body", False):
+                break
+        if spooled is not None:
+            spooled.seek(0)
+            return spooled
+        return io.BytesIO(b"".join(parts))
+
+    async def handle_gateway(self, scope, receive, send):
+        body_file = await self.read_small_body(receive)
+        if body_file is None:
+            return
+        try:
+            request = self.request_class(scope, body_file)
+            request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware would check it
+        except DisallowedHost:
+            response = _error(400, "Invalid Host header.", "bad_request")
+        except RequestDataTooBig:
+            response = _error(413, "The request body is too large.", "request_too_large")
+        except UnicodeDecodeError:
+            response = _error(400, "Malformed request.", "bad_request")
+        else:
+            response = None
+        if response is not None:
+            await self.send_response(response, send)
+            body_file.close()
+            return
+
+        view, kwargs = self.route(request.path_info)
+
+        async def process():
+            try:
+                result = await view(request, **kwargs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - logged; the caller gets a JSON 500
+                logger.exception("Unhandled error in %s", request.path_info)
+                result = response_for_exception(request, exc)
+                if not isinstance(result, JsonResponse) and result.status_code >= 500:
+                    result = _error(500, "Internal error.", "internal_error")
+            try:
+                await self.send_response(result, send)
+            except asyncio.CancelledError:
+                pass  # the client went away while we were sending
+            return result
+
+        # As Django's handler: a client that disconnects cancels the view (and a stream).
+        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)),
+                 asyncio.create_task(process())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except Exception:  # noqa: BLE001 - RequestAborted: the client went away
+                    pass
+            else:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+        if not tasks[1].cancelled() and tasks[1].exception() is None:
+            response = tasks[1].result()
+            for closer in response._resource_closers:
+                closer()
+        body_file.close()
+        await self.check_database()
+
+    async def check_database(self) -> None:
+        now = time.monotonic()
+        if now - self._last_db_check >= DB_CHECK_INTERVAL_SECONDS:
+            self._last_db_check = now
+            await sync_to_async(_close_broken_connections)()
+
+
+django.setup(set_prefix=False)
+application = GatewayFirstHandler()

@@ -100,8 +100,9 @@ LLMCONN_SECRET_ROLLBACK_HOURS = env.int("LLMCONN_SECRET_ROLLBACK_HOURS", default
 LLMCONN_THROTTLE_TESTS = env.str("LLMCONN_THROTTLE_TESTS", default="30/min")
 # Calls to /v1/chat/completions and /v1/embeddings, per workspace API key:
 LLMCONN_THROTTLE_GATEWAY = env.str("LLMCONN_THROTTLE_GATEWAY", default="6000/min")
-# How many connections the periodic health sweep tests at once (asyncio, inside one task).
-LLMCONN_SWEEP_CONCURRENCY = env.int("LLMCONN_SWEEP_CONCURRENCY", default=20)
+# How many connections the periodic health sweep tests at once (asyncio, inside one task):
+# 1,000 connections behind a 200 ms provider take a few seconds at 200 (bench/RESULTS.md).
+LLMCONN_SWEEP_CONCURRENCY = env.int("LLMCONN_SWEEP_CONCURRENCY", default=200)
 # Gateway calls: seconds before a provider call counts as a timeout (and the binding's next
 # fallback is tried), unless the connection sets its own `timeout_seconds`.
 LLMCONN_PROVIDER_TIMEOUT = env.int("LLMCONN_PROVIDER_TIMEOUT", default=60)

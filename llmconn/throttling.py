@@ -49,8 +49,7 @@ def hit(scope: str, ident: str, rate: str | None) -> float | None:
     window = int(now // period)
     key = f"llmconn:throttle:{scope}:{ident}:{window}"
     try:
-        cache.add(key, 0, timeout=period + 1)
-        count = cache.incr(key)
+        count = _count(key, period + 1)
     except ValueError:  # evicted between add and incr: count this one as the first
         count = 1
     except Exception:  # noqa: BLE001 - cache down: let the request through
@@ -59,6 +58,24 @@ def hit(scope: str, ident: str, rate: str | None) -> float | None:
     if count <= limit:
         return None
     return max(1.0, (window + 1) * period - now)
+
+
+def _count(key: str, timeout: int) -> int:
+    """Add one to a window's counter and return it. On Redis one round trip (SET NX EX and
+    INCR in a pipeline) instead of the three of cache.add + cache.incr: the gateway pays it on
+    every call."""
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        full = backend.make_and_validate_key(key)
+        pipe = backend._cache.get_client(full, write=True).pipeline()
+        pipe.set(full, 0, ex=timeout, nx=True)
+        pipe.incr(full)
+        return int(pipe.execute()[1])
+    cache.add(key, 0, timeout=timeout)
+    return cache.incr(key)
 
 
 def _rate(name: str) -> str:

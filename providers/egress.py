@@ -214,9 +214,17 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
 
+@lru_cache(maxsize=1)
+def _default_ssl_context():
+    # Building an SSL context loads the CA bundle: 30-90 ms of CPU. httpx would build one per
+    # client; a health sweep makes a client per test, so they share this one (read-only).
+    return httpx.create_ssl_context()
+
+
 def guarded_transport(**kwargs) -> httpx.AsyncHTTPTransport:
     """An httpx async transport whose every connection passes the egress policy."""
     kwargs.setdefault("trust_env", False)  # an HTTP(S)_PROXY would bypass address checks
+    kwargs.setdefault("verify", _default_ssl_context())
     transport = httpx.AsyncHTTPTransport(**kwargs)
     pool = transport._pool
     transport._pool = httpcore.AsyncConnectionPool(

@@ -8,13 +8,24 @@ retries and a timeout, and return OpenAI-shaped dicts. Every failure becomes a
 a provider's 401 is a 502 "provider_auth_failed", never our 401); upstream text never reaches
 the caller (providers.errors writes every sentence).
 
+Providers that speak OpenAI's wire format (`Provider.wire == "openai"` in the catalog: OpenAI,
+OpenAI-compatible servers, Ollama, vLLM, LM Studio, OpenRouter, Groq, ...) are called directly:
+the caller's body is forwarded with the model name and the connection's credentials, over one
+pooled egress-guarded httpx client per event loop (providers.egress: the address checked is the
+address connected to). litellm is used only to translate to other formats (Anthropic, Azure,
+Bedrock, Vertex, Gemini...); it adds ~2.6 ms per call and ~150 MB to a process, so a web
+process that only serves OpenAI-wire connections never imports it. Prices come from litellm's
+price table file, read without importing litellm (`cost`).
+
 litellm is imported lazily: importing it takes seconds (STACK-NOTES.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -113,13 +124,145 @@ def _retry_after_header(exc: BaseException) -> str | None:
     return None
 
 
+# (scheme://host:port, policy) -> monotonic time until which the URL is known to be allowed
+_EGRESS_OK: dict[tuple, float] = {}
+EGRESS_CHECK_TTL_SECONDS = 10.0
+
+
 async def check_egress(url: str | None) -> None:
-    """Raise EgressBlocked (or LookupError) unless the egress policy lets us call `url`."""
+    """Raise EgressBlocked (or LookupError) unless the egress policy lets us call `url`.
+
+    A positive answer is remembered for EGRESS_CHECK_TTL_SECONDS per host and policy (a policy
+    change is a new key): the DNS lookup in a thread costs more than a local call. Every new
+    connection is checked again by the guarded transport, at the address it connects to.
+    """
     if not url:
         return
-    from providers.egress import check_url
+    from providers.egress import check_url, policy
 
+    try:
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname, parts.port, policy())
+    except ValueError:
+        key = None
+    now = time.monotonic()
+    if key is not None and _EGRESS_OK.get(key, 0.0) > now:
+        return
     await asyncio.to_thread(check_url, url)
+    if key is not None:
+        if len(_EGRESS_OK) > 1000:
+            _EGRESS_OK.clear()
+        _EGRESS_OK[key] = now + EGRESS_CHECK_TTL_SECONDS
+
+
+# --- direct calls for OpenAI-wire providers ------------------------------------------------
+
+# Keys of litellm kwargs (providers.params) that a direct OpenAI-wire call knows how to send;
+# a call with any other key (Azure, Bedrock, Vertex...) goes through litellm.
+_DIRECT_KEYS = frozenset({"model", "api_base", "api_key", "extra_headers", "organization"})
+_CLIENTS: dict = {}  # event loop -> httpx.AsyncClient
+MAX_CONNECTIONS = 1000
+MAX_KEEPALIVE = 200
+
+
+class UpstreamStreamError(Exception):
+    """An error event inside an upstream SSE stream (classified as a provider error)."""
+
+
+def _openai_prefixes() -> frozenset[str]:
+    global _PREFIXES
+    if _PREFIXES is None:
+        from .base import WIRE_OPENAI, all_providers
+
+        providers = all_providers()
+        other = {p.litellm_prefix for p in providers if p.wire != WIRE_OPENAI}
+        _PREFIXES = frozenset(p.litellm_prefix for p in providers
+                              if p.wire == WIRE_OPENAI) - other
+    return _PREFIXES
+
+
+_PREFIXES: frozenset[str] | None = None
+
+
+def direct_target(call: dict) -> tuple[str, str, dict] | None:
+    """(base URL, model name, headers) when `call` (litellm kwargs) is for an OpenAI-wire
+    provider and can be forwarded without litellm; None otherwise."""
+    model = call.get("model") or ""
+    prefix, sep, name = model.partition("/")
+    base = call.get("api_base")
+    if not sep or not name or not base or prefix not in _openai_prefixes() \
+            or not _DIRECT_KEYS.issuperset(call):
+        return None
+    from .params import NO_KEY
+
+    headers = {}
+    key = call.get("api_key")
+    if key and key != NO_KEY:
+        headers["authorization"] = f"Bearer {key}"
+    if call.get("organization"):
+        headers["openai-organization"] = call["organization"]
+    for header, value in (call.get("extra_headers") or {}).items():
+        headers[str(header).lower()] = value  # replaces ours (e.g. a custom Authorization)
+    return base.rstrip("/"), name, headers
+
+
+def http_client():
+    """The pooled egress-guarded httpx client of the running event loop (one per loop: httpx
+    connections belong to the loop that opened them)."""
+    loop = asyncio.get_running_loop()
+    client = _CLIENTS.get(loop)
+    if client is None:
+        import httpx
+
+        from .egress import guarded_async_client
+
+        for old in [lp for lp in _CLIENTS if lp.is_closed()]:
+            del _CLIENTS[old]
+        client = guarded_async_client(
+            timeout=DEFAULT_TIMEOUT_SECONDS,
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
+                                max_keepalive_connections=MAX_KEEPALIVE, keepalive_expiry=30))
+        _CLIENTS[loop] = client
+    return client
+
+
+def _raise_for_status(response) -> None:
+    if response.status_code >= 300:
+        import httpx
+
+        raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request,
+                                    response=response)
+
+
+def _answer(raw: bytes) -> dict:
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise json.JSONDecodeError("not an object", "", 0)
+    return data
+
+
+async def _post_json(url: str, headers: dict, body: dict, timeout: float) -> dict:
+    response = await http_client().post(url, content=json.dumps(body).encode(),
+                                        headers={**headers, "content-type": "application/json"},
+                                        timeout=timeout)
+    _raise_for_status(response)
+    return _answer(response.content)
+
+
+async def _stream_events(response) -> AsyncIterator[dict]:
+    """The JSON events of an OpenAI SSE stream (`data: {...}` lines up to `data: [DONE]`)."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        event = json.loads(data)
+        if not isinstance(event, dict):
+            raise json.JSONDecodeError("not an object", data, 0)
+        if event.get("error"):
+            raise UpstreamStreamError("the provider reported an error in the stream")
+        yield event
 
 
 def _kwargs(call: dict, params: dict, timeout: float | None) -> dict:
@@ -155,11 +298,22 @@ async def chat(*, call: dict, params: dict, label: str, endpoint: str | None = N
                timeout: float | None = None) -> dict:
     """One chat completion (OpenAI response dict). `endpoint`: the URL the egress policy checks
     (defaults to the call's api_base)."""
+    endpoint = endpoint or call.get("api_base")
+    direct = direct_target(call)
+    if direct is not None:
+        base, model, headers = direct
+        body = {k: v for k, v in params.items() if k not in ("stream", "stream_options")}
+        body["model"] = model
+        try:
+            await check_egress(endpoint)
+            return await _post_json(f"{base}/chat/completions", headers, body,
+                                    timeout or call.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes our error
+            raise classify(exc, label=label, host=_host(endpoint)) from None
     litellm = _litellm()
     kwargs = _kwargs(call, params, timeout)
     kwargs.pop("stream", None)
     kwargs.pop("stream_options", None)
-    endpoint = endpoint or call.get("api_base")
     try:
         await check_egress(endpoint)
         # litellm 1.106 routes any request with `tools` through its MCP gateway handler, which
@@ -175,11 +329,16 @@ async def chat_stream(*, call: dict, params: dict, label: str, endpoint: str | N
     """A streamed chat completion: starts the call (errors raise here, before any chunk), then
     returns an iterator of OpenAI chunk dicts; errors during the stream raise from it. The last
     chunk carries `usage`."""
+    endpoint = endpoint or call.get("api_base")
+    direct = direct_target(call)
+    if direct is not None:
+        return await _direct_stream(direct, params, label=label, endpoint=endpoint,
+                                    timeout=timeout or call.get("timeout")
+                                    or DEFAULT_TIMEOUT_SECONDS)
     litellm = _litellm()
     kwargs = _kwargs(call, params, timeout)
     kwargs["stream"] = True
     kwargs["stream_options"] = {"include_usage": True}
-    endpoint = endpoint or call.get("api_base")
     try:
         await check_egress(endpoint)
         stream = await litellm.acompletion(**kwargs, _skip_mcp_handler=True)
@@ -214,10 +373,20 @@ async def chat_stream(*, call: dict, params: dict, label: str, endpoint: str | N
 async def embed(*, call: dict, params: dict, label: str, endpoint: str | None = None,
                 timeout: float | None = None) -> dict:
     """Embeddings (OpenAI response dict, float vectors)."""
+    endpoint = endpoint or call.get("api_base")
+    direct = direct_target(call)
+    if direct is not None:
+        base, model, headers = direct
+        body = {**params, "model": model, "encoding_format": "float"}
+        try:
+            await check_egress(endpoint)
+            return await _post_json(f"{base}/embeddings", headers, body,
+                                    timeout or call.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
+        except Exception as exc:  # noqa: BLE001
+            raise classify(exc, label=label, host=_host(endpoint)) from None
     litellm = _litellm()
     kwargs = _kwargs(call, params, timeout)
     kwargs["encoding_format"] = "float"
-    endpoint = endpoint or call.get("api_base")
     try:
         await check_egress(endpoint)
         response = await litellm.aembedding(**kwargs)
@@ -226,17 +395,102 @@ async def embed(*, call: dict, params: dict, label: str, endpoint: str | None = 
     return _dump(response)
 
 
+async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: str,
+                         endpoint: str | None, timeout: float) -> AsyncIterator[dict]:
+    base, model, headers = direct
+    body = {k: v for k, v in params.items() if k not in ("stream", "stream_options")}
+    body.update(model=model, stream=True, stream_options={"include_usage": True})
+    host = _host(endpoint)
+    response = None
+    try:
+        await check_egress(endpoint)
+        client = http_client()
+        request = client.build_request(
+            "POST", f"{base}/chat/completions", content=json.dumps(body).encode(),
+            headers={**headers, "content-type": "application/json",
+                     "accept": "text/event-stream"}, timeout=timeout)
+        response = await client.send(request, stream=True)
+        if response.status_code >= 300:
+            await response.aread()
+            _raise_for_status(response)
+        events = _stream_events(response)
+        try:
+            first = await events.__anext__()
+        except StopAsyncIteration:
+            first = None
+    except Exception as exc:  # noqa: BLE001
+        if response is not None:
+            await response.aclose()
+        raise classify(exc, label=label, host=host) from None
+
+    async def chunks() -> AsyncIterator[dict]:
+        try:
+            if first is None:
+                return
+            yield first
+            async for event in events:
+                yield event
+        except Exception as exc:  # noqa: BLE001
+            raise classify(exc, label=label, host=host) from None
+        finally:
+            # Closed early (the client went away): release the upstream connection now.
+            await response.aclose()
+
+    return chunks()
+
+
+# --- prices ---------------------------------------------------------------------------------
+
+_PRICES: dict[str, tuple[float, float]] | None = None
+
+
+def _load_prices() -> dict[str, tuple[float, float]]:
+    """{model: (input cost per token, output cost per token)} from litellm's price table file
+    (the one litellm itself reads with LITELLM_LOCAL_MODEL_COST_MAP), without importing it."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("litellm")
+    prices: dict[str, tuple[float, float]] = {}
+    if spec is None or not spec.submodule_search_locations:
+        return prices
+    path = Path(list(spec.submodule_search_locations)[0]) / \
+        "model_prices_and_context_window_backup.json"
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        logger.warning("litellm's price table is unreadable: costs are not recorded.")
+        return prices
+    for name, entry in table.items():
+        if not isinstance(entry, dict):
+            continue
+        inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+        if isinstance(inp, (int, float)) or isinstance(out, (int, float)):
+            prices[name] = (float(inp or 0), float(out or 0))
+    return prices
+
+
+def price_of(model: str) -> tuple[float, float] | None:
+    """(input, output) cost per token of a litellm model string, or None when unknown: the
+    full string (`openrouter/openai/gpt-4o-mini`), then the name without its provider prefix
+    (`openai/gpt-4o-mini` → `gpt-4o-mini`), as litellm's cost_per_token looks them up."""
+    global _PRICES
+    if _PRICES is None:
+        _PRICES = _load_prices()
+    found = _PRICES.get(model)
+    if found is None and "/" in model:
+        found = _PRICES.get(model.split("/", 1)[1])
+    return found
+
+
 def cost(*, model: str, input_tokens: int, output_tokens: int = 0) -> Decimal | None:
     """Cost of a call from litellm's price table; None when the model's price is unknown."""
     if not model or (not input_tokens and not output_tokens):
         return None
-    litellm = _litellm()
-    try:
-        prompt, completion = litellm.cost_per_token(
-            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens)
-    except Exception:  # noqa: BLE001 - ModelNotMappedError and friends: price unknown
+    price = price_of(model)
+    if price is None:
         return None
-    total = (prompt or 0) + (completion or 0)
+    total = input_tokens * price[0] + output_tokens * price[1]
     return Decimal(str(total)) if total else None
 
 
