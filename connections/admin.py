@@ -1,163 +1,748 @@
-"""Django admin for connections. Secrets are password inputs that are never filled in: the
-form shows "saved, ends in WXYZ; leave blank to keep", and every save goes through the
-services, so admin, API and commands share one set of rules."""
+"""Django admin for connections: the management UI.
+
+- Add: pick a provider or a preset first (cards read from the catalog), then a form with that
+  provider's fields; the auth method chooses which of them show (connection_form.js).
+- Secrets are password inputs that are never filled in. On edit they say "saved, ends in WXYZ;
+  leave blank to keep", and a blank input keeps the stored secret.
+- "Test connection" / "Discover models" run the asynchronous checks through the API
+  (/api/v1/connection-tests/, /api/v1/connections/{id}/discover-models/) and show the result
+  inline; the add form tests the unsaved settings before anything is stored.
+- Every save, delete and action calls connections.services / connections.diagnostics, like the
+  API; their refusals come back as form errors or messages, never as a 500.
+"""
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.utils.html import format_html
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.timezone import localtime
 
-from llmconn.errors import ApplicationError
-from providers.base import all_providers, find_provider
+from llmconn.admin_support import (
+    SERVICE_ERROR_ATTR,
+    DatalistInput,
+    ServiceAdminMixin,
+    ServiceFormMixin,
+    ServiceRefused,
+    StaffOnlyAdminMixin,
+    audit_history_url,
+    badge,
+    error_message,
+)
+from llmconn.errors import ApplicationError, Conflict
+from providers.base import all_presets, all_providers, find_provider
 
-from . import services
-from .models import Connection
+from . import diagnostics, services
+from .models import Connection, ConnectionStatus, ConnectionTest, ErrorClass, TestStatus
+from .selectors import connection_dependents, connection_list_detailed
 
-SECRET_PREFIX = "secret__"
-
-
-def _provider_choices():
-    return [(p.name, p.label) for p in all_providers()]
-
-
-def _auth_method_choices():
-    seen: dict[str, str] = {}
-    for p in all_providers():
-        for m in p.auth_methods:
-            seen.setdefault(m.name, m.label)
-    return sorted(seen.items())
+SECRET = "secret__"
+CONFIG = "cfg__"
+ZERO_UUID = "00000000-0000-0000-0000-000000000000"
+CSS = "connections/admin.css"
 
 
-class ConnectionAdminForm(forms.ModelForm):
-    """Model fields plus one password input per secret field of the chosen provider/method."""
+# --- the catalog as form fields ----------------------------------------------------------------
 
-    provider = forms.ChoiceField(choices=_provider_choices)
-    auth_method = forms.ChoiceField(choices=_auth_method_choices)
+def form_layout(spec) -> dict[str, dict]:
+    """The provider's fields as form fields: {form name: {"field", "kind", "methods"}}.
+
+    Provider-level fields belong to every auth method; a method's fields only to that method
+    (a field shared by two methods is one input shown for both).
+    """
+    every = [m.name for m in spec.auth_methods]
+    layout: dict[str, dict] = {}
+    for field in spec.fields:
+        key = (SECRET if field.secret else CONFIG) + field.name
+        layout[key] = {"field": field, "kind": "secret" if field.secret else "config",
+                       "methods": list(every)}
+    for method in spec.auth_methods:
+        for field in method.fields:
+            key = (SECRET if field.secret else CONFIG) + field.name
+            entry = layout.setdefault(key, {"field": field,
+                                            "kind": "secret" if field.secret else "config",
+                                            "methods": []})
+            if method.name not in entry["methods"]:
+                entry["methods"].append(method.name)
+    return layout
+
+
+def _secret_help(field, state: dict | None, saved: bool) -> str:
+    base = f"{field.help_text} " if field.help_text else ""
+    if not saved:
+        return base + "Stored encrypted; never shown again."
+    if state is None:
+        return base + "Not set."
+    if state.get("readable") is False:
+        return base + "The saved value cannot be decrypted (its key is no longer configured): enter it again."
+    if state.get("hint"):
+        return base + f"Saved, ends in {state['hint'].lstrip('…')}; leave blank to keep."
+    return base + "Saved; leave blank to keep."
+
+
+class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
+    """A connection's settings for one provider: the catalog's fields for its auth methods.
+
+    Built per request by ConnectionAdmin.get_form (spec, layout, service error). Model
+    validation is left to the services, whose errors come back onto these fields.
+    """
+
+    spec = None
+    layout: dict = {}
+    model_options: tuple = ()
+
+    name = forms.CharField(max_length=100)
+    auth_method = forms.ChoiceField(label="Auth method")
+    base_url = forms.CharField(label="Base URL", max_length=2048, required=False)
+    default_model = forms.CharField(label="Default model", max_length=200, required=False)
+    is_active = forms.BooleanField(label="Active", required=False, initial=True,
+                                   help_text="Inactive connections cannot be bound or called.")
 
     class Meta:
         model = Connection
-        fields = ["name", "provider", "auth_method", "base_url", "default_model", "config",
-                  "is_active"]
+        fields: list[str] = []
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        provider = self.data.get("provider") or self.initial.get("provider") or (
-            self.instance.provider if self.instance.pk else None)
-        method = self.data.get("auth_method") or self.initial.get("auth_method") or (
-            self.instance.auth_method if self.instance.pk else None)
-        spec = find_provider(provider) if provider else None
-        names: set[str] = set()
-        if spec:
-            method = method or spec.default_auth_method().name
-            names = set(spec.secret_field_names(method))
-        else:
-            for p in all_providers():
-                for m in p.auth_methods:
-                    names |= {f.name for f in m.secret_fields}
-        hints = self.instance.credential_summary() if self.instance.pk else {}
-        for name in sorted(names):
-            info = hints.get(name)
-            if info and info.get("readable", True):
-                help_text = (f"Saved, ends in {info['hint'].lstrip('…')}; leave blank to keep."
-                             if info["hint"] else "Saved; leave blank to keep.")
-            elif info:
-                help_text = "Stored value cannot be decrypted; enter it again."
+        spec = self.spec
+        saved = self.instance.pk is not None
+        if not saved:
+            self.instance.provider = spec.name  # for the read-only provider row
+        elif not self.is_bound:
+            self.initial.update(self._initial_of(self.instance))
+        self.fields["auth_method"].choices = [(m.name, m.label) for m in spec.auth_methods]
+        self.fields["auth_method"].initial = spec.default_auth_method().name
+        base = self.fields["base_url"]
+        base.required = False
+        base.widget.attrs.update({"placeholder": spec.default_base_url or "https://…",
+                                  "class": "vLargeTextField llmconn-wide"})
+        base.help_text = (f"Empty: the provider's endpoint ({spec.default_base_url})."
+                          if spec.default_base_url else "Required: this provider has no default endpoint.")
+        model = self.fields["default_model"]
+        model.widget = DatalistInput(self.model_options, attrs={"class": "llmconn-wide"})
+        model.help_text = ("Used by tests and by workspaces that name no model. Suggestions: "
+                           "discovered models." if saved else
+                           "Used by tests and by workspaces that name no model.")
+        hints = self.instance.credential_summary() if saved else {}
+        for key, info in self.layout.items():
+            field = info["field"]
+            if info["kind"] == "secret":
+                self.fields[key] = forms.CharField(
+                    label=field.label, required=False, max_length=8192,
+                    widget=forms.PasswordInput(render_value=False, attrs={
+                        "autocomplete": "new-password", "data-secret-field": field.name,
+                        "class": "llmconn-wide", "spellcheck": "false"}),
+                    help_text=_secret_help(field, hints.get(field.name), saved))
             else:
-                help_text = "Not set." if self.instance.pk else ""
-            self.fields[SECRET_PREFIX + name] = forms.CharField(
-                label=name.replace("_", " ").capitalize(),
-                required=False,
-                strip=True,
-                widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-                help_text=help_text,
-            )
+                self.fields[key] = forms.CharField(
+                    label=field.label, required=False, max_length=8192, initial=field.default,
+                    widget=forms.TextInput(attrs={"data-config-field": field.name,
+                                                  "placeholder": field.default or "",
+                                                  "class": "llmconn-wide"}),
+                    help_text=field.help_text)
+
+    @staticmethod
+    def _initial_of(connection: Connection) -> dict:
+        initial = {
+            "name": connection.name, "auth_method": connection.auth_method,
+            "base_url": connection.base_url or "", "default_model": connection.default_model,
+            "is_active": connection.is_active,
+        }
+        initial.update({CONFIG + k: v for k, v in (connection.config or {}).items()})
+        return initial
+
+    def _method_keys(self, method: str):
+        return [(k, i) for k, i in self.layout.items() if method in i["methods"]]
+
+    def _has_saved(self, name: str) -> bool:
+        if self.instance.pk is None or not self.instance.credentials_readable:
+            return False
+        return name in self.instance.credential_summary()
 
     def clean(self):
         cleaned = super().clean()
-        # Let the model's clean() see the secrets the connection will hold after the save
-        # (stored ones kept unless replaced), so catalog rules report on this form.
-        spec = find_provider(cleaned.get("provider") or "")
-        if spec and self.instance.credentials_readable:
-            allowed = set(spec.secret_field_names(cleaned.get("auth_method") or ""))
-            kept = {k: v for k, v in (self.instance.secrets or {}).items() if k in allowed}
-            self.instance.secrets = {**kept, **self.credentials()}
+        method = cleaned.get("auth_method")
+        if method:
+            for key, info in self._method_keys(method):
+                field = info["field"]
+                if cleaned.get(key) or not field.required:
+                    continue
+                if info["kind"] == "config" and not field.default:
+                    self.add_error(key, "This field is required.")
+                elif info["kind"] == "secret" and not self._has_saved(field.name):
+                    self.add_error(key, "This field is required.")
+        self.add_service_errors()
         return cleaned
 
-    def credentials(self) -> dict:
-        return {
-            key.removeprefix(SECRET_PREFIX): value
-            for key, value in self.cleaned_data.items()
-            if key.startswith(SECRET_PREFIX) and value
+    def _post_clean(self):
+        """Skip model validation here: the services run full_clean() and their errors come
+        back onto the fields (add_service_errors)."""
+
+    def service_settings(self) -> tuple[dict, dict]:
+        """(settings, credentials) for connection_create/connection_update."""
+        data = self.cleaned_data
+        method = data["auth_method"]
+        config, credentials = {}, {}
+        for key, info in self._method_keys(method):
+            value = data.get(key)
+            if value:
+                (credentials if info["kind"] == "secret" else config)[info["field"].name] = value
+        settings = {
+            "name": data["name"], "auth_method": method, "base_url": data.get("base_url") or None,
+            "default_model": data.get("default_model") or "", "config": config,
+            "is_active": bool(data.get("is_active")),
         }
+        return settings, credentials
+
+    def field_for_error(self, path, message):
+        if path in ("name", "base_url", "default_model", "auth_method", "is_active"):
+            return path
+        head, _, tail = (path or "").partition(".")
+        if head == "credentials" and tail and SECRET + tail in self.fields:
+            return SECRET + tail
+        if head in ("credentials", "config"):
+            prefix = SECRET if head == "credentials" else CONFIG
+            for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", message):
+                if prefix + name in self.fields:
+                    return prefix + name
+        return None
+
+
+# --- list filters -------------------------------------------------------------------------------
+
+class ProviderFilter(admin.SimpleListFilter):
+    """Providers in use, by their catalog label."""
+
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request, model_admin):
+        used = set(Connection.objects.order_by().values_list("provider", flat=True).distinct())
+        known = [(p.name, p.label) for p in all_providers() if p.name in used]
+        return known + [(name, name) for name in sorted(used - {n for n, _ in known})]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(provider=self.value()) if self.value() else queryset
+
+
+class ActiveFilter(admin.SimpleListFilter):
+    title = "active"
+    parameter_name = "active"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Active"), ("no", "Inactive")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(is_active=self.value() == "yes")
+        return queryset
+
+
+# --- the admin ----------------------------------------------------------------------------------
+
+def _when(value) -> str:
+    """A compact local date and time for list columns: "21 Nov 19:02" ("21 Nov 2025" for
+    another year); the full timestamp is on the change page."""
+    if not value:
+        return "—"
+    value = localtime(value)
+    if value.year != localtime().year:
+        return value.strftime("%d %b %Y")
+    return value.strftime("%d %b %H:%M")
+
+
+def _status_badge(status: str, error_class: str = "", title: str = "") -> str:
+    if status == ConnectionStatus.OK:
+        return badge("OK", "ok", title)
+    if status == ConnectionStatus.FAILED:
+        label = f"Failed · {error_class}" if error_class else "Failed"
+        title = title or (ErrorClass(error_class).label if error_class in ErrorClass.values else "")
+        return badge(label, "failed", title)
+    return badge("Untested", "untested", title)
+
+
+def _dependent_rows(dependents: list[dict]) -> list[dict]:
+    """Dependents with the admin URL of their workspace."""
+    from workspaces.models import Workspace
+
+    slugs = {d["workspace"] for d in dependents if d["workspace"]}
+    pks = dict(Workspace.objects.filter(slug__in=slugs).values_list("slug", "pk")) if slugs else {}
+    rows = []
+    for d in dependents:
+        pk = pks.get(d["workspace"])
+        rows.append({**d, "url": reverse("admin:workspaces_workspace_change", args=[pk])
+                     if pk else reverse("admin:workspaces_systemdefault_changelist")})
+    return rows
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
     form = ConnectionAdminForm
-    list_display = ("name", "provider_label", "auth_method", "status_badge", "last_tested_at",
-                    "is_default", "is_active", "updated_at", "created_at")
-    list_filter = ("provider", "status", "is_active", "is_default")
+    list_display = ("name", "provider_label", "auth_method_label", "status_badge",
+                    "last_tested", "models_count", "used_by_count", "default_mark", "updated",
+                    "created")
+    list_filter = (ProviderFilter, "status", ActiveFilter)
     search_fields = ("name",)
-    readonly_fields = ("credentials_state", "is_default", "status", "last_tested_at", "revision",
-                       "created_at", "updated_at")
+    ordering = ("name",)
+    list_per_page = 50
+    actions = ["test_selected", "discover_models", "make_default", "move_bindings",
+               "delete_selected"]
+    readonly_fields = ("provider_display", "status_display", "models_display",
+                       "used_by_display", "history_display", "revision", "created_at",
+                       "updated_at")
+
+    class Media:
+        css = {"all": (CSS,)}
+
+    # -- list ------------------------------------------------------------------------------
+
+    def get_queryset(self, request):
+        # Counts as correlated subqueries and the newest test prefetched: a constant number of
+        # queries per page (connections.selectors).
+        return connection_list_detailed()
 
     @admin.display(description="Provider", ordering="provider")
     def provider_label(self, obj: Connection) -> str:
         spec = obj.spec
         return spec.label if spec else obj.provider
 
+    @admin.display(description="Auth method", ordering="auth_method")
+    def auth_method_label(self, obj: Connection) -> str:
+        spec = obj.spec
+        method = spec.auth_method(obj.auth_method) if spec else None
+        return method.label if method else obj.auth_method
+
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Connection) -> str:
-        colours = {"ok": "#2e7d32", "failed": "#c62828", "untested": "#757575"}
-        label = obj.get_status_display()
-        if obj.status == "failed" and obj.last_error_class:
-            label = f"{label} ({obj.last_error_class})"
-        return format_html('<span style="color:{}">{}</span>', colours.get(obj.status, "#000"),
-                           label)
+        tests = getattr(obj, "latest_tests", None) or []
+        title = ""
+        if tests and tests[0].latency_ms is not None:
+            title = f"Last test: {tests[0].status}, {tests[0].latency_ms} ms"
+        html = _status_badge(obj.status, obj.last_error_class, title)
+        if not obj.is_active:
+            html = format_html("{} {}", html, badge("inactive", "muted"))
+        return html
 
-    @admin.display(description="Credentials")
-    def credentials_state(self, obj: Connection) -> str:
-        if not obj.pk:
-            return "-"
-        if not obj.credentials_readable:
-            return "Credentials unreadable (encrypted with a key no longer configured): re-enter them."
-        summary = obj.credential_summary()
-        if not summary:
-            return "None stored."
-        return ", ".join(
-            f"{name}: saved{' (ends in ' + info['hint'].lstrip('…') + ')' if info['hint'] else ''}"
-            for name, info in summary.items()
-        )
+    @admin.display(description="Default", ordering="-is_default")
+    def default_mark(self, obj: Connection) -> str:
+        return badge("★ default", "default", "The default connection of its provider") \
+            if obj.is_default else ""
 
-    def save_model(self, request, obj, form, change):
-        data = {f: form.cleaned_data.get(f) for f in form.Meta.fields}
+    @admin.display(description="Last tested", ordering="last_tested_at")
+    def last_tested(self, obj: Connection) -> str:
+        return _when(obj.last_tested_at)
+
+    @admin.display(description="Updated", ordering="updated_at")
+    def updated(self, obj: Connection) -> str:
+        return _when(obj.updated_at)
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj: Connection) -> str:
+        return _when(obj.created_at)
+
+    @admin.display(description="Models", ordering="models_count")
+    def models_count(self, obj: Connection) -> int:
+        return obj.models_count
+
+    @admin.display(description="Used by", ordering="used_by_count")
+    def used_by_count(self, obj: Connection) -> int:
+        return obj.used_by_count
+
+    # -- add: provider or preset first -----------------------------------------------------
+
+    def _spec(self, request, obj=None):
+        if obj is not None:
+            return obj.spec
+        preset = self._preset(request)
+        if preset is not None:
+            return find_provider(preset.provider)
+        name = request.GET.get("provider")
+        return find_provider(name) if name else None
+
+    @staticmethod
+    def _preset(request):
+        name = request.GET.get("preset")
+        return next((p for p in all_presets() if p.name == name), None) if name else None
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if self._spec(request) is None:
+            if request.GET.get("provider") or request.GET.get("preset"):
+                messages.error(request, "Unknown provider or preset: choose one below.")
+            return self.provider_picker_view(request)
+        return super().add_view(request, form_url, extra_context)
+
+    def provider_picker_view(self, request):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        add_url = reverse("admin:connections_connection_add")
+        presets = []
+        for preset in all_presets():
+            spec = find_provider(preset.provider)
+            data = preset.as_dict()
+            method = spec.auth_method(data["auth_method"])
+            presets.append({**data, "provider_label": spec.label,
+                            "auth_label": method.label if method else data["auth_method"],
+                            "url": f"{add_url}?{urlencode({'preset': preset.name})}"})
+        providers = [{
+            "name": spec.name, "label": spec.label,
+            "auth_labels": [m.label for m in spec.auth_methods],
+            "capabilities": sorted(spec.capabilities),
+            "endpoint": spec.default_base_url or "",
+            "url": f"{add_url}?{urlencode({'provider': spec.name})}",
+        } for spec in all_providers()]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add connection",
+            "subtitle": "Choose a provider or a preset",
+            "opts": self.opts,
+            "presets": presets,
+            "providers": providers,
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/connections/connection/pick_provider.html",
+                                context)
+
+    def get_changeform_initial_data(self, request):
+        spec = self._spec(request)
+        initial = {"is_active": True, "auth_method": spec.default_auth_method().name}
+        preset = self._preset(request)
+        if preset is not None:
+            data = preset.as_dict()
+            initial.update({"name": preset.label, "auth_method": data["auth_method"],
+                            "base_url": preset.base_url or "",
+                            "default_model": preset.default_model})
+            initial.update({CONFIG + k: v for k, v in preset.config.items()})
+        return initial
+
+    # -- the form --------------------------------------------------------------------------
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        spec = self._spec(request, obj)
+        if spec is None:
+            raise Http404("This connection's provider is not in the catalog.")
+        if obj is not None:
+            options = list(obj.discovered_models.order_by("model_id")
+                           .values_list("model_id", flat=True)[:500]) or list(spec.models)
+        else:
+            options = list(spec.models)
+        return type("ConnectionAdminForm", (self.form,), {
+            "spec": spec, "layout": form_layout(spec), "model_options": tuple(options),
+            "service_error": getattr(request, SERVICE_ERROR_ATTR, None),
+        })
+
+    def get_fieldsets(self, request, obj=None):
+        spec = self._spec(request, obj)
+        if spec is None:
+            return [(None, {"fields": ["name"]})]
+        layout = form_layout(spec)
+        config = [k for k, i in layout.items() if i["kind"] == "config"]
+        secrets = [k for k, i in layout.items() if i["kind"] == "secret"]
+        fieldsets = [(None, {"fields": ["provider_display", "name", "auth_method", "base_url",
+                                        "default_model", "is_active"]})]
+        if config:
+            fieldsets.append(("Provider settings", {"fields": config,
+                                                    "classes": ["llmconn-config"]}))
+        fieldsets.append(("Credentials", {
+            "fields": secrets, "classes": ["llmconn-credentials"],
+            "description": "Secrets are stored encrypted and never shown again, not even here.",
+        }))
+        if obj is not None:
+            fieldsets.append(("Status", {"fields": ["status_display", "models_display",
+                                                    "used_by_display", "history_display",
+                                                    "revision", "created_at", "updated_at"]}))
+        return fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ("provider_display",)
+        return self.readonly_fields
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="",
+                           obj=None):
+        spec = self._spec(request, obj)
+        context["llmconn_spec"] = {
+            "provider": spec.name,
+            "connection": str(obj.pk) if obj else None,
+            "fields": {key: {"name": info["field"].name, "kind": info["kind"],
+                             "methods": info["methods"]}
+                       for key, info in form_layout(spec).items()},
+            "urls": {
+                "tests": reverse("v1:connection-tests"),
+                "test_saved": reverse("v1:connection-test", args=[obj.pk]) if obj else None,
+                "test_detail": reverse("v1:connection-test-detail", args=[ZERO_UUID]),
+                "discover": reverse("v1:connection-discover-models", args=[obj.pk]) if obj else None,
+                "models": reverse("v1:connection-models", args=[obj.pk]) if obj else None,
+            },
+        }
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def save_form(self, request, form, change):
+        """Create or update through the services; a refusal goes back onto the form."""
+        settings, credentials = form.service_settings()
         try:
             if change:
-                saved = services.connection_update(
-                    connection=obj, actor=request.user, credentials=form.credentials(), **data)
-            else:
-                saved = services.connection_create(
-                    actor=request.user, credentials=form.credentials(), **data)
+                return services.connection_update(connection=form.instance, actor=request.user,
+                                                  credentials=credentials, **settings)
+            preset = self._preset(request)
+            if preset is not None:
+                return services.connection_create_from_preset(
+                    preset=preset.name, actor=request.user, credentials=credentials, **settings)
+            return services.connection_create(provider=form.spec.name, actor=request.user,
+                                              credentials=credentials, **settings)
         except (ApplicationError, ValidationError) as exc:
-            # The form already validated the model fields; what is left is a service rule.
-            message = getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", []))
-            self.message_user(request, message, level=messages.ERROR)
-            raise _AbortSave from exc
-        obj.pk = saved.pk
+            raise ServiceRefused(exc) from exc
 
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except _AbortSave:
-            from django.http import HttpResponseRedirect
+    # -- read-only rows of the change form -------------------------------------------------
 
-            return HttpResponseRedirect(request.get_full_path())
+    @admin.display(description="Provider")
+    def provider_display(self, obj: Connection) -> str:
+        spec = obj.spec
+        label = spec.label if spec else obj.provider
+        if obj.pk is None:
+            return format_html('<strong>{}</strong> <a class="llmconn-quiet" href="{}">choose another</a>',
+                               label, reverse("admin:connections_connection_add"))
+        return format_html("<strong>{}</strong>", label)
+
+    @admin.display(description="Status")
+    def status_display(self, obj: Connection) -> str:
+        html = _status_badge(obj.status, obj.last_error_class)
+        if obj.is_default:
+            html = format_html("{} {}", html, badge("default", "default",
+                                                    "The default connection of its provider"))
+        tests = getattr(obj, "latest_tests", None)
+        if tests is None:
+            tests = list(obj.tests.filter(kind="test").order_by("-created_at", "-id")[:1])
+        if obj.last_tested_at:
+            html = format_html('{} <span class="llmconn-quiet">last tested {}</span>', html,
+                               _when(obj.last_tested_at))
+        if tests and tests[0].latency_ms is not None:
+            html = format_html('{} <span class="llmconn-quiet">· {} ms</span>', html,
+                               tests[0].latency_ms)
+        return html
+
+    @admin.display(description="Discovered models")
+    def models_display(self, obj: Connection) -> str:
+        names = list(obj.discovered_models.order_by("model_id").values_list("model_id", flat=True)[:41])
+        if not names:
+            return format_html('<span class="llmconn-quiet" id="llmconn-models-list">{}</span>',
+                               "None yet: use “Discover models” above.")
+        more = len(names) > 40
+        chips = format_html_join("", '<span class="llmconn-chip">{}</span>',
+                                 ((n,) for n in names[:40]))
+        return format_html('<div class="llmconn-chips" id="llmconn-models-list">{}{}</div>', chips,
+                           " …" if more else "")
+
+    @admin.display(description="Used by")
+    def used_by_display(self, obj: Connection) -> str:
+        rows = _dependent_rows(connection_dependents(connection=obj))
+        if not rows:
+            return format_html('<span class="llmconn-quiet">{}</span>', "No workspace uses it.")
+        items = format_html_join(
+            "", '<li><a href="{}">{}</a> · {}</li>',
+            ((r["url"], r["workspace_name"] or "System default", r["role"]) for r in rows))
+        move = reverse("admin:connections_connection_move_bindings", args=[obj.pk])
+        return format_html('<ul class="llmconn-list">{}</ul><a href="{}">Move these bindings to '
+                           'another connection…</a>', items, move)
+
+    @admin.display(description="History")
+    def history_display(self, obj: Connection) -> str:
+        return format_html('<a href="{}">Audit events of this connection</a>',
+                           audit_history_url("connection", obj.pk))
+
+    # -- history, delete, move -------------------------------------------------------------
+
+    def history_view(self, request, object_id, extra_context=None):
+        """The admin's History button shows the audit log of the connection."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return HttpResponseRedirect(audit_history_url("connection", unquote(object_id)))
+
+    def delete_view(self, request, object_id, extra_context=None):
+        """Lists the workspaces and roles using the connection and refuses while any remain;
+        the delete itself is the service's (409 Conflict when still bound)."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_delete_permission(request, obj):
+            raise PermissionDenied
+        status = 200
+        dependents = connection_dependents(connection=obj)
+        if request.method == "POST":
+            try:
+                services.connection_delete(connection=obj, actor=request.user)
+            except Conflict as exc:
+                dependents = exc.extra.get("bindings") or connection_dependents(connection=obj)
+                messages.error(request, exc.message)
+                status = 409
+            except (ApplicationError, ValidationError) as exc:
+                messages.error(request, error_message(exc))
+                status = 400
+            else:
+                self.message_user(request, f"The connection “{obj.name}” was deleted.",
+                                  messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:connections_connection_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Cannot delete this connection" if dependents else "Delete connection",
+            "subtitle": obj.name,
+            "object": obj,
+            "object_name": "connection",
+            "opts": self.opts,
+            "app_label": self.opts.app_label,
+            "dependents": _dependent_rows(dependents),
+            "tests_count": obj.tests.count(),
+            "models_count": obj.discovered_models.count(),
+            "move_url": reverse("admin:connections_connection_move_bindings", args=[obj.pk]),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/connections/connection/delete_confirmation.html",
+                                context, status=status)
+
+    def get_deleted_objects(self, objs, request):
+        """For "delete selected": bound connections are listed as protected (nothing deleted)."""
+        objs = list(objs)
+        protected = []
+        for obj in objs:
+            for d in connection_dependents(connection=obj):
+                where = (f"workspace “{d['workspace_name']}”" if d["workspace"]
+                         else "the system default")
+                protected.append(f"{obj.name}: used by {where} as {d['role']}")
+        return [str(o) for o in objs], {"connections": len(objs)}, set(), protected
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            try:
+                services.connection_delete(connection=obj, actor=request.user)
+            except (ApplicationError, ValidationError) as exc:
+                messages.error(request, error_message(exc))
 
     def delete_model(self, request, obj):
         services.connection_delete(connection=obj, actor=request.user)
 
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("<path:object_id>/move-bindings/",
+                 self.admin_site.admin_view(self.move_bindings_view),
+                 name="%s_%s_move_bindings" % info),
+        ] + super().get_urls()
 
-class _AbortSave(Exception):
-    """Raised inside save_model to stop the admin from reporting success."""
+    def move_bindings_view(self, request, object_id):
+        """Choose the connection that takes over every binding of this one, then move them."""
+        source = self.get_object(request, unquote(object_id))
+        if source is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, source):
+            raise PermissionDenied
+        targets = list(Connection.objects.filter(is_active=True).exclude(pk=source.pk)
+                       .only("id", "name", "provider").order_by("name"))
+        error, status, chosen = "", 200, request.POST.get("to", "")
+        if request.method == "POST":
+            target = next((t for t in targets if str(t.pk) == chosen), None)
+            if target is None:
+                error, status = "Choose the connection that takes over the bindings.", 400
+            else:
+                try:
+                    result = services.connection_move_bindings(source=source, target=target,
+                                                               actor=request.user)
+                except (ApplicationError, ValidationError) as exc:
+                    error, status = error_message(exc), 400
+                else:
+                    self.message_user(
+                        request,
+                        f"Moved {result['moved_bindings']} binding(s) and "
+                        f"{result['moved_system_defaults']} system default(s) from "
+                        f"“{source.name}” to “{target.name}”.", messages.SUCCESS)
+                    return HttpResponseRedirect(
+                        reverse("admin:connections_connection_change", args=[target.pk]))
+        options = []
+        for t in targets:
+            spec = t.spec
+            caps = sorted(spec.capabilities) if spec else []
+            options.append({"id": str(t.pk), "name": t.name,
+                            "provider": spec.label if spec else t.provider,
+                            "capabilities": ", ".join(caps)})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Move bindings",
+            "subtitle": source.name,
+            "opts": self.opts,
+            "object": source,
+            "dependents": _dependent_rows(connection_dependents(connection=source)),
+            "targets": options,
+            "chosen": chosen,
+            "error": error,
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/connections/connection/move_bindings.html",
+                                context, status=status)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def _report_jobs(self, request, jobs: list[ConnectionTest], what: str) -> None:
+        if not jobs:
+            return
+        done = {t.pk: t for t in ConnectionTest.objects.filter(pk__in=[j.pk for j in jobs])
+                .defer("secrets", "config")}
+        ok = [t for t in done.values() if t.status == TestStatus.SUCCEEDED]
+        failed = [t for t in done.values() if t.status == TestStatus.FAILED]
+        waiting = len(jobs) - len(ok) - len(failed)
+        parts = [f"{len(ok)} succeeded", f"{len(failed)} failed"]
+        if waiting:
+            parts.append(f"{waiting} still running (refresh in a moment)")
+        text = f"{what} {len(jobs)} connection(s): {', '.join(parts)}."
+        if failed:
+            names = {c.pk: c.name for c in Connection.objects.filter(
+                pk__in=[t.connection_id for t in failed]).only("id", "name")}
+            text += " Failed: " + "; ".join(
+                f"{names.get(t.connection_id, '?')} ({t.error_class}: {t.message})" for t in failed[:5])
+        level = messages.WARNING if failed else messages.SUCCESS
+        self.message_user(request, text, level)
+
+    @admin.action(description="Test selected connections")
+    def test_selected(self, request, queryset):
+        jobs = [diagnostics.connection_test_request(connection=c, actor=request.user)
+                for c in queryset]
+        self._report_jobs(request, jobs, "Tested")
+
+    @admin.action(description="Discover models of selected connections")
+    def discover_models(self, request, queryset):
+        jobs = [diagnostics.connection_discover_models_request(connection=c, actor=request.user)
+                for c in queryset]
+        self._report_jobs(request, jobs, "Discovered the models of")
+
+    @admin.action(description="Make the selected connection its provider's default")
+    def make_default(self, request, queryset):
+        chosen = list(queryset[:2])
+        if len(chosen) != 1:
+            self.message_user(request, "Choose exactly one connection to make default.",
+                              messages.WARNING)
+            return
+        try:
+            connection = services.connection_set_default(connection=chosen[0], actor=request.user)
+        except (ApplicationError, ValidationError) as exc:
+            self.message_user(request, error_message(exc), messages.ERROR)
+            return
+        spec = connection.spec
+        self.message_user(request, f"“{connection.name}” is now the default "
+                                   f"{spec.label if spec else connection.provider} connection.",
+                          messages.SUCCESS)
+
+    @admin.action(description="Move all bindings of the selected connection to another…")
+    def move_bindings(self, request, queryset):
+        chosen = list(queryset.values_list("pk", flat=True)[:2])
+        if len(chosen) != 1:
+            self.message_user(request, "Choose exactly one connection whose bindings to move.",
+                              messages.WARNING)
+            return None
+        return HttpResponseRedirect(
+            reverse("admin:connections_connection_move_bindings", args=[chosen[0]]))
+

@@ -1,13 +1,54 @@
-"""Django admin for workspaces: read-only views of workspaces, bindings, members, API keys and
-usage. Changes go through the API (and so through the services, which keep the revision stamp
-and the audit log right); the admin never shows an API key or its hash."""
+"""Django admin for workspaces: name and slug, a binding per role (a connection and a model
+chooser filled from its discovered models; free text allowed), what each role resolves to now,
+members, and API keys (a created key is shown once, then only its prefix).
+
+Every change goes through workspaces.services, as in the API (so the revision stamp and the
+audit log stay right); the admin never shows an API key's hash.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
-from .models import Membership, SystemDefault, UsageRecord, Workspace, WorkspaceAPIKey, \
-    WorkspaceBinding
+from connections.models import Connection, DiscoveredModel
+from llmconn.admin_support import (
+    SERVICE_ERROR_ATTR,
+    DatalistInput,
+    ServiceAdminMixin,
+    ServiceFormMixin,
+    ServiceRefused,
+    StaffOnlyAdminMixin,
+    audit_history_url,
+    badge,
+    error_message,
+)
+from llmconn.errors import ApplicationError
+
+from . import services
+from .models import (
+    MemberRole,
+    Membership,
+    Role,
+    SystemDefault,
+    UsageRecord,
+    Workspace,
+    WorkspaceAPIKey,
+)
+from .selectors import resolved_roles
+
+CSS = "connections/admin.css"
+ROLES = tuple(Role.values)
+MAX_MODEL_OPTIONS = 500
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -21,49 +62,372 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class BindingInline(admin.TabularInline):
-    model = WorkspaceBinding
-    fields = ("role", "connection", "model", "fallbacks")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
+def _count_of(model, **filters):
+    rows = (model.objects.filter(workspace=OuterRef("pk"), **filters).order_by()
+            .values("workspace").annotate(n=Count("*")).values("n")[:1])
+    return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
 
 
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    fields = ("user", "role", "created_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
+def _connection_label(connection: Connection) -> str:
+    spec = connection.spec
+    label = f"{connection.name} ({spec.label if spec else connection.provider})"
+    return label if connection.is_active else f"{label}, inactive"
 
-    def has_add_permission(self, request, obj=None):
-        return False
+
+def _models_by_connection(connection_ids) -> dict[str, list[str]]:
+    """Discovered model names per connection id, in one query."""
+    found: dict[str, list[str]] = {}
+    rows = (DiscoveredModel.objects.filter(connection_id__in=list(connection_ids))
+            .order_by("connection_id", "model_id").values_list("connection_id", "model_id"))
+    for connection_id, model_id in rows:
+        names = found.setdefault(str(connection_id), [])
+        if len(names) < MAX_MODEL_OPTIONS:
+            names.append(model_id)
+    return found
+
+
+class ConnectionChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return _connection_label(obj)
+
+
+class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
+    """Name, slug and one (connection, model) pair per role; saved by workspaces.services."""
+
+    name = forms.CharField(max_length=100)
+    slug = forms.SlugField(max_length=100, required=False,
+                           help_text="Empty: made from the name. Used in API URLs.")
+
+    class Meta:
+        model = Workspace
+        fields: list[str] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.current = {}
+        if self.instance.pk:
+            self.current = {b.role: b for b in self.instance.bindings.select_related("connection")}
+            if not self.is_bound:
+                self.initial.update({"name": self.instance.name, "slug": self.instance.slug})
+        bound_ids = [b.connection_id for b in self.current.values() if b.connection_id]
+        connections = (Connection.objects.filter(Q(is_active=True) | Q(pk__in=bound_ids))
+                       .only("id", "name", "provider", "is_active", "default_model")
+                       .order_by("name"))
+        defaults = {d.role: d for d in SystemDefault.objects.select_related("connection")
+                    .only("role", "model", "connection__id", "connection__name",
+                          "connection__provider", "connection__is_active",
+                          "connection__default_model")}
+        initial_ids = {role: (str(b.connection_id) if b.connection_id else None)
+                       for role, b in self.current.items()}
+        wanted = {i for i in initial_ids.values() if i} | {str(d.connection_id) for d in defaults.values()}
+        options = _models_by_connection(wanted)
+        for role in ROLES:
+            binding = self.current.get(role)
+            default = defaults.get(role)
+            empty = (f"— system default: {default.connection.name} —" if default
+                     else "— system default (none set) —")
+            self.fields[f"{role}_connection"] = ConnectionChoiceField(
+                queryset=connections, required=False, empty_label=empty,
+                label=f"{Role(role).label} connection")
+            chosen = initial_ids.get(role) or (str(default.connection_id) if default else None)
+            self.fields[f"{role}_model"] = forms.CharField(
+                label=f"{Role(role).label} model", required=False, max_length=200,
+                widget=DatalistInput(options.get(chosen or "", []), attrs={
+                    "class": "vTextField llmconn-model-input", "data-role": role,
+                    "placeholder": "the connection's default model"}))
+            if binding is not None and not self.is_bound:
+                self.initial[f"{role}_connection"] = binding.connection_id
+                self.initial[f"{role}_model"] = binding.model or ""
+
+    def _post_clean(self):
+        """Model validation is the services' (their errors come back onto the fields)."""
+
+    def clean(self):
+        cleaned = super().clean()
+        self.add_service_errors()
+        return cleaned
+
+    def binding_changes(self) -> dict:
+        """The roles whose connection or model changed, as workspaces.services expects them
+        (never a whole role as null: that would also drop its fallbacks)."""
+        changes = {}
+        for role in ROLES:
+            connection = self.cleaned_data.get(f"{role}_connection")
+            model = (self.cleaned_data.get(f"{role}_model") or "").strip() or None
+            binding = self.current.get(role)
+            old = (binding.connection_id if binding else None, (binding.model or None) if binding else None)
+            new = (connection.pk if connection else None, model)
+            if new != old:
+                changes[role] = {"connection": str(connection.pk) if connection else None,
+                                 "model": model}
+        return changes
+
+    def field_for_error(self, path, message):
+        if path in ("name", "slug"):
+            return path
+        parts = (path or "").split(".")
+        if len(parts) >= 2 and parts[0] == "bindings" and parts[1] in ROLES:
+            return f"{parts[1]}_model" if parts[-1] == "model" else f"{parts[1]}_connection"
+        return None
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(ReadOnlyAdmin):
-    list_display = ("name", "slug", "revision", "updated_at")
+class WorkspaceAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
+    form = WorkspaceAdminForm
+    list_display = ("name", "slug", "bindings_summary", "members_count", "keys_count",
+                    "revision", "updated_at")
     search_fields = ("name", "slug")
-    fields = ("name", "slug", "revision", "created_at", "updated_at")
-    readonly_fields = fields
-    inlines = [BindingInline, MembershipInline]
+    ordering = ("name",)
+    prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("resolved_display", "history_display", "revision", "created_at",
+                       "updated_at")
+
+    class Media:
+        css = {"all": (CSS,)}
+
+    def get_queryset(self, request):
+        return (Workspace.objects.annotate(
+            members_count=_count_of(Membership),
+            keys_count=_count_of(WorkspaceAPIKey, revoked_at__isnull=True),
+        ).prefetch_related("bindings__connection"))
+
+    @admin.display(description="Bindings")
+    def bindings_summary(self, obj: Workspace) -> str:
+        found = {b.role: b for b in obj.bindings.all()}
+        parts = []
+        for role in ROLES:
+            b = found.get(role)
+            if b and b.connection_id:
+                parts.append((role, f"{b.connection.name}{' · ' + b.model if b.model else ''}"))
+            else:
+                parts.append((role, "system default"))
+        return format_html_join(format_html("<br>"), '<span class="llmconn-quiet">{}:</span> {}', parts)
+
+    @admin.display(description="Members", ordering="members_count")
+    def members_count(self, obj):
+        return obj.members_count
+
+    @admin.display(description="Active keys", ordering="keys_count")
+    def keys_count(self, obj):
+        return obj.keys_count
+
+    # -- the form --------------------------------------------------------------------------
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        return type("WorkspaceAdminForm", (self.form,), {
+            "service_error": getattr(request, SERVICE_ERROR_ATTR, None)})
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [
+            (None, {"fields": ["name", "slug"]}),
+            ("Bindings", {
+                "fields": [(f"{role}_connection", f"{role}_model") for role in ROLES],
+                "classes": ["llmconn-bindings"],
+                "description": "Each role uses a connection and a model. No connection: the "
+                               "system default for the role. No model: the connection's default "
+                               "model. Suggestions are the connection's discovered models; any "
+                               "name may be typed.",
+            }),
+        ]
+        if obj is not None:
+            fieldsets.append(("Resolved now", {"fields": ["resolved_display"]}))
+            fieldsets.append(("History", {"fields": ["history_display", "revision",
+                                                     "created_at", "updated_at"]}))
+        return fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else ()
+
+    def save_form(self, request, form, change):
+        data = form.cleaned_data
+        bindings = form.binding_changes()
+        try:
+            if change:
+                workspace, warnings = services.workspace_update(
+                    workspace=form.instance, name=data["name"], slug=data.get("slug") or "",
+                    bindings=bindings or None, actor=request.user)
+            else:
+                workspace = services.workspace_create(
+                    name=data["name"], slug=data.get("slug") or None,
+                    bindings=bindings or None, actor=request.user)
+                warnings = []
+        except (ApplicationError, ValidationError) as exc:
+            raise ServiceRefused(exc) from exc
+        for warning in warnings:
+            messages.warning(request, warning)
+        return workspace
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="",
+                           obj=None):
+        connections = list(Connection.objects.filter(is_active=True)
+                           .only("id", "name", "default_model", "provider", "is_active"))
+        models = _models_by_connection(c.pk for c in connections)
+        context["llmconn_bindings"] = {
+            "connections": {str(c.pk): {"models": models.get(str(c.pk), []),
+                                        "default_model": c.default_model}
+                            for c in connections},
+        }
+        if obj is not None:
+            context["memberships"] = list(obj.memberships.select_related("user")
+                                          .order_by("user__username"))
+            context["api_keys"] = list(obj.api_keys.select_related("created_by")
+                                       .defer("key_hash").order_by("-created_at"))
+            context["member_roles"] = MemberRole.choices
+            context["usernames"] = list(get_user_model().objects.filter(is_active=True)
+                                        .order_by("username")
+                                        .values_list("username", flat=True)[:200])
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # -- read-only rows ---------------------------------------------------------------------
+
+    @admin.display(description="Resolved")
+    def resolved_display(self, obj: Workspace) -> str:
+        rows = []
+        for role, info in resolved_roles(workspace=obj).items():
+            if "error" in info:
+                rows.append(format_html(
+                    '<tr data-role="{}"><th scope="row">{}</th><td colspan="4">{} {}</td></tr>',
+                    role, role, badge("not callable", "failed"), info["error"]["message"]))
+            else:
+                source = "binding" if info["source"] == "binding" else "system default"
+                rows.append(format_html(
+                    '<tr data-role="{}"><th scope="row">{}</th><td>{}</td><td>{}</td>'
+                    '<td class="llmconn-resolved-model">{}</td><td class="llmconn-quiet">{}</td></tr>',
+                    role, role, info["provider_label"], info["connection_name"],
+                    info["model"] or "—", source))
+        head = format_html('<thead><tr><th scope="col">Role</th><th scope="col">Provider</th>'
+                           '<th scope="col">Connection</th><th scope="col">Model</th>'
+                           '<th scope="col">From</th></tr></thead>')
+        return format_html('<table class="llmconn-table" id="llmconn-resolved">{}<tbody>{}</tbody></table>',
+                           head, format_html_join("", "{}", ((r,) for r in rows)))
+
+    @admin.display(description="Audit")
+    def history_display(self, obj: Workspace) -> str:
+        return format_html('<a href="{}">Audit events of this workspace</a>',
+                           audit_history_url("workspace", obj.pk))
+
+    def history_view(self, request, object_id, extra_context=None):
+        """The admin's History button shows the audit log of the workspace."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return HttpResponseRedirect(audit_history_url("workspace", unquote(object_id)))
+
+    def delete_model(self, request, obj):
+        services.workspace_delete(workspace=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for workspace in queryset:
+            services.workspace_delete(workspace=workspace, actor=request.user)
+
+    # -- members and API keys (their own small forms below the main one) --------------------
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/members/", view(self.member_set_view),
+                 name="%s_%s_member_set" % info),
+            path("<path:object_id>/members/<int:membership_id>/remove/",
+                 view(self.member_remove_view), name="%s_%s_member_remove" % info),
+            path("<path:object_id>/api-keys/", view(self.api_key_create_view),
+                 name="%s_%s_api_key_create" % info),
+            path("<path:object_id>/api-keys/<int:key_id>/revoke/", view(self.api_key_revoke_view),
+                 name="%s_%s_api_key_revoke" % info),
+        ] + super().get_urls()
+
+    def _workspace_for_post(self, request, object_id) -> Workspace:
+        if request.method != "POST":
+            raise PermissionDenied
+        workspace = self.get_object(request, unquote(object_id))
+        if workspace is None or not self.has_change_permission(request, workspace):
+            raise PermissionDenied
+        return workspace
+
+    def _back(self, workspace: Workspace, anchor: str) -> HttpResponseRedirect:
+        return HttpResponseRedirect(
+            reverse("admin:workspaces_workspace_change", args=[workspace.pk]) + anchor)
+
+    def member_set_view(self, request, object_id):
+        workspace = self._workspace_for_post(request, object_id)
+        username = (request.POST.get("username") or "").strip()
+        role = request.POST.get("role") or MemberRole.MEMBER
+        if not username:
+            messages.error(request, "Enter the user name of the member to add.")
+            return self._back(workspace, "#members")
+        try:
+            membership = services.membership_set(workspace=workspace, user=username, role=role,
+                                                 actor=request.user)
+        except (ApplicationError, ValidationError) as exc:
+            messages.error(request, error_message(exc))
+        else:
+            messages.success(request, f"{membership.user.get_username()} is now a {membership.role} "
+                                      f"of {workspace.name}.")
+        return self._back(workspace, "#members")
+
+    def member_remove_view(self, request, object_id, membership_id):
+        workspace = self._workspace_for_post(request, object_id)
+        membership = workspace.memberships.select_related("user").filter(pk=membership_id).first()
+        if membership is None:
+            messages.error(request, "That membership no longer exists.")
+        else:
+            services.membership_delete(membership=membership, actor=request.user)
+            messages.success(request, f"Removed {membership.user.get_username()} from {workspace.name}.")
+        return self._back(workspace, "#members")
+
+    def api_key_create_view(self, request, object_id):
+        """Create a key and show it on this response only: never stored, logged or redirected."""
+        workspace = self._workspace_for_post(request, object_id)
+        try:
+            key, raw = services.api_key_create(workspace=workspace,
+                                               name=request.POST.get("name") or "",
+                                               actor=request.user)
+        except (ApplicationError, ValidationError) as exc:
+            messages.error(request, error_message(exc))
+            return self._back(workspace, "#api-keys")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "subtitle": workspace.name,
+            "opts": self.opts,
+            "original": workspace,
+            "key": key,
+            "raw_key": raw,
+            "media": self.media,
+        }
+        response = TemplateResponse(request, "admin/workspaces/workspace/api_key_created.html",
+                                    context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def api_key_revoke_view(self, request, object_id, key_id):
+        workspace = self._workspace_for_post(request, object_id)
+        key = workspace.api_keys.filter(pk=key_id).defer("key_hash").first()
+        if key is None:
+            messages.error(request, "That API key no longer exists.")
+        else:
+            services.api_key_revoke(api_key=key, actor=request.user)
+            messages.success(request, f"Revoked the key {key.prefix}…; calls with it are refused "
+                                      "from now on.")
+        return self._back(workspace, "#api-keys")
 
 
 @admin.register(SystemDefault)
 class SystemDefaultAdmin(ReadOnlyAdmin):
     list_display = ("role", "connection", "model", "updated_at")
+    list_select_related = ("connection",)
 
 
 @admin.register(WorkspaceAPIKey)
 class WorkspaceAPIKeyAdmin(ReadOnlyAdmin):
     list_display = ("prefix", "name", "workspace", "created_at", "last_used_at", "revoked_at")
     list_filter = ("workspace",)
+    list_select_related = ("workspace",)
     fields = ("workspace", "name", "prefix", "created_by", "created_at", "last_used_at",
               "revoked_at")  # never key_hash
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("key_hash")
 
 
 @admin.register(UsageRecord)
@@ -72,3 +436,4 @@ class UsageRecordAdmin(ReadOnlyAdmin):
                     "input_tokens", "output_tokens", "cost", "latency_ms")
     list_filter = ("workspace", "endpoint", "status_code")
     list_select_related = ("workspace", "connection")
+
