@@ -80,6 +80,11 @@ def from_units(metric: str, units: int) -> Decimal | int:
     return (Decimal(units) / COST_UNITS).quantize(Decimal("0.00000001"))
 
 
+def show(metric: str, units: int) -> str:
+    """Units as the API shows them: "1200" tokens, "2.50000000" cost."""
+    return format(from_units(metric, units), "d" if metric == BudgetMetric.TOKENS else "f")
+
+
 @dataclass(frozen=True)
 class BudgetState:
     """What a call needs to know about one active budget (loaded once per revision)."""
@@ -106,8 +111,8 @@ class BudgetState:
         """The budget as error bodies and the API show it."""
         return {"id": self.id, "name": self.name, "scope": self.scope, "target": self.target_id,
                 "period": self.period, "metric": self.metric,
-                "limit": str(from_units(self.metric, self.limit_units)),
-                "used": str(from_units(self.metric, used_units)),
+                "limit": show(self.metric, self.limit_units),
+                "used": show(self.metric, used_units),
                 "period_start": start.isoformat().replace("+00:00", "Z"),
                 "resets_at": end.isoformat().replace("+00:00", "Z")}
 

@@ -72,8 +72,9 @@ def parse_moment(value: str | None, *, name: str, end: bool = False) -> datetime
     if value in (None, ""):
         return None
     try:
-        moment = parse_datetime(value)
-        day = None if moment is not None else parse_date(value)
+        # A bare date first: parse_datetime would read "2030-03-02" as its midnight.
+        day = parse_date(value) if len(value) == 10 else None
+        moment = None if day is not None else parse_datetime(value)
     except ValueError:
         moment = day = None
     if moment is None and day is None:
