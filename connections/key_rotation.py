@@ -121,6 +121,25 @@ def _compare_and_set(col: EncryptedColumn, pk, old: bytes, new: bytes, key_id: s
         return cursor.rowcount == 1
 
 
+def _compare_and_set_many(col: EncryptedColumn, writes: list[tuple], key_id: str) -> set:
+    """`_compare_and_set` for a whole batch in one statement (PostgreSQL: UPDATE ... FROM
+    VALUES ... RETURNING): the pks of the rows that still held their old value. One round trip
+    per batch instead of one per row."""
+    pk_type = col.model._meta.pk.db_type(db)
+    values = ", ".join(["(%s, %s, %s)"] * len(writes))
+    params: list = []
+    for pk, old, new, _counter in writes:
+        params += [pk, db.Database.Binary(old), db.Database.Binary(new)]
+    sql = (f"UPDATE {_q(col.table)} AS t SET {_q(col.column)} = v.new, "
+           f"{_q(col.key_id_column)} = %s "
+           f"FROM (VALUES {values}) AS v(pk, old, new) "
+           f"WHERE t.{_q(col.pk_column)} = v.pk::{pk_type} AND t.{_q(col.column)} = v.old::bytea "
+           f"RETURNING t.{_q(col.pk_column)}")
+    with db.cursor() as cursor:
+        cursor.execute(sql, [key_id, *params])
+        return {row[0] for row in cursor.fetchall()}
+
+
 def _rotate_column(col: EncryptedColumn, ring: Keyring, result: RotationResult, *,
                    batch_size: int, dry_run: bool, progress: ProgressFn | None, done: int) -> int:
     after = None
@@ -128,23 +147,30 @@ def _rotate_column(col: EncryptedColumn, ring: Keyring, result: RotationResult, 
         rows = _read_batch(col, ring.primary_id, after, batch_size)
         if not rows:
             return done
+        writes = []  # (pk, old ciphertext, new ciphertext, counter)
+        for pk, token in rows:
+            try:
+                plaintext, used = ring.decrypt(token)
+            except InvalidToken:
+                result.unreadable.append((col.label, _pk_str(col, pk)))
+                continue
+            if dry_run:
+                continue
+            if used == ring.primary_id:
+                writes.append((pk, token, token, "relabelled"))
+            else:
+                writes.append((pk, token, ring.encrypt(plaintext), "re_encrypted"))
         with transaction.atomic():
-            for pk, token in rows:
-                try:
-                    plaintext, used = ring.decrypt(token)
-                except InvalidToken:
-                    result.unreadable.append((col.label, _pk_str(col, pk)))
-                    continue
-                if dry_run:
-                    continue
-                if used == ring.primary_id:
-                    new, counter = token, "relabelled"
-                else:
-                    new, counter = ring.encrypt(plaintext), "re_encrypted"
-                if _compare_and_set(col, pk, token, new, ring.primary_id):
-                    setattr(result, counter, getattr(result, counter) + 1)
-                else:
-                    result.changed_meanwhile += 1
+            if db.vendor == "postgresql" and writes:
+                written = _compare_and_set_many(col, writes, ring.primary_id)
+            else:
+                written = {pk for pk, old, new, _ in writes
+                           if _compare_and_set(col, pk, old, new, ring.primary_id)}
+        for pk, _old, _new, counter in writes:
+            if pk in written:
+                setattr(result, counter, getattr(result, counter) + 1)
+            else:
+                result.changed_meanwhile += 1
         after = rows[-1][0]
         done += len(rows)
         if progress:

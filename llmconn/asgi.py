@@ -28,6 +28,8 @@ from django.core.handlers.exception import response_for_exception
 from django.http import JsonResponse
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmconn.settings")
+# Web processes use psycopg's connection pool on PostgreSQL (llmconn/settings.py, DB_POOL).
+os.environ.setdefault("DB_POOL", "true")
 
 logger = logging.getLogger("llmconn.asgi")
 

@@ -168,6 +168,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
+elif env.bool("DB_POOL", default=False):
+    # psycopg's connection pool (https://docs.djangoproject.com/en/5.2/ref/databases/#connection-pool):
+    # under ASGI each request's sync code runs in a new thread, which would otherwise open a new
+    # PostgreSQL connection per request. llmconn/asgi.py turns it on for web processes; Celery
+    # workers and commands keep plain connections (a pool must not be inherited across fork).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
+        "timeout": env.int("DB_POOL_TIMEOUT", default=10),
+    }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
