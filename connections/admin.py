@@ -113,7 +113,7 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         spec = self.spec
-        saved = self.instance.pk is not None
+        saved = not self.instance._state.adding  # (a new Connection already has a UUID pk)
         if not saved:
             self.instance.provider = spec.name  # for the read-only provider row
         elif not self.is_bound:
@@ -163,7 +163,7 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
         return [(k, i) for k, i in self.layout.items() if method in i["methods"]]
 
     def _has_saved(self, name: str) -> bool:
-        if self.instance.pk is None or not self.instance.credentials_readable:
+        if self.instance._state.adding or not self.instance.credentials_readable:
             return False
         return name in self.instance.credential_summary()
 
@@ -506,7 +506,7 @@ class ConnectionAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
     def provider_display(self, obj: Connection) -> str:
         spec = obj.spec
         label = spec.label if spec else obj.provider
-        if obj.pk is None:
+        if obj._state.adding:
             return format_html('<strong>{}</strong> <a class="llmconn-quiet" href="{}">choose another</a>',
                                label, reverse("admin:connections_connection_add"))
         return format_html("<strong>{}</strong>", label)
