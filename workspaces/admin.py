@@ -437,3 +437,6 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     list_filter = ("workspace", "endpoint", "status_code")
     list_select_related = ("workspace", "connection")
 
+
+
+from . import usage_admin  # noqa: E402,F401  (the usage report page, issue 10)
