@@ -105,6 +105,17 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
     default_model = forms.CharField(label="Default model", max_length=200, required=False)
     is_active = forms.BooleanField(label="Active", required=False, initial=True,
                                    help_text="Inactive connections cannot be bound or called.")
+    input_cost_per_million_tokens = forms.DecimalField(
+        label="Input price", required=False, min_value=0, max_digits=14, decimal_places=6,
+        help_text="Per million input tokens, for models litellm's price table does not know. "
+                  "Empty: litellm's price.")
+    output_cost_per_million_tokens = forms.DecimalField(
+        label="Output price", required=False, min_value=0, max_digits=14, decimal_places=6,
+        help_text="Per million output tokens. Empty: litellm's price.")
+    timeout_seconds = forms.IntegerField(
+        label="Call timeout (s)", required=False, min_value=1, max_value=600,
+        help_text="Gateway calls slower than this count as timed out (a fallback is tried). "
+                  "Empty: LLMCONN_PROVIDER_TIMEOUT.")
 
     class Meta:
         model = Connection
@@ -155,6 +166,9 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
             "name": connection.name, "auth_method": connection.auth_method,
             "base_url": connection.base_url or "", "default_model": connection.default_model,
             "is_active": connection.is_active,
+            "input_cost_per_million_tokens": connection.input_cost_per_million_tokens,
+            "output_cost_per_million_tokens": connection.output_cost_per_million_tokens,
+            "timeout_seconds": connection.timeout_seconds,
         }
         initial.update({CONFIG + k: v for k, v in (connection.config or {}).items()})
         return initial
@@ -199,11 +213,16 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
             "name": data["name"], "auth_method": method, "base_url": data.get("base_url") or None,
             "default_model": data.get("default_model") or "", "config": config,
             "is_active": bool(data.get("is_active")),
+            "input_cost_per_million_tokens": data.get("input_cost_per_million_tokens"),
+            "output_cost_per_million_tokens": data.get("output_cost_per_million_tokens"),
+            "timeout_seconds": data.get("timeout_seconds"),
         }
         return settings, credentials
 
     def field_for_error(self, path, message):
-        if path in ("name", "base_url", "default_model", "auth_method", "is_active"):
+        if path in ("name", "base_url", "default_model", "auth_method", "is_active",
+                    "input_cost_per_million_tokens", "output_cost_per_million_tokens",
+                    "timeout_seconds"):
             return path
         head, _, tail = (path or "").partition(".")
         if head == "credentials" and tail and SECRET + tail in self.fields:
@@ -454,6 +473,9 @@ class ConnectionAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
             "fields": secrets, "classes": ["llmconn-credentials"],
             "description": "Secrets are stored encrypted and never shown again, not even here.",
         }))
+        fieldsets.append(("Gateway calls", {
+            "fields": ["input_cost_per_million_tokens", "output_cost_per_million_tokens",
+                       "timeout_seconds"], "classes": ["collapse"]}))
         if obj is not None:
             fieldsets.append(("Status", {"fields": ["status_display", "models_display",
                                                     "used_by_display", "history_display",
@@ -491,10 +513,8 @@ class ConnectionAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
             if change:
                 return services.connection_update(connection=form.instance, actor=request.user,
                                                   credentials=credentials, **settings)
-            preset = self._preset(request)
-            if preset is not None:
-                return services.connection_create_from_preset(
-                    preset=preset.name, actor=request.user, credentials=credentials, **settings)
+            # A preset only fills the form in (get_changeform_initial_data): what is saved is
+            # what the form shows, so it is created like any other connection.
             return services.connection_create(provider=form.spec.name, actor=request.user,
                                               credentials=credentials, **settings)
         except (ApplicationError, ValidationError) as exc:

@@ -74,7 +74,9 @@ def test_unknown_provider_shows_the_cards_again_with_an_error(admin_client):
 def test_add_form_has_exactly_the_providers_fields(admin_client, provider):
     spec = get_provider(provider)
     form = admin_client.get(f"{ADD}?provider={provider}").context["adminform"].form
-    expected = {"name", "auth_method", "base_url", "default_model", "is_active"}
+    expected = {"name", "auth_method", "base_url", "default_model", "is_active",
+                "input_cost_per_million_tokens", "output_cost_per_million_tokens",
+                "timeout_seconds"}
     for field in spec.fields:
         expected.add(("secret__" if field.secret else "cfg__") + field.name)
     for method in spec.auth_methods:
@@ -152,6 +154,18 @@ def test_change_form_says_which_secret_is_saved_and_a_blank_input_keeps_it(admin
     assert connection.secrets == {"api_key": CANARY}
     event = AuditEvent.objects.filter(action="connection.update").get()
     assert event.changed_fields == ["default_model"]
+
+
+def test_gateway_prices_and_timeout_are_saved_and_checked(admin_client):
+    connection = make()
+    response = admin_client.post(change_url(connection), form_data(
+        input_cost_per_million_tokens="0.5", output_cost_per_million_tokens="1.25",
+        timeout_seconds="30"))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    connection.refresh_from_db()
+    assert (str(connection.input_cost_per_million_tokens), connection.timeout_seconds) == ("0.500000", 30)
+    response = admin_client.post(change_url(connection), form_data(timeout_seconds="0"))
+    assert response.context["adminform"].form.errors["timeout_seconds"]
 
 
 def test_a_new_secret_replaces_the_stored_one(admin_client):
