@@ -17,6 +17,7 @@ import asyncio
 import io
 import logging
 import os
+import sys
 import time
 
 import django
@@ -178,5 +179,8 @@ class GatewayFirstHandler(ASGIHandler):
             await sync_to_async(_close_broken_connections)()
 
 
+# The event loop thread hands work to the sync thread and back on every gateway call; with
+# CPython's default 5 ms GIL switch interval each hand-off under load can wait that long.
+sys.setswitchinterval(float(os.environ.get("LLMCONN_GIL_SWITCH_INTERVAL", "0.0005")))
 django.setup(set_prefix=False)
 application = GatewayFirstHandler()

@@ -64,13 +64,11 @@ def _count(key: str, timeout: int) -> int:
     """Add one to a window's counter and return it. On Redis one round trip (SET NX EX and
     INCR in a pipeline) instead of the three of cache.add + cache.incr: the gateway pays it on
     every call."""
-    from django.core.cache import caches
-    from django.core.cache.backends.redis import RedisCache
+    from .rediscache import client_and_key
 
-    backend = caches["default"]
-    if isinstance(backend, RedisCache):
-        full = backend.make_and_validate_key(key)
-        pipe = backend._cache.get_client(full, write=True).pipeline()
+    client, full = client_and_key(key)
+    if client is not None:
+        pipe = client.pipeline()
         pipe.set(full, 0, ex=timeout, nx=True)
         pipe.incr(full)
         return int(pipe.execute()[1])

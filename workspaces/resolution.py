@@ -50,10 +50,22 @@ def _fresh_stamp() -> int:
     return time.time_ns() // 1000
 
 
+def _read_stamp():
+    # Read on every gateway call: straight from Redis with one client per process (see
+    # llmconn/rediscache.py), through Django's cache otherwise.
+    from llmconn.rediscache import client_and_key
+
+    client, full = client_and_key(REVISION_CACHE_KEY)
+    if client is None:
+        return cache.get(REVISION_CACHE_KEY)
+    raw = client.get(full)
+    return None if raw is None else int(raw)
+
+
 def current_revision() -> int | None:
     """The shared revision stamp; None when the cache cannot be read (then nothing is cached)."""
     try:
-        value = cache.get(REVISION_CACHE_KEY)
+        value = _read_stamp()
         if value is None:
             cache.add(REVISION_CACHE_KEY, _fresh_stamp(), timeout=None)
             value = cache.get(REVISION_CACHE_KEY)

@@ -86,7 +86,12 @@ def test_cache_outage_resolves_from_the_database_every_time(ws, monkeypatch,
     def broken(*args, **kwargs):
         raise ConnectionError("cache down")
 
+    class DownRedis:
+        get = staticmethod(broken)
+
     monkeypatch.setattr(resolution.cache, "get", broken)
+    # the stamp is read straight from Redis when the cache is Redis (llmconn/rediscache.py)
+    monkeypatch.setattr("llmconn.rediscache.client_and_key", lambda key: (DownRedis(), key))
     assert resolution.current_revision() is None
     assert resolve(workspace_id=ws.pk, role="chat").model == "m1"
     with django_assert_num_queries(3):  # not cached: workspace, binding, discovered models
