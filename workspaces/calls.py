@@ -158,6 +158,7 @@ async def attempt(plan: Plan, invoke: Callable[[Resolved, dict], Awaitable], *,
     the last error when no candidate answered.
     """
     last = len(plan.candidates) - 1
+    failed: CallFailed | None = None
     for index, resolved in enumerate(plan.candidates):
         current = Attempt(resolved, index + 1, time.perf_counter())
         try:
@@ -173,9 +174,18 @@ async def attempt(plan: Plan, invoke: Callable[[Resolved, dict], Awaitable], *,
                          error_class=err.error_class)
             if err.error_class not in RETRYABLE or index == last:
                 raise CallFailed(err, current) from None
+            failed = CallFailed(err, current)
             logger.info("Workspace call on connection %r failed (%s); trying fallback %r.",
                         resolved.connection_name, err.error_class,
                         plan.candidates[index + 1].connection_name)
+            continue
+        except ApplicationError as exc:
+            if failed is None:
+                raise
+            # A fallback that cannot be called now: the previous failure stands.
+            logger.warning("Fallback %r skipped: %s", resolved.connection_name, exc.message)
+            if index == last:
+                raise failed from None
             continue
         return result, current
     raise AssertionError("a plan has at least one candidate")

@@ -248,3 +248,24 @@ def test_the_python_client_reports_a_non_retryable_failure_without_falling_back(
         async_to_sync(WorkspaceClient(chain["ws"].slug).complete)([Message.user("Hello")])
     assert info.value.code == "provider_auth_failed" and info.value.error_class == "auth"
     assert up2.request_count == 0
+
+
+def test_connection_timeout_and_prices_are_set_through_the_api(staff_client):
+    body = {"name": "priced", "provider": "openai_compatible", "auth_method": "api_key",
+            "base_url": "http://127.0.0.1:9/v1", "credentials": {"api_key": KEY1},
+            "timeout_seconds": 5, "input_cost_per_million_tokens": "0.5",
+            "output_cost_per_million_tokens": "1.5"}
+    response = staff_client.post("/api/v1/connections/", body, format="json")
+    assert response.status_code == 201, response.json()
+    created = response.json()
+    assert created["timeout_seconds"] == 5
+    assert created["input_cost_per_million_tokens"] == "0.500000"
+    url = f"/api/v1/connections/{created['id']}/"
+    for field, value in (("timeout_seconds", 0), ("timeout_seconds", 601),
+                         ("input_cost_per_million_tokens", "-1"),
+                         ("output_cost_per_million_tokens", "abc")):
+        bad = staff_client.patch(url, {field: value}, format="json")
+        assert bad.status_code == 400 and field in bad.json()["error"]["fields"]
+    response = staff_client.patch(url, {"timeout_seconds": None}, format="json")
+    assert response.status_code == 200 and response.json()["timeout_seconds"] is None
+    assert response.json()["output_cost_per_million_tokens"] == "1.500000"
