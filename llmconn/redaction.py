@@ -65,7 +65,9 @@ def _clean(record: logging.LogRecord) -> None:
     except Exception:  # a broken format string must not hide the record
         message = str(record.msg)
     cleaned = redact(message)
-    if cleaned != message or record.args:
+    if cleaned != message:
+        # Only when something was redacted: formatters that read record.args (uvicorn's
+        # access log unpacks them) keep working for every clean record.
         record.msg, record.args = cleaned, None
     if record.exc_info and record.exc_info[0] is not None:
         record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
