@@ -60,6 +60,11 @@ def readiness() -> dict[str, str]:
     return results
 
 
+def _named(check: str) -> str:
+    """"cache" → "cache (Redis)" when Redis backs it, so the message says what to fix."""
+    return f"{check} (Redis)" if check in ("cache", "broker") and settings.REDIS_URL else check
+
+
 @never_cache
 @require_GET
 def readyz(request):
@@ -72,7 +77,7 @@ def readyz(request):
                 "checks": results,
                 "error": {
                     "code": "unavailable",
-                    "message": f"Not ready: {', '.join(down)} unreachable.",
+                    "message": f"Not ready: {', '.join(_named(n) for n in down)} unreachable.",
                     "fields": {},
                 },
             },
