@@ -19,7 +19,7 @@ from django.test import AsyncClient
 
 from connections.services import connection_create
 from tests.conftest import UPSTREAM_KEY
-from workspaces import resolution, services
+from workspaces import budgets, resolution, services
 from workspaces.keys import _KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def _fresh_resolution_cache():
     """IDs are reused between tests (rolled-back sequences): start every test cold."""
     resolution.clear_local_cache()
+    budgets.clear_local_cache()
     _KEYS.clear()
     services._TOUCHED.clear()
     yield
     resolution.clear_local_cache()
+    budgets.clear_local_cache()
     _KEYS.clear()
 
 
