@@ -50,6 +50,13 @@ class AuditEventAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ("connections/admin.css",)}
 
+    # Staff read the audit log, as in the API (GET /api/v1/audit-events/ is staff-only).
+    def has_module_permission(self, request):
+        return bool(request.user.is_active and request.user.is_staff)
+
+    def has_view_permission(self, request, obj=None):
+        return bool(request.user.is_active and request.user.is_staff)
+
     def has_add_permission(self, request):
         return False
 

@@ -398,6 +398,16 @@ class ConnectionAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
             return self.provider_picker_view(request)
         return super().add_view(request, form_url, extra_context)
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, unquote(object_id))
+        if obj is not None and obj.spec is None:
+            # A provider removed from the catalog: the form cannot be built; say so.
+            self.message_user(request, f"“{obj.name}” uses the provider {obj.provider!r}, which "
+                                       "is no longer in the catalog: it can be deleted, or its "
+                                       "bindings moved, but not edited.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:connections_connection_changelist"))
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def provider_picker_view(self, request):
         if not self.has_add_permission(request):
             raise PermissionDenied

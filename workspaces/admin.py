@@ -312,6 +312,17 @@ class WorkspaceAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
             raise PermissionDenied
         return HttpResponseRedirect(audit_history_url("workspace", unquote(object_id)))
 
+    def get_deleted_objects(self, objs, request):
+        """What deleting removes with each workspace (workspace_delete cascades; the read-only
+        admins of keys and usage must not make Django refuse for lack of delete rights)."""
+        objs = list(objs)
+        summary = []
+        for ws in objs:
+            counts = [(ws.bindings.count(), "binding(s)"), (ws.memberships.count(), "member(s)"),
+                      (ws.api_keys.count(), "API key(s)"), (ws.usage.count(), "usage record(s)")]
+            summary.append(f"{ws.name}: " + ", ".join(f"{n} {what}" for n, what in counts))
+        return summary, {"workspaces": len(objs)}, set(), []
+
     def delete_model(self, request, obj):
         services.workspace_delete(workspace=obj, actor=request.user)
 

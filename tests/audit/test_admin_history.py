@@ -25,3 +25,12 @@ def test_history_lists_only_that_targets_events_and_links_back(staff_user):
     assert f'href="/admin/connections/connection/{conn.pk}/change/"' in html
     grouped = client.get("/admin/audit/auditevent/?action_group=workspace").context["cl"].result_list
     assert [e.action for e in grouped] == ["workspace.create"]
+
+
+def test_staff_without_model_permissions_read_the_audit_log(django_user_model):
+    user = django_user_model.objects.create_user("ops", password="pw-ops-12345", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    assert client.get("/admin/audit/auditevent/").status_code == 200
+    assert client.get("/admin/connections/connection/").status_code == 200
+    assert client.get("/admin/audit/auditevent/add/").status_code == 403

@@ -4,7 +4,7 @@ service rules as form errors (never a 500), delete refusal, move bindings, list 
 from __future__ import annotations
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from audit.models import AuditEvent
@@ -343,6 +343,27 @@ def test_history_button_opens_the_connections_audit_events(admin_client):
     assert response.status_code == 302
     assert response["Location"] == (reverse("admin:audit_auditevent_changelist")
                                     + f"?target_type=connection&target_id={conn.pk}")
+
+
+def test_unreadable_secrets_ask_to_be_entered_again_and_the_page_still_works(admin_client):
+    with override_settings(FERNET_KEYS=["a-key-that-is-gone"]):
+        conn = make(name="Orphan")
+    html = admin_client.get(change_url(conn)).content.decode()
+    assert "cannot be decrypted" in html
+    response = admin_client.post(change_url(conn), form_data(name="Orphan"))
+    assert response.context["adminform"].form.errors["secret__api_key"] == ["This field is required."]
+    response = admin_client.post(change_url(conn), form_data(name="Orphan",
+                                                            secret__api_key="sk-again-0123456789"))
+    assert response.status_code == 302
+    assert Connection.objects.get(pk=conn.pk).secrets == {"api_key": "sk-again-0123456789"}
+
+
+def test_a_provider_gone_from_the_catalog_is_explained_not_a_500(admin_client):
+    conn = ConnectionFactory(provider="retired_provider")
+    response = admin_client.get(change_url(conn), follow=True)
+    assert "no longer in the catalog" in response.content.decode()
+    assert admin_client.get(LIST).status_code == 200
+    assert admin_client.get(f"{LIST}{conn.pk}/delete/").status_code == 200
 
 
 def test_admin_pages_need_staff(client, plain_user):

@@ -160,6 +160,9 @@ def test_members_are_added_changed_and_removed_through_the_service(admin_client,
 
 def test_delete_goes_through_the_service(admin_client):
     ws = workspace_create(name="Research")
+    admin_client.post(f"{LIST}{ws.pk}/api-keys/", {"name": "k"})
+    page = admin_client.get(f"{LIST}{ws.pk}/delete/").content.decode()
+    assert "Research: 0 binding(s), 0 member(s), 1 API key(s)" in page and 'name="post"' in page
     response = admin_client.post(f"{LIST}{ws.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not Workspace.objects.exists()
