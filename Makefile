@@ -35,6 +35,12 @@ test: $(STAMP)
 worker: $(STAMP)
 	$(VENV)/bin/celery -A llmconn worker --loglevel=INFO
 
+# Benchmarks (bench/run.py): llmconn vs LiteLLM's proxy and the health sweep, key rotation and
+# listing targets; needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_REDIS_URL). Appends to
+# bench/RESULTS.md. `make bench BENCH_ARGS="gateway --quick"` for a short run of one benchmark.
+bench: $(STAMP)
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 beat: $(STAMP)
 	$(VENV)/bin/celery -A llmconn beat --loglevel=INFO
 

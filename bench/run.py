@@ -610,7 +610,8 @@ def main() -> None:
     missed = [name for name, met in verdicts if not met]
     print()
     print("all targets met" if not missed else "NOT met: " + "; ".join(missed))
-    (BENCH / "last-results.json").write_text(json.dumps(results, indent=1))
+    (ROOT / "var").mkdir(exist_ok=True)
+    (ROOT / "var" / "bench-last-results.json").write_text(json.dumps(results, indent=1))
     if not args.no_record:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         v = versions()

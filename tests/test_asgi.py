@@ -1,0 +1,57 @@
+"""llmconn.asgi: /v1/* goes straight to the gateway views, everything else through Django."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="module")
+def app():
+    # Importing the module sets DB_POOL and the GIL switch interval for web processes; the
+    # test process keeps its own (settings are already loaded; subprocesses inherit env).
+    had_pool, interval = os.environ.get("DB_POOL"), sys.getswitchinterval()
+    from llmconn.asgi import application
+
+    if had_pool is None:
+        os.environ.pop("DB_POOL", None)
+    sys.setswitchinterval(interval)
+    return application
+
+
+def _request(app, method, path, **kwargs):
+    async def run():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            return await c.request(method, path, **kwargs)
+
+    return asyncio.run(run())
+
+
+def test_v1_is_served_without_middleware_in_openai_error_format(app):
+    response = _request(app, "POST", "/v1/chat/completions",
+                        json={"model": "chat", "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "missing_api_key"
+    assert "set-cookie" not in response.headers  # no session/CSRF middleware ran
+    assert "x-frame-options" not in response.headers  # nor clickjacking's
+
+
+def test_unknown_v1_path_and_wrong_method_answer_like_the_url_routes(app):
+    assert _request(app, "GET", "/v1/nope").json()["error"]["code"] == "not_found"
+    assert _request(app, "GET", "/v1/chat/completions").status_code == 405
+
+
+def test_disallowed_host_is_refused_on_v1(app):
+    response = _request(app, "GET", "/v1/models", headers={"Host": "evil.example"})
+    assert response.status_code == 400
+
+
+def test_other_paths_still_go_through_django(app):
+    response = _request(app, "GET", "/healthz")
+    assert response.status_code == 200
+    assert response.headers.get("x-frame-options") == "DENY"  # middleware ran
