@@ -92,6 +92,11 @@ def classify(exc: BaseException, *, label: str, host: str = "") -> ProviderCallE
     """
     if isinstance(exc, ProviderCallError):
         return exc
+    if isinstance(exc, ResponseTooLarge):
+        return ProviderCallError(
+            502, "provider_response_too_large", f"Error from the provider ({label}): the answer "
+            f"was larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB; stopped reading.",
+            errors.PROVIDER_ERROR)
     err = errors.classify(exc, host=host)
     status, code = _STATUS.get(err.error_class, (502, "provider_error"))
     if err.error_class == errors.PROVIDER_ERROR and err.status == 503:
@@ -241,12 +246,32 @@ def _answer(raw: bytes) -> dict:
     return data
 
 
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # one non-streamed answer; more is refused
+
+
+class ResponseTooLarge(Exception):
+    """An upstream answer past MAX_RESPONSE_BYTES (an endless or absurd body)."""
+
+
 async def _post_json(url: str, headers: dict, body: dict, timeout: float) -> dict:
-    response = await http_client().post(url, content=json.dumps(body).encode(),
-                                        headers={**headers, "content-type": "application/json"},
-                                        timeout=timeout)
+    """POST a JSON body and read the JSON answer, within `timeout` for the whole exchange (a
+    trickling answer cannot reset it read by read) and MAX_RESPONSE_BYTES."""
+    client = http_client()
+    request = client.build_request("POST", url, content=json.dumps(body).encode(),
+                                   headers={**headers, "content-type": "application/json"},
+                                   timeout=timeout)
+    async with asyncio.timeout(timeout):
+        response = await client.send(request, stream=True)
+        try:
+            raw = bytearray()
+            async for part in response.aiter_raw():
+                raw += part
+                if len(raw) > MAX_RESPONSE_BYTES:
+                    raise ResponseTooLarge()
+        finally:
+            await response.aclose()
     _raise_for_status(response)
-    return _answer(response.content)
+    return _answer(bytes(raw))
 
 
 async def _stream_events(response) -> AsyncIterator[dict]:
@@ -402,6 +427,7 @@ async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: 
     body.update(model=model, stream=True, stream_options={"include_usage": True})
     host = _host(endpoint)
     response = None
+    deadline = asyncio.get_running_loop().time() + timeout
     try:
         await check_egress(endpoint)
         client = http_client()
@@ -415,7 +441,8 @@ async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: 
             _raise_for_status(response)
         events = _stream_events(response)
         try:
-            first = await events.__anext__()
+            async with asyncio.timeout_at(deadline):
+                first = await events.__anext__()
         except StopAsyncIteration:
             first = None
     except Exception as exc:  # noqa: BLE001
@@ -428,7 +455,12 @@ async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: 
             if first is None:
                 return
             yield first
-            async for event in events:
+            while True:  # the whole stream within `timeout`, however slowly it trickles
+                async with asyncio.timeout_at(deadline):
+                    try:
+                        event = await events.__anext__()
+                    except StopAsyncIteration:
+                        return
                 yield event
         except Exception as exc:  # noqa: BLE001
             raise classify(exc, label=label, host=host) from None
