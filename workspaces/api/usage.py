@@ -116,7 +116,7 @@ class BudgetOutputSerializer(serializers.ModelSerializer):
 
     workspace = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     connection_name = serializers.CharField(source="connection.name", read_only=True,
-                                            default=None)
+                                            default=None, allow_null=True)
     label = serializers.CharField(read_only=True)
     limit = serializers.SerializerMethodField(help_text="Currency units (cost) or tokens.")
     used = serializers.SerializerMethodField(help_text="Spent this period (cost or tokens).")

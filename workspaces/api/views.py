@@ -92,6 +92,8 @@ class WorkspaceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         services.workspace_delete(workspace=workspace, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
+    @extend_schema(responses=OpenApiTypes.OBJECT,
+                   description='{"workspace": slug, "roles": {role: resolution | {"error"}}}')
     @action(detail=True, methods=["get"])
     def resolved(self, request, slug=None):
         """What each role resolves to now: provider, connection name and model (no secret)."""
