@@ -80,10 +80,16 @@ def parse_moment(value: str | None, *, name: str, end: bool = False) -> datetime
     if moment is None and day is None:
         raise ValidationFailed(f"{name} must be a date (YYYY-MM-DD) or an ISO 8601 datetime.",
                                fields={name: ["Use YYYY-MM-DD or an ISO 8601 datetime."]})
-    if moment is None:
-        moment = datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=UTC)
-    elif timezone.is_naive(moment):
-        moment = moment.replace(tzinfo=UTC)
+    try:
+        if moment is None:
+            moment = datetime.combine(day + timedelta(days=1) if end else day, time(),
+                                      tzinfo=UTC)
+        elif timezone.is_naive(moment):
+            moment = moment.replace(tzinfo=UTC)
+        moment.astimezone(UTC) - timedelta(days=DEFAULT_DAYS)  # representable either way
+    except OverflowError:
+        raise ValidationFailed(f"{name} is out of range.",
+                               fields={name: ["Out of range."]}) from None
     return moment
 
 

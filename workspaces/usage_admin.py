@@ -25,6 +25,7 @@ from .usage import GROUPS, usage_report
 
 CHART_WIDTH, CHART_HEIGHT, CHART_LEFT, CHART_BOTTOM = 760, 240, 64, 28
 MAX_SERIES = 6
+MAX_DAYS = 366  # one bar per day
 COLORS = ("#417690", "#e0a03a", "#5b9c5b", "#b5546b", "#7d6bb5", "#3aa6b9", "#999999")
 METRICS = {"calls": "Calls", "cost": "Cost", "tokens": "Tokens (in + out)", "errors": "Errors"}
 
@@ -142,13 +143,18 @@ class UsageReportAdmin(admin.ModelAdmin):
         data = form.cleaned_data if form.is_valid() else {}
         today = timezone.now().astimezone(UTC).date()
         until_day = data.get("until") or today
-        since_day = data.get("since") or until_day - timedelta(days=29)
+        try:
+            since_day = data.get("since") or until_day - timedelta(days=29)
+        except OverflowError:
+            since_day = until_day
         series = data.get("series") or "workspace"
         metric = data.get("metric") or "calls"
         from .usage import parse_moment
 
         error, chart, report = None, None, None
         try:
+            if (until_day - since_day).days > MAX_DAYS:
+                raise ValidationFailed(f"Choose at most {MAX_DAYS} days.")
             since = parse_moment(since_day.isoformat(), name="since")
             until = parse_moment(until_day.isoformat(), name="until", end=True)
             filters = {"workspace_ids": [data["workspace"].pk] if data.get("workspace") else None,

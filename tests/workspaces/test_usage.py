@@ -154,6 +154,8 @@ def test_a_deleted_connection_stays_in_the_report_as_null(staff_client, data):
     ({"until": "2030-13-45"}, "until"),
     ({"connection": "not-a-uuid"}, "connection"),
     ({"since": "2030-03-05", "until": "2030-03-01"}, "since"),
+    ({"until": "9999-12-31"}, "until"),
+    ({"until": "0001-01-01"}, "until"),
 ])
 def test_bad_parameters_are_400_naming_the_field(staff_client, data, params, field):
     response = staff_client.get(URL, params)

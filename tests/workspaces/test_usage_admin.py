@@ -54,6 +54,9 @@ def test_filters_and_grouping(admin_client, usage):
     assert "No calls in this period." in html
     response = admin_client.get(URL, {"since": "2001-01-05", "until": "2001-01-01"})
     assert response.status_code == 200 and "since must be before until" in response.content.decode()
+    response = admin_client.get(URL, {"since": "0001-01-01", "until": "9999-12-31"})
+    assert response.status_code == 200 and "at most 366 days" in response.content.decode()
+    assert admin_client.get(URL, {"until": "0001-01-01"}).status_code == 200
 
 
 def test_non_staff_cannot_see_the_usage_page(client, plain_user):
