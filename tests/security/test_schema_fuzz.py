@@ -35,7 +35,22 @@ CHECKS = [not_a_server_error, response_schema_conformance]
 
 
 @pytest.fixture
-def schema(settings):
+def wsgi_keeps_the_test_connection():
+    """Calls go to the WSGI app directly, whose request_started/finished signals would recycle
+    the test's database connection (it is inside the test transaction); Django's own test
+    client disconnects close_old_connections the same way."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def schema(settings, wsgi_keeps_the_test_connection):
     from llmconn.wsgi import application
 
     settings.ALLOWED_HOSTS = ["localhost", "testserver"]  # schemathesis' WSGI client: localhost
