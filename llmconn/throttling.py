@@ -119,6 +119,24 @@ def check_gateway_key(key_id: int) -> None:
         raise _gateway_throttled_class()(wait)
 
 
+def gateway_window(key_id: int) -> tuple[str, int, int, float] | None:
+    """(cache key, TTL, limit, end of window) of a key's current /v1 throttle window, for a
+    caller that counts it itself (the gateway's warm path: one Redis pipeline with the revision
+    stamp); None when LLMCONN_THROTTLE_GATEWAY is off. Same key and TTL as `hit`."""
+    parsed = parse_rate(_rate("LLMCONN_THROTTLE_GATEWAY"))
+    if parsed is None:
+        return None
+    limit, period = parsed
+    window = int(time.time() // period)
+    return (f"llmconn:throttle:gateway_key:{key_id}:{window}", period + 1, limit,
+            float((window + 1) * period))
+
+
+def gateway_throttled(wait: float) -> Exception:
+    """The 429 gateway error for a key past LLMCONN_THROTTLE_GATEWAY."""
+    return _gateway_throttled_class()(wait)
+
+
 @functools.cache
 def _gateway_throttled_class():
     # Imported late: workspaces.gateway imports this module.

@@ -184,6 +184,14 @@ def active_budgets(revision: int | None) -> dict:
     return budgets
 
 
+def cached_budgets(revision: int) -> dict | None:
+    """`active_budgets(revision)` from memory only; None when it would need a query."""
+    cached_revision, loaded_at, budgets = _BUDGETS
+    if cached_revision != revision or time.monotonic() - loaded_at >= RESOLUTION_MAX_AGE_SECONDS:
+        return None
+    return budgets
+
+
 def clear_local_cache() -> None:
     """Forget the budgets this process loaded (tests)."""
     _BUDGETS[:] = [None, 0.0, {}]

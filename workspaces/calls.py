@@ -24,8 +24,10 @@ Shared by the /v1 gateway (gateway.py) and the Python client (client.py):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -222,20 +224,8 @@ def note_failure(connection_id: str) -> bool:
     return False
 
 
-def _record_sync(plan: Plan, current: Attempt, *, stream: bool, status: int,
-                 error_class: str, input_tokens: int, output_tokens: int) -> None:
-    resolved = current.resolved
-    cost = cost_of(resolved, input_tokens, output_tokens)
-    try:
-        services.usage_record_create(
-            workspace_id=plan.workspace_id, connection_id=resolved.connection_id,
-            api_key_id=plan.api_key_id, role=resolved.role, model=resolved.model,
-            endpoint=plan.endpoint, stream=stream, status_code=status, error_class=error_class,
-            input_tokens=input_tokens, output_tokens=output_tokens, cost=cost,
-            latency_ms=int((time.perf_counter() - current.started) * 1000),
-            attempt=current.number)
-    except Exception:  # noqa: BLE001 - a lost usage row must not fail the call
-        logger.exception("Could not record usage for workspace %s", resolved.workspace_slug)
+def _after_usage(plan: Plan, resolved: Resolved, *, error_class: str, input_tokens: int,
+                 output_tokens: int, cost: Decimal | None) -> None:
     if input_tokens or output_tokens:
         budgets.add_usage(workspace_id=plan.workspace_id, connection_id=resolved.connection_id,
                           input_tokens=input_tokens, output_tokens=output_tokens, cost=cost,
@@ -246,11 +236,99 @@ def _record_sync(plan: Plan, current: Attempt, *, stream: bool, status: int,
                        COOLDOWN_WINDOW_SECONDS, COOLDOWN_SECONDS)
 
 
-_record_async = sync_to_async(_record_sync)
+def _record_many_sync(items: list[tuple[Plan, Attempt, dict]]) -> None:
+    """Write the UsageRecords of several attempts in one transaction, then count each in the
+    budgets and cool-downs (in that order, as for one: a rebuilt counter includes its row)."""
+    rows, costs = [], []
+    for plan, current, kw in items:
+        resolved = current.resolved
+        cost = cost_of(resolved, kw["input_tokens"], kw["output_tokens"])
+        costs.append(cost)
+        rows.append(dict(
+            workspace_id=plan.workspace_id, connection_id=resolved.connection_id,
+            api_key_id=plan.api_key_id, role=resolved.role, model=resolved.model,
+            endpoint=plan.endpoint, stream=kw["stream"], status_code=kw["status"],
+            error_class=kw["error_class"], input_tokens=kw["input_tokens"],
+            output_tokens=kw["output_tokens"], cost=cost, latency_ms=kw["latency_ms"],
+            attempt=current.number))
+    try:
+        services.usage_records_create(rows=rows)
+    except Exception:  # noqa: BLE001 - a lost usage row must not fail the call
+        logger.exception("Could not record usage for %d call(s) of workspace(s) %s", len(rows),
+                         sorted({c.resolved.workspace_slug for _, c, _ in items}))
+    for (plan, current, kw), cost in zip(items, costs, strict=True):
+        _after_usage(plan, current.resolved, error_class=kw["error_class"],
+                     input_tokens=kw["input_tokens"], output_tokens=kw["output_tokens"],
+                     cost=cost)
+
+
+_record_many_async = sync_to_async(_record_many_sync)
+
+MAX_GROUP = 256  # usage rows per group commit
+
+
+class _GroupCommit:
+    """Group commit of usage rows, per event loop.
+
+    A call's `record` returns once its row is committed (usage totals are exact the moment a
+    response is sent, as before), but concurrent calls share one hand-off to the sync thread
+    and one transaction: the first caller writes its row with every row queued so far; rows
+    that arrive meanwhile wait and are written by the next writer (the first of them). Alone,
+    a call writes its row at once: no timer, no added latency. No background task: each batch
+    is written by a request that is waiting for it, in that request's context (so it runs on
+    the sync thread and database connection that request would have used).
+    """
+
+    def __init__(self):
+        self.busy = False
+        self.pending: list[tuple[tuple, asyncio.Future]] = []
+
+    async def submit(self, item: tuple) -> None:
+        if self.busy:
+            waiter = asyncio.get_running_loop().create_future()
+            self.pending.append((item, waiter))
+            if not await waiter:  # False: written; True: our turn to write (item taken out)
+                return
+        self.busy = True
+        batch: list[tuple[tuple, asyncio.Future | None]] = [(item, None)]
+        try:
+            while True:
+                take = self.pending[:MAX_GROUP - len(batch)]
+                del self.pending[:len(take)]
+                batch += take
+                try:
+                    await _record_many_async([i for i, _ in batch])
+                finally:
+                    for _, waiter in batch:
+                        if waiter is not None and not waiter.done():
+                            waiter.set_result(False)
+                # Rows whose caller went away (cancelled) are written here; otherwise the
+                # first caller still waiting writes the next batch.
+                if not self.pending or any(not w.done() for _, w in self.pending):
+                    break
+                batch = []
+        finally:
+            nxt = next((p for p in self.pending if not p[1].done()), None)
+            if nxt is not None:
+                self.pending.remove(nxt)
+                nxt[1].set_result(True)  # stays busy: that caller writes next
+            else:
+                self.busy = False
+
+
+_WRITERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def record(plan: Plan, current: Attempt, *, stream: bool, status: int,
                  error_class: str = "", input_tokens: int = 0, output_tokens: int = 0) -> None:
-    """Record one attempt: its UsageRecord, budget counters and cool-down count."""
-    await _record_async(plan, current, stream=stream, status=status, error_class=error_class,
-                        input_tokens=input_tokens, output_tokens=output_tokens)
+    """Record one attempt: its UsageRecord, budget counters and cool-down count (returns once
+    they are written; concurrent calls are written together, see _GroupCommit)."""
+    item = (plan, current, {
+        "stream": stream, "status": status, "error_class": error_class,
+        "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "latency_ms": int((time.perf_counter() - current.started) * 1000)})
+    loop = asyncio.get_running_loop()
+    writer = _WRITERS.get(loop)
+    if writer is None:
+        writer = _WRITERS[loop] = _GroupCommit()
+    await writer.submit(item)

@@ -15,6 +15,7 @@ import base64
 import json
 import logging
 import struct
+import time
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
@@ -22,7 +23,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from llmconn.errors import ApplicationError
-from llmconn.throttling import check_gateway_key
+from llmconn.throttling import check_gateway_key, gateway_throttled
 from providers import gateway as provider_gateway
 from providers.gateway import ProviderCallError
 
@@ -152,10 +153,12 @@ def _check_fields(body: dict, allowed: frozenset[str]) -> None:
                                param=name)
 
 
-def _context(authorization: str | None, model: str, endpoint: str
+def _context(authorization: str | None, model: str, endpoint: str,
+             counted: tuple[int, float | None] | None = None
              ) -> tuple[KeyIdentity, calls.Plan]:
     """Authenticate, resolve, check budgets and plan the call (sync: may query the database,
-    fetch an OAuth token)."""
+    fetch an OAuth token). `counted`: (key id, wait) when the warm path already counted this
+    call in that key's throttle (not counted twice)."""
     revision = current_revision()
     raw = bearer_token(authorization)
     if raw is None:
@@ -165,7 +168,11 @@ def _context(authorization: str | None, model: str, endpoint: str
     if identity is None:
         raise GatewayError(401, "Invalid or revoked API key.", code="invalid_api_key")
     services.api_key_touch(api_key_id=identity.key_id)
-    check_gateway_key(identity.key_id)  # 429 + Retry-After past LLMCONN_THROTTLE_GATEWAY
+    if counted is not None and counted[0] == identity.key_id:
+        if counted[1] is not None:
+            raise gateway_throttled(counted[1])
+    else:
+        check_gateway_key(identity.key_id)  # 429 + Retry-After past LLMCONN_THROTTLE_GATEWAY
     resolved = resolve_model(workspace_id=identity.workspace_id, model=model,
                              endpoint=endpoint, revision=revision)
     plan = calls.plan_call(resolved=resolved, api_key_id=identity.key_id, endpoint=endpoint,
@@ -173,7 +180,86 @@ def _context(authorization: str | None, model: str, endpoint: str
     return identity, plan
 
 
-_context_async = sync_to_async(_context)
+_context_sync = sync_to_async(_context)
+
+
+async def _context_async(authorization: str | None, model: str, endpoint: str
+                         ) -> tuple[KeyIdentity, calls.Plan]:
+    """`_context`, on the event loop when everything it needs is in this process's memory
+    (`_context_warm`), else on the sync thread."""
+    warm = _context_warm(authorization, model, endpoint)
+    if isinstance(warm, tuple) and len(warm) == 2 and isinstance(warm[1], calls.Plan):
+        plan = warm[1]
+        # As plan_call(with_call=True), without blocking (an OAuth token is fetched async).
+        try:
+            plan.first_call = await calls._acall_kwargs(plan.candidates[0])
+        except ProviderCallError as err:
+            plan.first_call = err
+        return warm
+    return await _context_sync(authorization, model, endpoint, warm)
+
+
+def _context_warm(authorization: str | None, model: str, endpoint: str):
+    """The warm path of `_context`, run on the event loop without a hand-off to the sync thread.
+
+    Taken when this process already knows the API key and the resolution under some revision
+    stamp, the key's last-used time needs no write, and there are no budgets and no fallbacks
+    for the call (their counters and cool-down flags are read by the sync path). Then the whole
+    call costs one Redis round trip: a pipeline that reads the stamp and counts the throttle.
+    If the stamp moved, the cached entries are not used (same rule as the sync path: an edit
+    takes effect on the next call). Returns (identity, Plan) when the call can go on; None to
+    take the sync path; (key id, wait) to take it with the throttle already counted.
+    Raises the same errors `_context` would for the same state.
+    """
+    from llmconn.rediscache import client_and_key
+    from llmconn.throttling import gateway_window
+
+    from .budgets import cached_budgets
+    from .constants import REVISION_CACHE_KEY
+    from .keys import cached_identity
+    from .resolution import resolve_model_cached
+
+    hit = cached_identity(bearer_token(authorization))
+    if hit is None:
+        return None
+    cached_revision, identity = hit
+    if services.api_key_touch_due(identity.key_id):
+        return None
+    client, stamp_key = client_and_key(REVISION_CACHE_KEY)
+    if client is None:
+        return None
+    window = gateway_window(identity.key_id)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.get(stamp_key)
+        if window is not None:
+            _, full = client_and_key(window[0])
+            pipe.set(full, 0, ex=window[1], nx=True)
+            pipe.incr(full)
+        replies = pipe.execute()
+    except Exception:  # noqa: BLE001 - Redis trouble: the sync path knows what to do
+        return None
+    wait = None
+    if window is not None and int(replies[2]) > window[2]:
+        wait = max(1.0, window[3] - time.time())
+    counted = (identity.key_id, wait) if window is not None else None
+    if replies[0] is None or int(replies[0]) != cached_revision:
+        return counted
+    revision = cached_revision
+    if wait is not None:
+        raise gateway_throttled(wait)
+    resolved = resolve_model_cached(workspace_id=identity.workspace_id, model=model,
+                                    endpoint=endpoint, revision=revision)
+    if resolved is None or resolved.fallback_chain:
+        return counted
+    budgets = cached_budgets(revision)
+    if budgets is None:
+        return counted
+    if budgets and (budgets.get(("workspace", str(identity.workspace_id)))
+                    or budgets.get(("connection", resolved.connection_id))):
+        return counted
+    return identity, calls.Plan(workspace_id=resolved.workspace_id, api_key_id=identity.key_id,
+                                endpoint=endpoint, candidates=(resolved,), revision=revision)
 
 
 def _label(resolved: Resolved) -> str:

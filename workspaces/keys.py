@@ -65,3 +65,15 @@ def authenticate_key(raw_key: str | None, *, revision: int | None) -> KeyIdentit
                 _KEYS.clear()
             _KEYS[digest] = (revision, now, identity)
     return identity
+
+
+def cached_identity(raw_key: str | None) -> tuple[int, KeyIdentity] | None:
+    """(stamp it was cached under, identity) of a key this process already knows, without any
+    query; None when unknown or older than RESOLUTION_MAX_AGE_SECONDS. The caller must check
+    that the stamp is still the current one (the gateway's warm path, workspaces/gateway.py)."""
+    if not raw_key or not raw_key.startswith(API_KEY_PREFIX) or len(raw_key) > 200:
+        return None
+    hit = _KEYS.get(hash_api_key(raw_key))
+    if hit is None or time.monotonic() - hit[1] >= RESOLUTION_MAX_AGE_SECONDS:
+        return None
+    return hit[0], hit[2]

@@ -366,6 +366,44 @@ def resolve(*, workspace_id: int, role: str, revision: int | None = None) -> Res
     return value  # type: ignore[return-value]
 
 
+_MISS = object()
+
+
+def _cached(workspace_id: int, role: str, revision: int, now: float):
+    hit = _LOCAL.get((workspace_id, role))
+    if hit is None or hit[0] != revision or now - hit[1] >= RESOLUTION_MAX_AGE_SECONDS:
+        return _MISS
+    return hit[2]
+
+
+def resolve_model_cached(*, workspace_id: int, model: str, endpoint: str, revision: int
+                         ) -> Resolved | None:
+    """`resolve_model` from this process's memory only (no query, no cache read: the gateway's
+    warm path runs it on the event loop); None when anything it needs is not cached under
+    `revision`. Raises what `resolve_model` would raise for the same cached entries."""
+    now = time.monotonic()
+    if model in ROLES:
+        value = _cached(workspace_id, model, revision, now)
+        if value is _MISS:
+            return None
+        if isinstance(value, ResolutionError):
+            raise value
+        return value  # type: ignore[return-value]
+    order = ("embedding", "chat", "agent") if endpoint == "embeddings" else \
+        ("chat", "agent", "embedding")
+    for role in order:
+        value = _cached(workspace_id, role, revision, now)
+        if value is _MISS:
+            return None
+        if isinstance(value, ResolutionError):
+            continue
+        if model == value.model:
+            return value
+        if model in value.offered_models:
+            return value.with_model(model)
+    raise ModelNotOffered(model)
+
+
 def resolve_model(*, workspace_id: int, model: str, endpoint: str = "chat",
                   revision: int | None = None) -> Resolved:
     """Resolve the `model` of an OpenAI-style request: a role name or a model a bound connection

@@ -370,6 +370,12 @@ def api_key_revoke(*, api_key: WorkspaceAPIKey, actor=None) -> WorkspaceAPIKey:
 _TOUCHED: dict[int, float] = {}
 
 
+def api_key_touch_due(api_key_id: int) -> bool:
+    """Whether `api_key_touch` would write now (read only: the gateway's warm path)."""
+    last = _TOUCHED.get(api_key_id)
+    return last is None or time.monotonic() - last >= API_KEY_TOUCH_INTERVAL_SECONDS
+
+
 def api_key_touch(*, api_key_id: int) -> None:
     """Record that a key was used: at most one write per key per minute (per process, and the
     UPDATE itself skips rows written in the last minute by other processes)."""
@@ -399,7 +405,47 @@ def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key
     One INSERT. The connection and key are written through subqueries, so a connection or key
     deleted while the call ran leaves NULL instead of failing; None if the workspace is gone.
     """
-    record = UsageRecord(
+    record = _usage_record(
+        workspace_id=workspace_id, connection_id=connection_id, api_key_id=api_key_id,
+        role=role, model=model, endpoint=endpoint, stream=stream, status_code=status_code,
+        error_class=error_class, input_tokens=input_tokens, output_tokens=output_tokens,
+        cost=cost, latency_ms=latency_ms, attempt=attempt)
+    try:
+        with transaction.atomic():
+            _commit_without_waiting_for_disk()
+            _insert_usage(record, workspace_id=workspace_id, connection_id=connection_id,
+                          api_key_id=api_key_id)
+    except IntegrityError:  # the workspace was deleted while the call ran
+        return None
+    return record
+
+
+def usage_records_create(*, rows: list[dict]) -> list[UsageRecord | None]:
+    """Record several calls at once (the gateway's group commit, workspaces/calls.py): one
+    transaction, one commit. Each row takes `usage_record_create`'s keyword arguments; the
+    result is what `usage_record_create` would return for each, in order."""
+    if len(rows) == 1:
+        return [usage_record_create(**rows[0])]
+    records = [_usage_record(**row) for row in rows]
+    try:
+        with transaction.atomic():
+            _commit_without_waiting_for_disk()
+            for record, row in zip(records, rows, strict=True):
+                _insert_usage(record, workspace_id=row["workspace_id"],
+                              connection_id=row.get("connection_id"),
+                              api_key_id=row.get("api_key_id"))
+    except IntegrityError:  # a workspace was deleted while a call ran: one by one
+        return [usage_record_create(**row) for row in rows]
+    return records
+
+
+def _usage_record(*, workspace_id: int, connection_id: str | None, api_key_id: int | None,
+                  role: str, model: str, endpoint: str, stream: bool, status_code: int,
+                  error_class: str = "", input_tokens: int = 0, output_tokens: int = 0,
+                  cost: Decimal | float | None = None, latency_ms: int = 0,
+                  attempt: int = 1) -> UsageRecord:
+    """The unsaved UsageRecord of one call (ids through subqueries, values clamped)."""
+    return UsageRecord(
         workspace_id=Subquery(Workspace.objects.filter(pk=workspace_id).values("pk")[:1]),
         connection_id=Subquery(Connection.objects.filter(pk=connection_id).values("pk")[:1])
         if connection_id else None,
@@ -411,14 +457,6 @@ def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key
         cost=None if cost is None else Decimal(str(cost)).quantize(Decimal("0.00000001")),
         latency_ms=max(0, int(latency_ms)), attempt=max(1, min(int(attempt), 100)),
     )
-    try:
-        with transaction.atomic():
-            _commit_without_waiting_for_disk()
-            _insert_usage(record, workspace_id=workspace_id, connection_id=connection_id,
-                          api_key_id=api_key_id)
-    except IntegrityError:  # the workspace was deleted while the call ran
-        return None
-    return record
 
 
 _USAGE_SQL: dict[str, str] = {}

@@ -1,0 +1,186 @@
+"""The gateway's warm path (no hand-off to the sync thread when the key and the resolution are
+cached) and the group commit of usage rows (workspaces/calls.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.cache import cache
+
+from workspaces import calls, gateway as gateway_views, services
+from workspaces.constants import REVISION_CACHE_KEY
+from workspaces.models import UsageRecord
+from workspaces.resolution import resolve
+
+from .conftest import require_shared_cache
+
+CHAT = "/v1/chat/completions"
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture
+def setup(upstream, make_connection, make_workspace, make_key):
+    conn = make_connection(upstream, name="primary")
+    ws = make_workspace("Alpha", chat=conn)
+    return {"up": upstream, "conn": conn, "ws": ws, "key": make_key(ws)}
+
+
+@pytest.fixture
+def no_sync_context(monkeypatch):
+    """Counts the calls that took the sync path."""
+    taken = []
+    original = gateway_views._context_sync
+
+    async def counting(*args):
+        taken.append(args)
+        return await original(*args)
+
+    monkeypatch.setattr(gateway_views, "_context_sync", counting)
+    return taken
+
+
+def test_a_warm_call_does_not_hand_off_to_the_sync_thread(gateway, setup, no_sync_context):
+    require_shared_cache()
+    assert gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}
+                        ).status_code == 200
+    assert len(no_sync_context) == 1  # cold: key and resolution loaded from the database
+    for _ in range(3):
+        response = gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO})
+        assert response.status_code == 200, response.content
+    assert len(no_sync_context) == 1
+    assert UsageRecord.objects.filter(workspace=setup["ws"], status_code=200).count() == 4
+
+
+def test_a_warm_stream_does_not_hand_off_and_records_its_tokens(gateway, setup,
+                                                                 no_sync_context):
+    require_shared_cache()
+    gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO})
+    response, events = gateway.stream(CHAT, setup["key"],
+                                      {"model": "chat", "messages": HELLO, "stream": True})
+    assert response.status_code == 200 and events[-1] == "[DONE]"
+    assert len(no_sync_context) == 1
+    record = UsageRecord.objects.filter(stream=True).get()
+    assert record.output_tokens > 0
+
+
+def test_a_moved_stamp_sends_the_call_to_the_sync_path(gateway, setup, no_sync_context):
+    require_shared_cache()
+    gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO})
+    cache.incr(REVISION_CACHE_KEY)  # another process changed something
+    assert gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}
+                        ).status_code == 200
+    assert len(no_sync_context) == 2
+
+
+def test_a_revoked_key_is_refused_on_the_next_call_after_warm_calls(gateway, setup):
+    require_shared_cache()
+    for _ in range(2):
+        assert gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}
+                            ).status_code == 200
+    services.api_key_revoke(api_key=setup["ws"].api_keys.get())
+    response = gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_an_unbound_role_is_refused_on_the_warm_path_as_on_the_cold_one(
+        gateway, setup, no_sync_context):
+    require_shared_cache()
+    first = gateway.post(CHAT, setup["key"], {"model": "embedding", "messages": HELLO})
+    second = gateway.post(CHAT, setup["key"], {"model": "embedding", "messages": HELLO})
+    assert first.status_code == second.status_code == 503
+    assert first.json() == second.json()
+    assert len(no_sync_context) == 1
+
+
+def test_the_throttle_counts_every_call_once_on_both_paths(gateway, setup, settings):
+    require_shared_cache()
+    settings.LLMCONN_THROTTLE_GATEWAY = "3/min"
+    if int(time.time()) % 60 > 55:  # the fixed window must not turn over mid-test
+        time.sleep(61 - int(time.time()) % 60)
+    codes = [gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}).status_code
+             for _ in range(2)]
+    cache.incr(REVISION_CACHE_KEY)  # the third call is counted on the warm path, then resolved
+    codes += [gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}).status_code
+              for _ in range(2)]
+    assert codes == [200, 200, 200, 429]
+
+
+def test_a_binding_with_fallbacks_takes_the_sync_path(
+        gateway, upstream, make_connection, make_workspace, make_key, no_sync_context):
+    require_shared_cache()
+    primary = make_connection(upstream, name="primary")
+    backup = make_connection(upstream, name="backup")
+    ws = services.workspace_create(name="Beta", bindings={"chat": {
+        "connection": str(primary.pk), "fallbacks": [{"connection": str(backup.pk)}]}})
+    key = make_key(ws)
+    for _ in range(2):
+        assert gateway.post(CHAT, key, {"model": "chat", "messages": HELLO}).status_code == 200
+    assert len(no_sync_context) == 2  # cool-down flags are read on the sync path
+
+
+def test_a_workspace_with_a_budget_takes_the_sync_path(gateway, setup, no_sync_context):
+    require_shared_cache()
+    services.budget_create(scope="workspace", workspace=setup["ws"], limit=1000,
+                           metric="tokens")
+    for _ in range(2):
+        assert gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}
+                            ).status_code == 200
+    assert len(no_sync_context) == 2  # budget counters are read on the sync path
+
+
+# --- group commit ---------------------------------------------------------------------------
+
+def _plan(setup) -> tuple[calls.Plan, object]:
+    resolved = resolve(workspace_id=setup["ws"].pk, role="chat")
+    plan = calls.Plan(workspace_id=setup["ws"].pk, api_key_id=None, endpoint="chat",
+                      candidates=(resolved,))
+    return plan, resolved
+
+
+def test_concurrent_records_are_written_together_and_each_exactly_once(setup, monkeypatch):
+    plan, resolved = _plan(setup)
+    batches = []
+    original = services.usage_records_create
+
+    def spy(*, rows):
+        batches.append(len(rows))
+        return original(rows=rows)
+
+    monkeypatch.setattr(services, "usage_records_create", spy)
+
+    async def run():
+        await asyncio.gather(*[
+            calls.record(plan, calls.Attempt(resolved, 1, time.perf_counter()), stream=False,
+                         status=200, input_tokens=i, output_tokens=1) for i in range(1, 21)])
+
+    async_to_sync(run)()
+    assert sum(batches) == 20
+    assert len(batches) < 20  # rows that arrived while one batch was written went together
+    assert sorted(UsageRecord.objects.values_list("input_tokens", flat=True)) == list(
+        range(1, 21))
+
+
+def test_a_record_returns_once_its_row_is_committed(setup):
+    plan, resolved = _plan(setup)
+
+    async def run():
+        await calls.record(plan, calls.Attempt(resolved, 1, time.perf_counter()), stream=True,
+                           status=200, input_tokens=5, output_tokens=7)
+        return await asyncio.to_thread(lambda: None)
+
+    async_to_sync(run)()
+    assert UsageRecord.objects.get().output_tokens == 7
+
+
+def test_a_batch_with_a_deleted_workspace_keeps_the_other_rows(setup):
+    row = dict(workspace_id=setup["ws"].pk, connection_id=str(setup["conn"].pk), api_key_id=None,
+               role="chat", model="test-model", endpoint="chat", stream=False, status_code=200,
+               input_tokens=3)
+    gone = {**row, "workspace_id": setup["ws"].pk + 10_000}
+    results = services.usage_records_create(rows=[row, gone, row])
+    assert results[1] is None and results[0] is not None and results[2] is not None
+    assert UsageRecord.objects.count() == 2
