@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from connections.models import Connection
 from connections.rotation import connection_rollback_secret, connection_rotate_secret
 from llmconn.errors import ApplicationError, ValidationFailed
+from llmconn.throttling import ConnectionTestThrottle
 
 
 class RotateSecretInputSerializer(serializers.Serializer):
@@ -65,6 +66,8 @@ class RotateSecretView(_StaffConnectionView):
     """POST /api/v1/connections/{id}/rotate-secret/: test a new secret, promote it if it works."""
 
     audit_action = "rotate_secret"
+    # It calls the provider synchronously: counted with the tests (LLMCONN_THROTTLE_TESTS).
+    throttle_classes = [ConnectionTestThrottle]
 
     @extend_schema(
         summary="Rotate the provider secret (staged)",

@@ -139,3 +139,16 @@ def test_with_the_cache_down_throttles_let_requests_through(staff_client, upstre
         for _ in range(3):
             assert staff_client.post(f"/api/v1/connections/{conn.pk}/test/").status_code == 202
             assert gateway.post("/v1/chat/completions", key, CHAT).status_code == 200
+
+
+def test_rotate_secret_calls_the_provider_so_it_counts_against_the_test_throttle(
+        staff_client, upstream, settings):
+    settings.LLMCONN_THROTTLE_TESTS = "1/min"
+    conn = ConnectionFactory(base_url=upstream.openai_url, secrets={"api_key": UPSTREAM_KEY})
+    path = f"/api/v1/connections/{conn.pk}/rotate-secret/"
+    first = staff_client.post(path, {"credentials": {"api_key": UPSTREAM_KEY + "-new"}},
+                              format="json")
+    assert first.status_code in (200, 400)  # tested (the new key is refused upstream), not throttled
+    second = staff_client.post(path, {"credentials": {"api_key": UPSTREAM_KEY}}, format="json")
+    assert second.status_code == 429
+    assert "LLMCONN_THROTTLE_TESTS" in second.json()["error"]["message"]
