@@ -165,7 +165,7 @@ async def check_egress(url: str | None) -> None:
 # Keys of litellm kwargs (providers.params) that a direct OpenAI-wire call knows how to send;
 # a call with any other key (Azure, Bedrock, Vertex...) goes through litellm.
 _DIRECT_KEYS = frozenset({"model", "api_base", "api_key", "extra_headers", "organization"})
-_CLIENTS: dict = {}  # event loop -> httpx.AsyncClient
+_CLIENTS: dict = {}  # event loop -> [httpx.AsyncClient, ...] (see http_client)
 MAX_CONNECTIONS = 1000
 MAX_KEEPALIVE = 200
 
@@ -211,24 +211,50 @@ def direct_target(call: dict) -> tuple[str, str, dict] | None:
     return base.rstrip("/"), name, headers
 
 
+SHARDS = 8  # pools per event loop
+SHARD_REQUESTS = 6  # requests in a pool before the next pool is used
+
+
 def http_client():
-    """The pooled egress-guarded httpx client of the running event loop (one per loop: httpx
-    connections belong to the loop that opened them)."""
+    """A pooled egress-guarded httpx client of the running event loop (httpx connections
+    belong to the loop that opened them).
+
+    Up to SHARDS clients per loop, each with its own connection pool: the first whose pool has
+    fewer than SHARD_REQUESTS requests under way (else the least busy). httpcore 1.0's pool
+    re-checks every connection on every request start and end, and its idle check is
+    quadratic in the pool's size (`len([c.is_idle() for c in connections])` per idle
+    connection): at 32 concurrent calls one pool spent more CPU there than in the calls.
+    Sequential calls always use the first pool (one keep-alive connection reused).
+    """
     loop = asyncio.get_running_loop()
-    client = _CLIENTS.get(loop)
-    if client is None:
-        import httpx
-
-        from .egress import guarded_async_client
-
+    shards = _CLIENTS.get(loop)
+    if shards is None:
         for old in [lp for lp in _CLIENTS if lp.is_closed()]:
             del _CLIENTS[old]
-        client = guarded_async_client(
-            timeout=DEFAULT_TIMEOUT_SECONDS,
-            limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
-                                max_keepalive_connections=MAX_KEEPALIVE, keepalive_expiry=30))
-        _CLIENTS[loop] = client
-    return client
+        shards = _CLIENTS[loop] = [_new_client()]
+    best, best_load = None, None
+    for client in shards:
+        load = len(client._transport._pool._requests)
+        if load < SHARD_REQUESTS:
+            return client
+        if best_load is None or load < best_load:
+            best, best_load = client, load
+    if len(shards) < SHARDS:
+        shards.append(_new_client())
+        return shards[-1]
+    return best
+
+
+def _new_client():
+    import httpx
+
+    from .egress import guarded_async_client
+
+    return guarded_async_client(
+        timeout=DEFAULT_TIMEOUT_SECONDS,
+        limits=httpx.Limits(max_connections=MAX_CONNECTIONS // SHARDS,
+                            max_keepalive_connections=MAX_KEEPALIVE // SHARDS,
+                            keepalive_expiry=30))
 
 
 def _raise_for_status(response) -> None:
