@@ -33,7 +33,7 @@ from llmconn.admin_support import (
     ServiceFormMixin,
     ServiceRefused,
     StaffOnlyAdminMixin,
-    audit_history_url,
+    AuditHistoryMixin,
     badge,
     error_message,
 )
@@ -303,7 +303,9 @@ def _dependent_rows(dependents: list[dict]) -> list[dict]:
 
 
 @admin.register(Connection)
-class ConnectionAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
+class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
+                      admin.ModelAdmin):
+    audit_target_type = "connection"
     form = ConnectionAdminForm
     list_display = ("name", "provider_label", "auth_method_label", "status_badge",
                     "last_tested", "models_count", "used_by_count", "default_mark", "updated",
@@ -581,19 +583,6 @@ class ConnectionAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
         move = reverse("admin:connections_connection_move_bindings", args=[obj.pk])
         return format_html('<ul class="llmconn-list">{}</ul><a href="{}">Move these bindings to '
                            'another connection…</a>', items, move)
-
-    @admin.display(description="History")
-    def history_display(self, obj: Connection) -> str:
-        return format_html('<a href="{}">Audit events of this connection</a>',
-                           audit_history_url("connection", obj.pk))
-
-    # -- history, delete, move -------------------------------------------------------------
-
-    def history_view(self, request, object_id, extra_context=None):
-        """The admin's History button shows the audit log of the connection."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        return HttpResponseRedirect(audit_history_url("connection", unquote(object_id)))
 
     def delete_view(self, request, object_id, extra_context=None):
         """Lists the workspaces and roles using the connection and refuses while any remain;

@@ -12,7 +12,10 @@ import re
 from urllib.parse import urlencode
 
 from django import forms
-from django.core.exceptions import ValidationError
+from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -160,6 +163,24 @@ def audit_history_url(target_type: str, target_id) -> str:
     """The audit list filtered to one target (what each change page's History shows)."""
     query = urlencode({"target_type": target_type, "target_id": str(target_id)})
     return f"{reverse('admin:audit_auditevent_changelist')}?{query}"
+
+
+class AuditHistoryMixin:
+    """ModelAdmin mixin: the History button and a `history_display` field open the audit log
+    filtered to the object (audit target type `audit_target_type`), not Django's own history."""
+
+    audit_target_type: str = ""
+
+    @admin.display(description="History")
+    def history_display(self, obj) -> str:
+        return format_html('<a href="{}">Audit events of this {}</a>',
+                           audit_history_url(self.audit_target_type, obj.pk),
+                           self.audit_target_type)
+
+    def history_view(self, request, object_id, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return HttpResponseRedirect(audit_history_url(self.audit_target_type, unquote(object_id)))
 
 
 class DatalistInput(forms.TextInput):

@@ -28,7 +28,7 @@ from llmconn.admin_support import (
     ServiceFormMixin,
     ServiceRefused,
     StaffOnlyAdminMixin,
-    audit_history_url,
+    AuditHistoryMixin,
     badge,
     error_message,
 )
@@ -172,7 +172,9 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
+class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
+                     admin.ModelAdmin):
+    audit_target_type = "workspace"
     form = WorkspaceAdminForm
     list_display = ("name", "slug", "bindings_summary", "members_count", "keys_count",
                     "revision", "updated_at")
@@ -300,17 +302,6 @@ class WorkspaceAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
                            '<th scope="col">From</th></tr></thead>')
         return format_html('<table class="llmconn-table" id="llmconn-resolved">{}<tbody>{}</tbody></table>',
                            head, format_html_join("", "{}", ((r,) for r in rows)))
-
-    @admin.display(description="Audit")
-    def history_display(self, obj: Workspace) -> str:
-        return format_html('<a href="{}">Audit events of this workspace</a>',
-                           audit_history_url("workspace", obj.pk))
-
-    def history_view(self, request, object_id, extra_context=None):
-        """The admin's History button shows the audit log of the workspace."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        return HttpResponseRedirect(audit_history_url("workspace", unquote(object_id)))
 
     def get_deleted_objects(self, objs, request):
         """What deleting removes with each workspace (workspace_delete cascades; the read-only
