@@ -287,8 +287,17 @@ class _GroupCommit:
         if self.busy:
             waiter = asyncio.get_running_loop().create_future()
             self.pending.append((item, waiter))
-            if not await waiter:  # False: written; True: our turn to write (item taken out)
-                return
+            try:
+                if not await waiter:  # False: written; True: our turn to write (item taken out)
+                    return
+            except asyncio.CancelledError:
+                if waiter.cancelled() or not waiter.result():
+                    raise  # still queued (the writer takes it) or already written
+                # Cancelled just as the turn came to us: someone else must write our row and
+                # the ones queued after it.
+                self.busy = False
+                asyncio.ensure_future(self.submit(item))
+                raise
         self.busy = True
         batch: list[tuple[tuple, asyncio.Future | None]] = [(item, None)]
         try:

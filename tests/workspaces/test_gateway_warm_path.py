@@ -184,3 +184,35 @@ def test_a_batch_with_a_deleted_workspace_keeps_the_other_rows(setup):
     results = services.usage_records_create(rows=[row, gone, row])
     assert results[1] is None and results[0] is not None and results[2] is not None
     assert UsageRecord.objects.count() == 2
+
+
+def test_a_caller_cancelled_as_its_turn_to_write_comes_loses_no_row(monkeypatch):
+    written, tasks = [], {}
+
+    async def write(items):
+        written.extend(items)  # as sync_to_async: the thread finishes even if the caller goes
+        if items == ["a"]:
+            await tasks["gate"].wait()
+            # runs after this batch hands the turn to "b", before "b" resumes
+            asyncio.get_running_loop().call_soon(tasks["b"].cancel)
+
+    monkeypatch.setattr(calls, "_record_many_async", write)
+
+    async def run():
+        tasks["gate"] = asyncio.Event()
+        group = calls._GroupCommit()
+        first = asyncio.ensure_future(group.submit("a"))
+        await asyncio.sleep(0)  # "a" is being written
+        tasks["b"] = asyncio.ensure_future(group.submit("b"))
+        third = asyncio.ensure_future(group.submit("c"))
+        await asyncio.sleep(0)  # "b" and "c" wait their turn
+        tasks["gate"].set()
+        await first
+        await asyncio.wait_for(third, 5)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        return tasks["b"].cancelled(), group.busy
+
+    cancelled, busy = asyncio.run(run())
+    assert cancelled and not busy
+    assert sorted(written) == ["a", "b", "c"]
