@@ -12,7 +12,8 @@ Providers that speak OpenAI's wire format (`Provider.wire == "openai"` in the ca
 OpenAI-compatible servers, Ollama, vLLM, LM Studio, OpenRouter, Groq, ...) are called directly:
 the caller's body is forwarded with the model name and the connection's credentials, over one
 pooled egress-guarded httpx client per event loop (providers.egress: the address checked is the
-address connected to). litellm is used only to translate to other formats (Anthropic, Azure,
+address connected to); streamed chat calls use providers.h1, a lean HTTP/1.1 client with the
+same guard, deadline, bounds and error classes (httpx took 1-2 ms to the first streamed line). litellm is used only to translate to other formats (Anthropic, Azure,
 Bedrock, Vertex, Gemini...); it adds ~2.6 ms per call and ~150 MB to a process, so a web
 process that only serves OpenAI-wire connections never imports it. Prices come from litellm's
 price table file, read without importing litellm (`cost`).
@@ -275,8 +276,8 @@ def _answer(raw: bytes) -> dict:
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # one non-streamed answer; more is refused
 
 
-class ResponseTooLarge(Exception):
-    """An upstream answer past MAX_RESPONSE_BYTES (an endless or absurd body)."""
+# An upstream answer (or one streamed event) past MAX_RESPONSE_BYTES: an endless or absurd body.
+from .h1 import ResponseTooLarge  # noqa: E402 - one class for both clients
 
 
 async def _post_json(url: str, headers: dict, body: dict, timeout: float) -> dict:
@@ -298,22 +299,6 @@ async def _post_json(url: str, headers: dict, body: dict, timeout: float) -> dic
             await response.aclose()
     _raise_for_status(response)
     return _answer(bytes(raw))
-
-
-async def _stream_events(response) -> AsyncIterator[dict]:
-    """The JSON events of an OpenAI SSE stream (`data: {...}` lines up to `data: [DONE]`)."""
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        event = json.loads(data)
-        if not isinstance(event, dict):
-            raise json.JSONDecodeError("not an object", data, 0)
-        if event.get("error"):
-            raise UpstreamStreamError("the provider reported an error in the stream")
-        yield event
 
 
 def _kwargs(call: dict, params: dict, timeout: float | None) -> dict:
@@ -446,8 +431,31 @@ async def embed(*, call: dict, params: dict, label: str, endpoint: str | None = 
     return _dump(response)
 
 
+def _event(line: bytes):
+    """The JSON event of one SSE line of an OpenAI stream: a dict, None (not a data line),
+    or _DONE (`data: [DONE]`)."""
+    if not line.startswith(b"data:"):
+        return None
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        return _DONE
+    event = json.loads(data)
+    if not isinstance(event, dict):
+        raise json.JSONDecodeError("not an object", data.decode("utf-8", "replace"), 0)
+    if event.get("error"):
+        raise UpstreamStreamError("the provider reported an error in the stream")
+    return event
+
+
+_DONE = object()
+
+
 async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: str,
                          endpoint: str | None, timeout: float) -> AsyncIterator[dict]:
+    """A direct OpenAI-wire stream over providers.h1 (a lean HTTP/1.1 client: httpx took
+    1-2 ms to the first line), egress-checked per connection, within one deadline."""
+    from . import h1
+
     base, model, headers = direct
     body = {k: v for k, v in params.items() if k not in ("stream", "stream_options")}
     body.update(model=model, stream=True, stream_options={"include_usage": True})
@@ -455,28 +463,30 @@ async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: 
     response = None
     deadline = asyncio.get_running_loop().time() + timeout
     try:
-        await check_egress(endpoint)
-        client = http_client()
-        request = client.build_request(
-            "POST", f"{base}/chat/completions", content=json.dumps(body).encode(),
-            headers={**headers, "content-type": "application/json",
-                     "accept": "text/event-stream"}, timeout=timeout)
-        response = await client.send(request, stream=True)
-        if response.status_code >= 300:
-            await response.aread()
-            _raise_for_status(response)
-        events = _stream_events(response)
-        try:
-            async with asyncio.timeout_at(deadline):
-                first = await events.__anext__()
-        except StopAsyncIteration:
+        async with asyncio.timeout_at(deadline):
+            await check_egress(endpoint)
+            response = await h1.post_stream(
+                f"{base}/chat/completions",
+                {**headers, "content-type": "application/json", "accept": "text/event-stream"},
+                json.dumps(body).encode())
+            if response.status_code >= 300:
+                raise h1.status_error(response, await response.read_error_body())
+            lines = response.lines()
             first = None
+            async for line in lines:
+                event = _event(line)
+                if event is None:
+                    continue
+                if event is not _DONE:
+                    first = event
+                break
     except Exception as exc:  # noqa: BLE001
         if response is not None:
-            await response.aclose()
+            response.aclose_now()
         raise classify(exc, label=label, host=host) from None
 
     async def chunks() -> AsyncIterator[dict]:
+        done = first is None
         try:
             if first is None:
                 return
@@ -484,15 +494,21 @@ async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: 
             while True:  # the whole stream within `timeout`, however slowly it trickles
                 async with asyncio.timeout_at(deadline):
                     try:
-                        event = await events.__anext__()
+                        event = _event(await lines.__anext__())
                     except StopAsyncIteration:
                         return
-                yield event
+                if event is _DONE:
+                    done = True
+                    return
+                if event is not None:
+                    yield event
         except Exception as exc:  # noqa: BLE001
             raise classify(exc, label=label, host=host) from None
         finally:
-            # Closed early (the client went away): release the upstream connection now.
-            await response.aclose()
+            # Closed early (the client went away): drop the upstream connection now; read to
+            # its end (or to `[DONE]`): back to the pool.
+            await lines.aclose()
+            response.aclose_now(drain=done)
 
     return chunks()
 
