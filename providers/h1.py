@@ -183,6 +183,7 @@ class _Pool:
 
 
 _POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_DRAINING: set = set()
 
 
 def _pool() -> _Pool:
@@ -290,11 +291,21 @@ class Response:
             return
         conn = self._conn
         if not conn.complete and not conn.closed and drain:
-            asyncio.get_running_loop().create_task(self._drain())
+            task = asyncio.get_running_loop().create_task(self._drain())
+            _DRAINING.add(task)  # (the loop keeps only a weak reference to a task)
+            task.add_done_callback(_DRAINING.discard)
             return
         if not conn.complete:
             conn.close()
         self._finish()
+
+    def __del__(self):
+        # Never started or never closed (a caller that went away first): do not leak the
+        # connection or its slot.
+        if not self._done:
+            self._conn.close()
+            self._done = True
+            self._pool.slots.release()
 
     async def _drain(self) -> None:
         conn = self._conn
