@@ -272,6 +272,22 @@ def _application_error(exc: ApplicationError) -> GatewayError:
                         type_="invalid_request_error" if status < 500 else "server_error")
 
 
+# What can stop a call before any provider answered: a bad request, an exhausted budget, a
+# domain refusal (role not configured...), or a failure while resolving (e.g. OAuth token).
+REFUSALS = (GatewayError, BudgetExceeded, ApplicationError, ProviderCallError)
+
+
+def _refusal_response(exc: Exception) -> JsonResponse:
+    """The response for one of REFUSALS, in OpenAI's error format."""
+    if isinstance(exc, GatewayError):
+        return exc.response()
+    if isinstance(exc, BudgetExceeded):
+        return _budget_response(exc)
+    if isinstance(exc, ApplicationError):
+        return _application_error(exc).response()
+    return _provider_error_response(exc, None)
+
+
 def _method_not_allowed(allowed: str) -> JsonResponse:
     return GatewayError(405, f"Method not allowed: use {allowed}.",
                         code="method_not_allowed").response()
@@ -292,14 +308,8 @@ async def chat_completions(request):
                                "`role`.", code="invalid_messages", param="messages")
         _identity, plan = await _context_async(
             request.headers.get("Authorization"), body["model"].strip(), "chat")
-    except GatewayError as err:
-        return err.response()
-    except BudgetExceeded as exc:
-        return _budget_response(exc)
-    except ApplicationError as exc:
-        return _application_error(exc).response()
-    except ProviderCallError as err:
-        return _provider_error_response(err, None)
+    except REFUSALS as exc:
+        return _refusal_response(exc)
 
     params = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
 
@@ -391,14 +401,8 @@ async def embeddings(request):
                                code="invalid_encoding_format", param="encoding_format")
         _identity, plan = await _context_async(
             request.headers.get("Authorization"), body["model"].strip(), "embeddings")
-    except GatewayError as err:
-        return err.response()
-    except BudgetExceeded as exc:
-        return _budget_response(exc)
-    except ApplicationError as exc:
-        return _application_error(exc).response()
-    except ProviderCallError as err:
-        return _provider_error_response(err, None)
+    except REFUSALS as exc:
+        return _refusal_response(exc)
     params = {"input": data}
     for name in ("dimensions", "user"):
         if body.get(name) is not None:
