@@ -28,12 +28,12 @@ from django.utils.timezone import localtime
 
 from llmconn.admin_support import (
     SERVICE_ERROR_ATTR,
+    AuditHistoryMixin,
     DatalistInput,
     ServiceAdminMixin,
     ServiceFormMixin,
     ServiceRefused,
     StaffOnlyAdminMixin,
-    AuditHistoryMixin,
     badge,
     error_message,
 )

@@ -23,12 +23,12 @@ from django.utils.html import format_html, format_html_join
 from connections.models import Connection, DiscoveredModel
 from llmconn.admin_support import (
     SERVICE_ERROR_ATTR,
+    AuditHistoryMixin,
     DatalistInput,
     ServiceAdminMixin,
     ServiceFormMixin,
     ServiceRefused,
     StaffOnlyAdminMixin,
-    AuditHistoryMixin,
     badge,
     error_message,
 )
