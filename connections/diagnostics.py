@@ -47,7 +47,7 @@ from .models import (
     JobKind,
     TestStatus,
 )
-from .secrets import looks_masked
+from .services import check_credentials_input, resolve_auth_method
 
 logger = logging.getLogger(__name__)
 
@@ -149,26 +149,6 @@ def connection_test_request(*, connection: Connection, model: str = "",
     return test
 
 
-def _check_credentials(credentials) -> dict:
-    if credentials is None:
-        return {}
-    if not isinstance(credentials, dict):
-        raise ValidationFailed("credentials must be an object of secret fields.",
-                               fields={"credentials": ["Must be an object."]})
-    for name, value in credentials.items():
-        if value is None:
-            continue
-        if not isinstance(value, str) or not value.strip():
-            raise ValidationFailed(f"Credential {name!r} must be a non-empty string.",
-                                   fields={"credentials": {name: ["Must be a non-empty string."]}})
-        if looks_masked(value):
-            raise ValidationFailed(
-                f"Credential {name!r} looks like a masked placeholder, not a secret: send the "
-                "real value, or leave it out to use the saved connection's.",
-                code="masked_secret", fields={"credentials": {name: ["Looks masked."]}})
-    return credentials
-
-
 _UNSET = object()
 
 
@@ -191,7 +171,8 @@ def connection_test_request_unsaved(
     stored key never follows a changed URL (same rule as connection_update). A credential sent
     as null is left out.
     """
-    credentials = _check_credentials(credentials)
+    credentials = credentials if credentials is not None else {}
+    check_credentials_input(credentials, {})
     if connection is not None:
         provider = connection.provider if provider is _UNSET else provider
         if auth_method is _UNSET and provider == connection.provider:
@@ -201,17 +182,8 @@ def connection_test_request_unsaved(
         model = model or connection.default_model
     if provider is _UNSET or not provider:
         raise ValidationFailed("provider is required.", fields={"provider": ["Required."]})
+    auth_method = resolve_auth_method(provider, None if auth_method is _UNSET else auth_method)
     spec = find_provider(provider)
-    if spec is None:
-        raise ValidationFailed(f"Unknown provider {provider!r}: see /api/v1/providers/.",
-                               fields={"provider": ["Unknown provider."]})
-    if auth_method is _UNSET or not auth_method:
-        if len(spec.auth_methods) > 1:
-            names = ", ".join(m.name for m in spec.auth_methods)
-            raise ValidationFailed(f"{spec.label} supports several auth methods: choose "
-                                   f"auth_method ({names}).",
-                                   fields={"auth_method": [f"Required; one of: {names}."]})
-        auth_method = spec.auth_methods[0].name
     base_url = None if base_url is _UNSET else (base_url or None)
     config = {} if config is _UNSET or config is None else config
 

@@ -30,7 +30,7 @@ from workspaces.services import invalidate_for_connection
 
 from .models import Connection, ConnectionStatus, ErrorClass
 from .secrets import make_hint
-from .services import _check_credentials_input
+from .services import check_credentials_input
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _stage(*, connection: Connection, credentials: dict) -> tuple[Connection, di
             "Send the new secret in credentials, e.g. {\"credentials\": {\"api_key\": \"...\"}}.",
             fields={"credentials": ["Required: at least one secret field."]},
         )
-    _check_credentials_input(credentials, current.secret_hints or {})
+    check_credentials_input(credentials, current.secret_hints or {})
     candidate = _candidate(current, credentials)
     try:
         validate_connection_settings(provider=current.provider, auth_method=current.auth_method,

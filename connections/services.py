@@ -29,8 +29,9 @@ EDITABLE_FIELDS = ("name", "provider", "auth_method", "base_url", "default_model
                    "timeout_seconds")
 
 
-def _check_credentials_input(credentials: dict, hints: dict) -> None:
-    """Refuse non-string, empty and masked-looking values before anything is stored."""
+def check_credentials_input(credentials: dict, hints: dict) -> None:
+    """Refuse non-string, empty and masked-looking credential values (before anything is stored
+    or sent); None values mean "remove"/"not sent" and pass. Shared by every entry point."""
     if not isinstance(credentials, dict):
         raise ValidationFailed(
             "credentials must be an object of secret fields, e.g. {\"api_key\": \"...\"}.",
@@ -68,7 +69,9 @@ def _save(connection: Connection, *, with_secrets: bool) -> None:
         connection.save(update_fields=fields)
 
 
-def _apply_defaults(provider: str, auth_method: str | None) -> str:
+def resolve_auth_method(provider: str, auth_method: str | None) -> str:
+    """The auth method to use: the one given, or the provider's only one; refuses an unknown
+    provider, or a provider with several methods when none is chosen."""
     spec = find_provider(provider)
     if spec is None:
         raise ValidationFailed(
@@ -104,9 +107,9 @@ def connection_create(
     actor=None,
 ) -> Connection:
     """Create a connection after validating it against the catalog and the masking rules."""
-    auth_method = _apply_defaults(provider, auth_method)
+    auth_method = resolve_auth_method(provider, auth_method)
     credentials = credentials or {}
-    _check_credentials_input(credentials, {})
+    check_credentials_input(credentials, {})
     if is_default:
         # Take the provider's row locks (set_default needs them) before the audit event takes
         # the chain lock: always rows first, then the chain, so two writers cannot deadlock.
@@ -163,7 +166,7 @@ def connection_update(
     before = {f: getattr(current, f) for f in (*EDITABLE_FIELDS, "is_default")}
     readable = current.credentials_readable
     credentials = credentials or {}
-    _check_credentials_input(credentials, current.secret_hints or {})
+    check_credentials_input(credentials, current.secret_hints or {})
 
     old_provider, old_host = current.provider, host_of(current.effective_base_url)
     if "provider" in changes and changes["provider"] != old_provider and "auth_method" not in changes:
@@ -172,12 +175,12 @@ def connection_update(
         if field == "base_url":
             value = value or None
         if field == "auth_method":
-            value = _apply_defaults(changes.get("provider", current.provider), value)
+            value = resolve_auth_method(changes.get("provider", current.provider), value)
         if field == "default_model":
             value = value or ""
         setattr(current, field, value)
     if find_provider(current.provider) is None:
-        _apply_defaults(current.provider, None)  # raises the "unknown provider" error
+        resolve_auth_method(current.provider, None)  # raises the "unknown provider" error
 
     allowed = set(current.spec.secret_field_names(current.auth_method))
     secrets_changed = bool(credentials)
