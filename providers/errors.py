@@ -155,14 +155,3 @@ def classify(exc: BaseException, *, host: str = "", listing: bool = False) -> Pr
     return ProviderError(PROVIDER_ERROR, f"The call to{where} failed "
                          f"({type(exc).__name__}).")
 
-
-def scrub(text: str, secrets) -> str:
-    """Replace every secret value (and long enough pieces of it) found in text with [redacted].
-
-    A last line of defence for text that has to be kept (e.g. a traceback in a log): messages
-    we store are our own and carry no upstream text in the first place.
-    """
-    values = [v for v in (secrets or ()) if isinstance(v, str) and len(v) >= 4]
-    for value in sorted(values, key=len, reverse=True):
-        text = text.replace(value, "[redacted]")
-    return text
