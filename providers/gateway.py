@@ -10,12 +10,13 @@ the caller (providers.errors writes every sentence).
 
 Providers that speak OpenAI's wire format (`Provider.wire == "openai"` in the catalog: OpenAI,
 OpenAI-compatible servers, Ollama, vLLM, LM Studio, OpenRouter, Groq, ...) are called directly:
-the caller's body is forwarded with the model name and the connection's credentials, over one
-pooled egress-guarded httpx client per event loop (providers.egress: the address checked is the
-address connected to); streamed chat calls use providers.h1, a lean HTTP/1.1 client with the
-same guard, deadline, bounds and error classes (httpx took 1-2 ms to the first streamed line). litellm is used only to translate to other formats (Anthropic, Azure,
-Bedrock, Vertex, Gemini...); it adds ~2.6 ms per call and ~150 MB to a process, so a web
-process that only serves OpenAI-wire connections never imports it. Prices come from litellm's
+the caller's body is forwarded with the model name and the connection's credentials over
+providers.h1, a lean keep-alive HTTP/1.1 client with the egress guard (the address checked is
+the address connected to), one deadline per call, size bounds and httpx's error classes (httpx
+itself took 0.6 ms for a small JSON answer and 1-2 ms to the first streamed line). litellm is
+used only to translate to other formats (Anthropic, Azure, Bedrock, Vertex, Gemini...); it adds
+~2.6 ms per call and ~150 MB to a process, so a web process that only serves OpenAI-wire
+connections never imports it. Prices come from litellm's
 price table file, read without importing litellm (`cost`).
 
 litellm is imported lazily: importing it takes seconds (STACK-NOTES.md).
@@ -166,9 +167,6 @@ async def check_egress(url: str | None) -> None:
 # Keys of litellm kwargs (providers.params) that a direct OpenAI-wire call knows how to send;
 # a call with any other key (Azure, Bedrock, Vertex...) goes through litellm.
 _DIRECT_KEYS = frozenset({"model", "api_base", "api_key", "extra_headers", "organization"})
-_CLIENTS: dict = {}  # event loop -> [httpx.AsyncClient, ...] (see http_client)
-MAX_CONNECTIONS = 1000
-MAX_KEEPALIVE = 200
 
 
 class UpstreamStreamError(Exception):
@@ -212,60 +210,6 @@ def direct_target(call: dict) -> tuple[str, str, dict] | None:
     return base.rstrip("/"), name, headers
 
 
-SHARDS = 8  # pools per event loop
-SHARD_REQUESTS = 6  # requests in a pool before the next pool is used
-
-
-def http_client():
-    """A pooled egress-guarded httpx client of the running event loop (httpx connections
-    belong to the loop that opened them).
-
-    Up to SHARDS clients per loop, each with its own connection pool: the first whose pool has
-    fewer than SHARD_REQUESTS requests under way (else the least busy). httpcore 1.0's pool
-    re-checks every connection on every request start and end, and its idle check is
-    quadratic in the pool's size (`len([c.is_idle() for c in connections])` per idle
-    connection): at 32 concurrent calls one pool spent more CPU there than in the calls.
-    Sequential calls always use the first pool (one keep-alive connection reused).
-    """
-    loop = asyncio.get_running_loop()
-    shards = _CLIENTS.get(loop)
-    if shards is None:
-        for old in [lp for lp in _CLIENTS if lp.is_closed()]:
-            del _CLIENTS[old]
-        shards = _CLIENTS[loop] = [_new_client()]
-    best, best_load = None, None
-    for client in shards:
-        load = len(client._transport._pool._requests)
-        if load < SHARD_REQUESTS:
-            return client
-        if best_load is None or load < best_load:
-            best, best_load = client, load
-    if len(shards) < SHARDS:
-        shards.append(_new_client())
-        return shards[-1]
-    return best
-
-
-def _new_client():
-    import httpx
-
-    from .egress import guarded_async_client
-
-    return guarded_async_client(
-        timeout=DEFAULT_TIMEOUT_SECONDS,
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS // SHARDS,
-                            max_keepalive_connections=MAX_KEEPALIVE // SHARDS,
-                            keepalive_expiry=30))
-
-
-def _raise_for_status(response) -> None:
-    if response.status_code >= 300:
-        import httpx
-
-        raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request,
-                                    response=response)
-
-
 def _answer(raw: bytes) -> dict:
     data = json.loads(raw)
     if not isinstance(data, dict):
@@ -283,22 +227,12 @@ from .h1 import ResponseTooLarge  # noqa: E402 - one class for both clients
 async def _post_json(url: str, headers: dict, body: dict, timeout: float) -> dict:
     """POST a JSON body and read the JSON answer, within `timeout` for the whole exchange (a
     trickling answer cannot reset it read by read) and MAX_RESPONSE_BYTES."""
-    client = http_client()
-    request = client.build_request("POST", url, content=json.dumps(body).encode(),
-                                   headers={**headers, "content-type": "application/json"},
-                                   timeout=timeout)
+    from . import h1
+
     async with asyncio.timeout(timeout):
-        response = await client.send(request, stream=True)
-        try:
-            raw = bytearray()
-            async for part in response.aiter_raw():
-                raw += part
-                if len(raw) > MAX_RESPONSE_BYTES:
-                    raise ResponseTooLarge()
-        finally:
-            await response.aclose()
-    _raise_for_status(response)
-    return _answer(bytes(raw))
+        raw = await h1.post(url, {**headers, "content-type": "application/json"},
+                            json.dumps(body).encode(), max_bytes=MAX_RESPONSE_BYTES)
+    return _answer(raw)
 
 
 def _kwargs(call: dict, params: dict, timeout: float | None) -> dict:

@@ -1,9 +1,11 @@
-"""A lean HTTP/1.1 client for the gateway's direct streamed calls (OpenAI-wire SSE).
+"""A lean HTTP/1.1 client for the gateway's direct OpenAI-wire calls (JSON and SSE).
 
 httpx (httpcore over anyio) takes 1-2 ms from sending a request to the first streamed line
-from a local upstream; this client, an asyncio Protocol fed by httptools' response parser (the
-one uvicorn uses), takes ~0.1 ms. Only `providers.gateway._direct_stream` uses it; everything
-else stays on httpx.
+from a local upstream (and ~0.6 ms for a whole small JSON answer); this client, an asyncio
+Protocol fed by httptools' response parser (the one uvicorn uses), takes ~0.1 ms. Only
+`providers.gateway` (direct chat, streamed chat and embeddings) uses it: `post_stream` for SSE,
+`post` for a whole JSON answer. Connection tests, model listings and OAuth token fetches stay
+on httpx (providers.egress.guarded_async_client), where a millisecond does not matter.
 
 What it keeps from the httpx path:
 - egress: every new connection resolves the host once, checks every address
@@ -14,8 +16,9 @@ What it keeps from the httpx path:
   HTTPStatusError with the status, headers and a bounded body), so providers.errors and
   providers.gateway.classify map them exactly as before; the caller's single deadline
   (asyncio.timeout_at) bounds the whole exchange;
-- bounds: one SSE line (one event) or an error body past MAX_LINE_BYTES / MAX_ERROR_BODY
-  raises ResponseTooLarge;
+- bounds: one SSE line (one event), an error body or a whole answer past MAX_LINE_BYTES /
+  MAX_ERROR_BODY / the caller's max_bytes raises ResponseTooLarge (also after gzip/deflate
+  decoding, for a server that compresses though we never ask it to);
 - keep-alive pooling per event loop: a connection whose response was read to its end goes
   back to an idle list (per scheme, host, port) for KEEPALIVE_SECONDS; at most
   MAX_CONNECTIONS open per loop (more requests wait for one).
@@ -320,13 +323,9 @@ class Response:
         self._finish()
 
 
-async def post_stream(url: str, headers: dict, body: bytes) -> Response:
-    """POST `body` and return once the answer's headers arrived (any status).
-
-    The caller bounds the time (asyncio.timeout_at); the Response must be closed with
-    `aclose_now()` or read to its end. A kept-alive connection the server closed before
-    answering is replaced by a new one once (no byte of an answer was received).
-    """
+def _request(url: str, headers: dict, body: bytes) -> tuple[tuple, bytes]:
+    """((scheme, host, port), the request's bytes) of a POST; httpx's errors for a bad URL or
+    header."""
     try:
         parts = urlsplit(url)
         scheme, port = parts.scheme, parts.port
@@ -349,16 +348,25 @@ async def post_stream(url: str, headers: dict, body: bytes) -> Response:
             continue
         _check_header(name, value)
         lines.append(f"{name}: {value}")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", errors="strict") \
-        if all(ord(c) < 256 for line in lines for c in line) else None
-    if head is None:
-        raise httpx.LocalProtocolError("header values must be latin-1")
-    request = head + body
+    try:
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        raise httpx.LocalProtocolError("header values must be latin-1") from None
+    return (scheme, host, port), head + body
 
+
+async def post_stream(url: str, headers: dict, body: bytes) -> Response:
+    """POST `body` and return once the answer's headers arrived (any status).
+
+    The caller bounds the time (asyncio.timeout_at); the Response must be closed with
+    `aclose_now()` or read to its end. A kept-alive connection the server closed before
+    answering is replaced by a new one once (no byte of an answer was received).
+    """
+    key, request = _request(url, headers, body)
+    scheme, host, port = key
     pool = _pool()
     await pool.slots.acquire()
     try:
-        key = (scheme, host, port)
         for _ in range(2):
             conn = pool.take(key)
             reused = conn is not None
@@ -381,6 +389,57 @@ async def post_stream(url: str, headers: dict, body: bytes) -> Response:
     except BaseException:
         pool.slots.release()
         raise
+
+
+async def post(url: str, headers: dict, body: bytes, *, max_bytes: int) -> bytes:
+    """POST `body` and return the whole body of a 2xx answer (gzip or deflate decoded).
+
+    A non-2xx answer raises httpx.HTTPStatusError (status_error: status, headers, a bounded
+    body); a body past `max_bytes` (as sent or decoded) raises ResponseTooLarge. The caller
+    bounds the time of the whole exchange (asyncio.timeout), so a trickling answer cannot
+    reset it read by read. The connection goes back to the pool once the answer was read.
+    """
+    response = await post_stream(url, headers, body)
+    if response.status_code >= 300:
+        raise status_error(response, await response.read_error_body())
+    conn = response._conn
+    try:
+        while not conn.complete:
+            if len(conn.body) > max_bytes:
+                raise ResponseTooLarge()
+            await conn.wait()
+        if len(conn.body) > max_bytes:
+            raise ResponseTooLarge()
+        raw = bytes(conn.body)
+    finally:
+        response.aclose_now()  # back to the pool if read to its end, else closed
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        raw = _decompress(raw, encoding, max_bytes)
+    elif encoding not in ("", "identity"):
+        raise httpx.DecodingError(f"unsupported content-encoding {encoding!r}")
+    return raw
+
+
+def _decompress(raw: bytes, encoding: str, max_bytes: int) -> bytes:
+    """A gzip/deflate body, decoded up to max_bytes (a small bomb cannot fill the memory)."""
+    import zlib
+
+    wbits = 16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS
+    try:
+        decoder = zlib.decompressobj(wbits)
+        out = decoder.decompress(raw, max_bytes + 1)
+    except zlib.error:
+        if encoding != "deflate":
+            raise httpx.DecodingError("invalid gzip body") from None
+        try:  # "deflate" bodies are sometimes raw deflate streams, without the zlib header
+            decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = decoder.decompress(raw, max_bytes + 1)
+        except zlib.error:
+            raise httpx.DecodingError("invalid deflate body") from None
+    if len(out) > max_bytes:
+        raise ResponseTooLarge()
+    return out
 
 
 def status_error(response: Response, body: bytes) -> httpx.HTTPStatusError:

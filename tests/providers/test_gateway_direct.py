@@ -1,13 +1,14 @@
-"""providers.gateway: OpenAI-wire providers are called directly (no litellm), over one pooled
-egress-guarded client per event loop; prices come from litellm's table file."""
+"""providers.gateway: OpenAI-wire providers are called directly (no litellm), over providers.h1's
+keep-alive pool (one per event loop); prices come from litellm's table file."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from providers import gateway
+from providers import gateway, h1
 from providers.gateway import ProviderCallError, direct_target
 from providers.params import NO_KEY, litellm_kwargs
 from tests.conftest import UPSTREAM_KEY
@@ -53,19 +54,23 @@ def test_litellm_proxy_key_travels_in_its_own_header():
     assert headers == {"x-litellm-api-key": UPSTREAM_KEY}
 
 
-def test_direct_chat_reaches_the_upstream_and_reuses_one_pooled_client(upstream):
+def _idle():
+    return [c for conns in h1._pool().idle.values() for c in conns]
+
+
+def test_direct_chat_reaches_the_upstream_and_reuses_one_kept_alive_connection(upstream):
     call = _call(base_url=upstream.openai_url)
 
     async def two_calls():
         first = await gateway.chat(call=call, params={"messages": HELLO}, label="t")
-        client = gateway.http_client()
+        idle = _idle()
         second = await gateway.chat(call=call, params={"messages": HELLO}, label="t")
-        return first, second, client is gateway.http_client()
+        return first, second, idle, _idle()
 
-    first, second, same = asyncio.run(two_calls())
+    first, second, idle, again = asyncio.run(two_calls())
     assert first["choices"][0]["message"]["content"] == "Hello from upstream."
     assert second["usage"]["completion_tokens"] > 0
-    assert same
+    assert len(idle) == 1 and again == idle  # the same connection served both calls
     sent = upstream.last_request
     assert sent.key == UPSTREAM_KEY and sent.body["model"] == "test-model"
     assert "stream" not in sent.body
@@ -136,3 +141,34 @@ def test_cost_from_the_price_table_matches_litellm(model):
 def test_cost_of_an_unknown_model_is_none():
     assert gateway.cost(model="openai/test-model", input_tokens=10, output_tokens=5) is None
     assert gateway.cost(model="hosted_vllm/whatever", input_tokens=10) is None
+
+
+def test_concurrent_calls_all_answer_and_their_connections_are_kept(upstream):
+    call = _call(base_url=upstream.openai_url)
+
+    async def run():
+        answers = await asyncio.gather(*[
+            gateway.chat(call=call, params={"messages": HELLO}, label="t") for _ in range(20)])
+        return answers, _idle()
+
+    answers, idle = asyncio.run(run())
+    assert all(a["choices"][0]["message"]["content"] == "Hello from upstream." for a in answers)
+    assert 1 <= len(idle) <= 20 and all(not c.closed for c in idle)
+
+
+def test_an_answer_past_the_size_cap_is_refused(upstream, monkeypatch):
+    monkeypatch.setattr(gateway, "MAX_RESPONSE_BYTES", 100)
+    with pytest.raises(ProviderCallError) as caught:
+        asyncio.run(gateway.chat(call=_call(base_url=upstream.openai_url),
+                                 params={"messages": HELLO}, label="t"))
+    assert caught.value.code == "provider_response_too_large"
+
+
+def test_an_answer_that_never_ends_is_cut_at_the_deadline(upstream):
+    upstream.set_mode("endless", delay_ms=50)
+    started = time.monotonic()
+    with pytest.raises(ProviderCallError) as caught:
+        asyncio.run(gateway.chat(call=_call(base_url=upstream.openai_url),
+                                 params={"messages": HELLO}, label="t", timeout=0.6))
+    assert (caught.value.status, caught.value.error_class) == (504, "timeout")
+    assert time.monotonic() - started < 5  # trickling bytes did not reset the deadline

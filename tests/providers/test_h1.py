@@ -1,5 +1,6 @@
-"""providers.h1: the lean HTTP/1.1 client of direct streamed calls (egress per connection,
-chunked and close-delimited bodies, keep-alive pool, deadline, size cap, errors as httpx's)."""
+"""providers.h1: the lean HTTP/1.1 client of direct calls (egress per connection, chunked and
+close-delimited bodies, compressed answers, keep-alive pool, deadline, size caps, errors as
+httpx's)."""
 
 from __future__ import annotations
 
@@ -226,3 +227,45 @@ def test_a_header_value_with_a_line_break_is_never_sent(raw_server):
     with pytest.raises(Exception) as caught:
         asyncio.run(run())
     assert type(caught.value).__name__ == "LocalProtocolError"
+
+
+def _gzip_answer(payload: bytes, encoding: str = "gzip") -> bytes:
+    import gzip
+    import zlib
+
+    body = gzip.compress(payload) if encoding == "gzip" else zlib.compress(payload)
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: "
+            + encoding.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_answer_is_decoded(raw_server, encoding):
+    payload = b'{"object": "chat.completion", "choices": []}'
+    port = raw_server([_gzip_answer(payload, encoding)])
+    raw = asyncio.run(h1.post(f"http://127.0.0.1:{port}/", {}, b"{}", max_bytes=1000))
+    assert raw == payload
+
+
+def test_a_compressed_answer_past_the_cap_once_decoded_is_refused(raw_server):
+    port = raw_server([_gzip_answer(b"[" + b" " * 100_000 + b"]")])  # ~100 KB from ~150 bytes
+    with pytest.raises(h1.ResponseTooLarge):
+        asyncio.run(h1.post(f"http://127.0.0.1:{port}/", {}, b"{}", max_bytes=10_000))
+
+
+def test_an_unknown_content_encoding_is_an_error_not_garbage(raw_server):
+    port = raw_server([b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n"
+                       b"\r\nxx"])
+    with pytest.raises(Exception) as caught:
+        asyncio.run(h1.post(f"http://127.0.0.1:{port}/", {}, b"{}", max_bytes=1000))
+    assert type(caught.value).__name__ == "DecodingError"
+
+
+def test_an_error_answer_raises_with_its_status_and_a_bounded_body(raw_server, monkeypatch):
+    monkeypatch.setattr(h1, "MAX_ERROR_BODY", 10)
+    port = raw_server([b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\n"
+                       b"Content-Length: 40\r\n\r\n" + b"e" * 40])
+    with pytest.raises(Exception) as caught:
+        asyncio.run(h1.post(f"http://127.0.0.1:{port}/", {}, b"{}", max_bytes=1000))
+    response = caught.value.response
+    assert response.status_code == 503 and response.headers["retry-after"] == "7"
+    assert len(response.content) <= 10
