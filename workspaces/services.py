@@ -15,7 +15,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Subquery
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -405,37 +405,25 @@ def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key
     One INSERT. The connection and key are written through subqueries, so a connection or key
     deleted while the call ran leaves NULL instead of failing; None if the workspace is gone.
     """
-    record = _usage_record(
+    return usage_records_create(rows=[dict(
         workspace_id=workspace_id, connection_id=connection_id, api_key_id=api_key_id,
         role=role, model=model, endpoint=endpoint, stream=stream, status_code=status_code,
         error_class=error_class, input_tokens=input_tokens, output_tokens=output_tokens,
-        cost=cost, latency_ms=latency_ms, attempt=attempt)
-    try:
-        with transaction.atomic():
-            _commit_without_waiting_for_disk()
-            _insert_usage(record, workspace_id=workspace_id, connection_id=connection_id,
-                          api_key_id=api_key_id)
-    except IntegrityError:  # the workspace was deleted while the call ran
-        return None
-    return record
+        cost=cost, latency_ms=latency_ms, attempt=attempt)])[0]
 
 
 def usage_records_create(*, rows: list[dict]) -> list[UsageRecord | None]:
     """Record several calls at once (the gateway's group commit, workspaces/calls.py): one
-    transaction, one commit. Each row takes `usage_record_create`'s keyword arguments; the
-    result is what `usage_record_create` would return for each, in order."""
-    if len(rows) == 1:
-        return [usage_record_create(**rows[0])]
+    INSERT, one commit. Each row takes `usage_record_create`'s keyword arguments; the result is
+    what `usage_record_create` would return for each, in order (None for a row whose workspace
+    was deleted while the call ran; the other rows are written)."""
     records = [_usage_record(**row) for row in rows]
     try:
-        with transaction.atomic():
-            _commit_without_waiting_for_disk()
-            for record, row in zip(records, rows, strict=True):
-                _insert_usage(record, workspace_id=row["workspace_id"],
-                              connection_id=row.get("connection_id"),
-                              api_key_id=row.get("api_key_id"))
-    except IntegrityError:  # a workspace was deleted while a call ran: one by one
-        return [usage_record_create(**row) for row in rows]
+        _insert_usage(records, rows)
+    except IntegrityError:  # a workspace was deleted while a call ran
+        if len(rows) == 1:
+            return [None]
+        return [usage_record_create(**row) for row in rows]  # one by one
     return records
 
 
@@ -444,13 +432,10 @@ def _usage_record(*, workspace_id: int, connection_id: str | None, api_key_id: i
                   error_class: str = "", input_tokens: int = 0, output_tokens: int = 0,
                   cost: Decimal | float | None = None, latency_ms: int = 0,
                   attempt: int = 1) -> UsageRecord:
-    """The unsaved UsageRecord of one call (ids through subqueries, values clamped)."""
+    """The unsaved UsageRecord of one call (values clamped)."""
     return UsageRecord(
-        workspace_id=Subquery(Workspace.objects.filter(pk=workspace_id).values("pk")[:1]),
-        connection_id=Subquery(Connection.objects.filter(pk=connection_id).values("pk")[:1])
-        if connection_id else None,
-        api_key_id=Subquery(WorkspaceAPIKey.objects.filter(pk=api_key_id).values("pk")[:1])
-        if api_key_id else None,
+        workspace_id=workspace_id, connection_id=connection_id or None,
+        api_key_id=api_key_id or None,
         role=role or "", model=(model or "")[:200], endpoint=endpoint, stream=stream,
         status_code=status_code, error_class=(error_class or "")[:32],
         input_tokens=max(0, int(input_tokens or 0)), output_tokens=max(0, int(output_tokens or 0)),
@@ -459,63 +444,85 @@ def _usage_record(*, workspace_id: int, connection_id: str | None, api_key_id: i
     )
 
 
-_USAGE_SQL: dict[str, str] = {}
+_USAGE_SQL: dict[str, tuple[str, str, str]] = {}
+_USAGE_REFS = {"workspace": Workspace, "connection": Connection, "api_key": WorkspaceAPIKey}
 
 
-def _insert_usage(record: UsageRecord, *, workspace_id, connection_id, api_key_id) -> None:
-    """`record.save()` without the ORM's SQL compiler: the INSERT with its three subqueries is
-    built once per process (compiling it took more CPU than running it, on every gateway
-    call). Same statement, same parameters as the ORM would send."""
-    conn = transaction.get_connection()
-    sql = _USAGE_SQL.get(conn.vendor)
-    fields = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
-    if sql is None:
+def _usage_statement(conn) -> tuple[str, str, str]:
+    """("INSERT INTO ... (columns) VALUES ", one row's "(...)", " RETURNING id" or ""), built
+    once per process: the ORM's compiler took more CPU than running the INSERT, on every
+    gateway call. Each id is written through a subquery (NULL when that row is gone)."""
+    statement = _USAGE_SQL.get(conn.vendor)
+    if statement is None:
         q = conn.ops.quote_name
-        refs = {"workspace": Workspace, "connection": Connection, "api_key": WorkspaceAPIKey}
         values = []
-        for f in fields:
-            if f.name in refs:
-                model = refs[f.name]
-                values.append(f"(SELECT {q(model._meta.pk.column)} FROM {q(model._meta.db_table)}"
-                              f" WHERE {q(model._meta.pk.column)} = %s)")
-            else:
-                values.append("%s")
+        for f in _usage_fields():
+            model = _USAGE_REFS.get(f.name)
+            values.append("%s" if model is None else
+                          f"(SELECT {q(model._meta.pk.column)} FROM {q(model._meta.db_table)}"
+                          f" WHERE {q(model._meta.pk.column)} = %s)")
         returning = f" RETURNING {q(UsageRecord._meta.pk.column)}" \
             if conn.features.can_return_columns_from_insert else ""
-        sql = (f"INSERT INTO {q(UsageRecord._meta.db_table)} "
-               f"({', '.join(q(f.column) for f in fields)}) VALUES ({', '.join(values)})"
-               f"{returning}")
-        _USAGE_SQL[conn.vendor] = sql
-    ids = {"workspace": workspace_id, "connection": connection_id, "api_key": api_key_id}
-    record.created_at = timezone.now()
-    params = []
-    for f in fields:
-        if f.name in ids:
-            value = ids[f.name]
-            params.append(None if value is None else
-                          f.target_field.get_db_prep_save(f.target_field.to_python(value), conn))
-        else:
-            params.append(f.get_db_prep_save(getattr(record, f.attname), conn))
-    with conn.cursor() as cursor:
-        cursor.execute(sql, params)
-        record.pk = cursor.fetchone()[0] if sql.endswith(
-            f"RETURNING {conn.ops.quote_name(UsageRecord._meta.pk.column)}") else cursor.lastrowid
-    record._state.adding = False
-    record._state.db = conn.alias
-    # the ids as given (stored as NULL when that row vanished while the call ran)
-    record.workspace_id, record.connection_id, record.api_key_id = (
-        workspace_id, connection_id, api_key_id)
+        statement = _USAGE_SQL[conn.vendor] = (
+            f"INSERT INTO {q(UsageRecord._meta.db_table)} "
+            f"({', '.join(q(f.column) for f in _usage_fields())}) VALUES ",
+            f"({', '.join(values)})", returning)
+    return statement
 
 
-def _commit_without_waiting_for_disk() -> None:
-    # Usage rows are many and small: their commit need not wait for the WAL flush to disk,
-    # which is most of a gateway call's own time. A PostgreSQL crash may lose the last
-    # fraction of a second of them; nothing is ever corrupted or half-written.
-    # https://www.postgresql.org/docs/current/wal-async-commit.html
+def _usage_fields():
+    return [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
+
+
+def _insert_usage(records: list[UsageRecord], rows: list[dict]) -> None:
+    """INSERT the records (one statement), committed without waiting for the disk.
+
+    Usage rows are many and small: their commit need not wait for the WAL flush, which was most
+    of a gateway call's own time; a PostgreSQL crash may lose the last fraction of a second of
+    them, nothing is ever corrupted or half-written
+    (https://www.postgresql.org/docs/current/wal-async-commit.html). On PostgreSQL outside a
+    transaction (the gateway) that is one round trip: `SET LOCAL synchronous_commit TO OFF;
+    INSERT ...` sent as one query string, which PostgreSQL runs as one implicit transaction
+    (Django's psycopg backend binds parameters client-side, so a string may hold several
+    statements). Inside a transaction (tests, callers' own atomic blocks) it joins it.
+    """
     conn = transaction.get_connection()
-    if conn.vendor == "postgresql":
+    head, one, returning = _usage_statement(conn)
+    fields = _usage_fields()
+    now = timezone.now()
+    params = []
+    for record, row in zip(records, rows, strict=True):
+        record.created_at = now
+        for f in fields:
+            if f.name in _USAGE_REFS:
+                value = row.get(f"{f.name}_id")
+                params.append(None if value is None else f.target_field.get_db_prep_save(
+                    f.target_field.to_python(value), conn))
+            else:
+                params.append(f.get_db_prep_save(getattr(record, f.attname), conn))
+    sql = head + ", ".join([one] * len(records)) + returning
+    postgres = conn.vendor == "postgresql"
+    if postgres and conn.get_autocommit() and not conn.in_atomic_block:
         with conn.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            cursor.execute("SET LOCAL synchronous_commit TO OFF; " + sql, params)
+            cursor.nextset()
+            ids = [r[0] for r in cursor.fetchall()]
+    else:
+        with transaction.atomic(), conn.cursor() as cursor:
+            if postgres:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            if returning:
+                cursor.execute(sql, params)
+                ids = [r[0] for r in cursor.fetchall()]
+            else:  # a database without INSERT ... RETURNING: row by row
+                ids, n = [], len(fields)
+                for i in range(len(records)):
+                    cursor.execute(head + one, params[i * n:(i + 1) * n])
+                    ids.append(cursor.lastrowid)
+    for record, pk in zip(records, ids, strict=True):
+        record.pk = pk
+        record._state.adding = False
+        record._state.db = conn.alias
 
 
 # --- connections ------------------------------------------------------------------------------
