@@ -183,11 +183,12 @@ def _context(authorization: str | None, model: str, endpoint: str,
 _context_sync = sync_to_async(_context)
 
 
-async def _context_async(authorization: str | None, model: str, endpoint: str
-                         ) -> tuple[KeyIdentity, calls.Plan]:
+async def _context_async(authorization: str | None, model: str, endpoint: str,
+                         check: WarmCheck | None = None) -> tuple[KeyIdentity, calls.Plan]:
     """`_context`, on the event loop when everything it needs is in this process's memory
-    (`_context_warm`), else on the sync thread."""
-    warm = _context_warm(authorization, model, endpoint)
+    (`_context_warm`, with the round trip `check` already sent if given), else on the sync
+    thread."""
+    warm = _context_warm(authorization, model, endpoint, check)
     if isinstance(warm, tuple) and len(warm) == 2 and isinstance(warm[1], calls.Plan):
         plan = warm[1]
         # As plan_call(with_call=True), without blocking (an OAuth token is fetched async).
@@ -199,45 +200,114 @@ async def _context_async(authorization: str | None, model: str, endpoint: str
     return await _context_sync(authorization, model, endpoint, warm)
 
 
-def _context_warm(authorization: str | None, model: str, endpoint: str):
+class WarmCheck:
+    """The warm path's one Redis round trip, sent before the request body is parsed.
+
+    When this process already knows a request's API key, the revision stamp and the key's
+    throttle count are asked for as soon as the view starts (`start`), and the replies are read
+    once the body is checked and the call is planned (`replies`): the round trip overlaps that
+    work instead of adding to it. Nothing goes to a provider before the replies are read, so an
+    edit, a revoked key or a throttled key still takes effect on the very next call. A request
+    refused for its body is not counted (`discard` takes its throttle count back), as on the
+    cold path, where the throttle is counted only for a call that is going to be made.
+
+    Uses one connection of the cache's Redis pool (redis-py's `send_packed_command` /
+    `read_response`); any Redis trouble makes `replies` None and the call takes the sync path,
+    which knows what to do.
+    """
+
+    __slots__ = ("hit", "window", "_client", "_throttle_key", "_conn", "_count", "_replies")
+
+    def __init__(self, hit, window, client, throttle_key, conn, count):
+        self.hit, self.window, self._client = hit, window, client
+        self._throttle_key, self._conn, self._count = throttle_key, conn, count
+        self._replies: list | None = None
+
+    @classmethod
+    def start(cls, authorization: str | None) -> WarmCheck | None:
+        """Send the round trip for a key this process knows; None when the call cannot take
+        the warm path anyway (unknown key, last-used write due, no Redis)."""
+        from llmconn.rediscache import client_and_key
+        from llmconn.throttling import gateway_window
+
+        from .constants import REVISION_CACHE_KEY
+        from .keys import cached_identity
+
+        hit = cached_identity(bearer_token(authorization))
+        if hit is None or services.api_key_touch_due(hit[1].key_id):
+            return None
+        client, stamp_key = client_and_key(REVISION_CACHE_KEY)
+        if client is None:
+            return None
+        window = gateway_window(hit[1].key_id)
+        commands: list[tuple] = [("GET", stamp_key)]
+        throttle_key = None
+        if window is not None:
+            _, throttle_key = client_and_key(window[0])
+            commands += [("SET", throttle_key, 0, "EX", window[1], "NX"),
+                         ("INCR", throttle_key)]
+        pool = client.connection_pool
+        conn = None
+        try:
+            conn = pool.get_connection()
+            conn.send_packed_command(conn.pack_commands(commands))
+        except Exception:  # noqa: BLE001 - Redis trouble: the sync path knows what to do
+            if conn is not None:
+                conn.disconnect()
+                pool.release(conn)
+            return None
+        return cls(hit, window, client, throttle_key, conn, len(commands))
+
+    def replies(self) -> list | None:
+        """[stamp, (SET reply, count)]; None when Redis failed. Read once; the connection goes
+        back to the pool as soon as they are read."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                self._replies = [conn.read_response() for _ in range(self._count)]
+            except Exception:  # noqa: BLE001
+                conn.disconnect()
+            finally:
+                self._client.connection_pool.release(conn)
+        return self._replies
+
+    def discard(self) -> None:
+        """The request was refused before its call was planned: read the replies (a connection
+        with unread replies must not go back to the pool) and take the count back."""
+        replies = self.replies()
+        if replies is not None and self._throttle_key is not None:
+            self._replies = None
+            try:
+                self._client.decr(self._throttle_key)
+            except Exception:  # noqa: BLE001 - one call too many counted, at worst
+                pass
+
+
+def _context_warm(authorization: str | None, model: str, endpoint: str,
+                  check: WarmCheck | None = None):
     """The warm path of `_context`, run on the event loop without a hand-off to the sync thread.
 
     Taken when this process already knows the API key and the resolution under some revision
     stamp, the key's last-used time needs no write, and there are no budgets and no fallbacks
     for the call (their counters and cool-down flags are read by the sync path). Then the whole
-    call costs one Redis round trip: a pipeline that reads the stamp and counts the throttle.
-    If the stamp moved, the cached entries are not used (same rule as the sync path: an edit
-    takes effect on the next call). Returns (identity, Plan) when the call can go on; None to
-    take the sync path; (key id, wait) to take it with the throttle already counted.
-    Raises the same errors `_context` would for the same state.
+    call costs one Redis round trip (`WarmCheck`: the stamp and the throttle count), sent
+    before the body was parsed when `check` is given. If the stamp moved, the cached entries
+    are not used (same rule as the sync path: an edit takes effect on the next call). Returns
+    (identity, Plan) when the call can go on; None to take the sync path; (key id, wait) to
+    take it with the throttle already counted. Raises the same errors `_context` would for the
+    same state.
     """
-    from llmconn.rediscache import client_and_key
-    from llmconn.throttling import gateway_window
-
     from .budgets import cached_budgets
-    from .constants import REVISION_CACHE_KEY
-    from .keys import cached_identity
     from .resolution import resolve_model_cached
 
-    hit = cached_identity(bearer_token(authorization))
-    if hit is None:
-        return None
-    cached_revision, identity = hit
-    if services.api_key_touch_due(identity.key_id):
-        return None
-    client, stamp_key = client_and_key(REVISION_CACHE_KEY)
-    if client is None:
-        return None
-    window = gateway_window(identity.key_id)
-    try:
-        pipe = client.pipeline(transaction=False)
-        pipe.get(stamp_key)
-        if window is not None:
-            _, full = client_and_key(window[0])
-            pipe.set(full, 0, ex=window[1], nx=True)
-            pipe.incr(full)
-        replies = pipe.execute()
-    except Exception:  # noqa: BLE001 - Redis trouble: the sync path knows what to do
+    if check is None:
+        check = WarmCheck.start(authorization)
+        if check is None:
+            return None
+    cached_revision, identity = check.hit
+    window = check.window
+    replies = check.replies()
+    if replies is None:
         return None
     wait = None
     if window is not None and int(replies[2]) > window[2]:
@@ -293,24 +363,72 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
                         code="method_not_allowed").response()
 
 
+def _chat_body(request) -> dict:
+    """The checked body of a chat completion request (GatewayError when it is not valid)."""
+    body = _parse_body(request)
+    _check_fields(body, CHAT_FIELDS)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        raise GatewayError(400, "`messages` must be a non-empty list of objects with a "
+                           "`role`.", code="invalid_messages", param="messages")
+    return body
+
+
+def _embedding_body(request) -> tuple[dict, str | list, str]:
+    """(body, input, encoding format) of an embeddings request (GatewayError when not valid)."""
+    body = _parse_body(request)
+    _check_fields(body, EMBEDDING_FIELDS)
+    data = body.get("input")
+    ok = isinstance(data, str) and data != "" or isinstance(data, list) and data and all(
+        isinstance(x, str) or isinstance(x, int) and not isinstance(x, bool)
+        or isinstance(x, list) and all(isinstance(t, int) for t in x) for x in data)
+    if not ok:
+        raise GatewayError(400, "`input` must be a non-empty string or list of strings (or "
+                           "token lists).", code="invalid_input", param="input")
+    fmt = body.get("encoding_format") or "float"
+    if fmt not in ("float", "base64"):
+        raise GatewayError(400, "`encoding_format` must be float or base64.",
+                           code="invalid_encoding_format", param="encoding_format")
+    return body, data, fmt
+
+
+async def _plan_request(request, parse, endpoint: str):
+    """(what `parse(request)` returned, Plan) of a gateway call, or the JsonResponse refusing it.
+
+    The warm path's Redis round trip (WarmCheck) is sent first and read once the body is
+    checked, so the two overlap."""
+    authorization = request.headers.get("Authorization")
+    check = WarmCheck.start(authorization)
+    try:
+        parsed = parse(request)
+    except BaseException as exc:
+        if check is not None:
+            check.discard()
+        if isinstance(exc, GatewayError):
+            return exc.response()
+        raise
+    body = parsed[0] if isinstance(parsed, tuple) else parsed
+    try:
+        _identity, plan = await _context_async(authorization, body["model"].strip(), endpoint,
+                                               check)
+    except REFUSALS as exc:
+        return _refusal_response(exc)
+    finally:
+        if check is not None:
+            check.replies()  # (already read, unless something failed first)
+    return parsed, plan
+
+
 @csrf_exempt
 async def chat_completions(request):
     """POST /v1/chat/completions (JSON, or SSE when `stream` is true)."""
     if request.method != "POST":
         return _method_not_allowed("POST")
-    try:
-        body = _parse_body(request)
-        _check_fields(body, CHAT_FIELDS)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-            raise GatewayError(400, "`messages` must be a non-empty list of objects with a "
-                               "`role`.", code="invalid_messages", param="messages")
-        _identity, plan = await _context_async(
-            request.headers.get("Authorization"), body["model"].strip(), "chat")
-    except REFUSALS as exc:
-        return _refusal_response(exc)
-
+    planned = await _plan_request(request, _chat_body, "chat")
+    if isinstance(planned, JsonResponse):
+        return planned
+    body, plan = planned
     params = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
 
     if not body.get("stream"):
@@ -343,6 +461,16 @@ async def chat_completions(request):
     async def events():
         usage = [0, 0]
         status, error_class = 200, ""
+        recorded = False
+
+        async def record_once():
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                await asyncio.shield(calls.record(
+                    plan, attempt, stream=True, status=status, error_class=error_class,
+                    input_tokens=usage[0], output_tokens=usage[1]))
+
         try:
             async for chunk in chunks:
                 if chunk.get("usage"):
@@ -356,18 +484,23 @@ async def chat_completions(request):
                                  for c in chunk.get("choices") or []):
                         chunk["choices"] = []  # as OpenAI sends the usage chunk
                 yield f"data: {json.dumps(chunk)}\n\n"
+            # As for a non-streamed call: once the client has the whole answer, its usage row
+            # is committed (and the next call of a client that waits for `[DONE]` does not
+            # share the process with this one's write).
+            await chunks.aclose()
+            await record_once()
             yield "data: [DONE]\n\n"
         except ProviderCallError as err:
             status, error_class = err.status, err.error_class
+            await chunks.aclose()
+            await record_once()
             yield f"data: {json.dumps(err.as_openai())}\n\n"
         except (asyncio.CancelledError, GeneratorExit):
             status, error_class = 499, "client_closed"
             raise
         finally:
             await chunks.aclose()  # the upstream stream too, if the client went away
-            await asyncio.shield(calls.record(
-                plan, attempt, stream=True, status=status, error_class=error_class,
-                input_tokens=usage[0], output_tokens=usage[1]))
+            await record_once()
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream",
                                      headers={**_answer_headers(attempt),
@@ -385,24 +518,10 @@ async def embeddings(request):
     """POST /v1/embeddings (floats, or base64 float32 when `encoding_format` is "base64")."""
     if request.method != "POST":
         return _method_not_allowed("POST")
-    try:
-        body = _parse_body(request)
-        _check_fields(body, EMBEDDING_FIELDS)
-        data = body.get("input")
-        ok = isinstance(data, str) and data != "" or isinstance(data, list) and data and all(
-            isinstance(x, str) or isinstance(x, int) and not isinstance(x, bool)
-            or isinstance(x, list) and all(isinstance(t, int) for t in x) for x in data)
-        if not ok:
-            raise GatewayError(400, "`input` must be a non-empty string or list of strings (or "
-                               "token lists).", code="invalid_input", param="input")
-        fmt = body.get("encoding_format") or "float"
-        if fmt not in ("float", "base64"):
-            raise GatewayError(400, "`encoding_format` must be float or base64.",
-                               code="invalid_encoding_format", param="encoding_format")
-        _identity, plan = await _context_async(
-            request.headers.get("Authorization"), body["model"].strip(), "embeddings")
-    except REFUSALS as exc:
-        return _refusal_response(exc)
+    planned = await _plan_request(request, _embedding_body, "embeddings")
+    if isinstance(planned, JsonResponse):
+        return planned
+    (body, data, fmt), plan = planned
     params = {"input": data}
     for name in ("dimensions", "user"):
         if body.get(name) is not None:

@@ -4,6 +4,7 @@ cached) and the group commit of usage rows (workspaces/calls.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -66,6 +67,30 @@ def test_a_warm_stream_does_not_hand_off_and_records_its_tokens(gateway, setup,
     assert record.output_tokens > 0
 
 
+def test_a_streams_usage_row_is_written_before_its_last_event(gateway, setup):
+    """As for a non-streamed call: a client that has the whole answer (`[DONE]` or an error
+    event) can already see the call in the usage records."""
+    from asgiref.sync import sync_to_async
+
+    def count():
+        return UsageRecord.objects.filter(stream=True).count()
+
+    async def run(body):
+        response = await gateway.client.post(
+            CHAT, data=json.dumps(body), content_type="application/json",
+            headers={"Authorization": f"Bearer {setup['key']}"})
+        seen = []
+        async for part in response.streaming_content:
+            text = part.decode()
+            if "[DONE]" in text or '"error"' in text:
+                seen.append(await sync_to_async(count)())
+        return seen
+
+    assert async_to_sync(run)({"model": "chat", "messages": HELLO, "stream": True}) == [1]
+    setup["up"].set_mode("bad_json")  # fails mid-stream: an error event ends it
+    assert async_to_sync(run)({"model": "chat", "messages": HELLO, "stream": True}) == [2]
+
+
 def test_a_moved_stamp_sends_the_call_to_the_sync_path(gateway, setup, no_sync_context):
     require_shared_cache()
     gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO})
@@ -107,6 +132,37 @@ def test_the_throttle_counts_every_call_once_on_both_paths(gateway, setup, setti
     codes += [gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}).status_code
               for _ in range(2)]
     assert codes == [200, 200, 200, 429]
+
+
+def test_warm_requests_refused_for_their_body_are_not_counted(gateway, setup, settings):
+    require_shared_cache()
+    settings.LLMCONN_THROTTLE_GATEWAY = "3/min"
+    if int(time.time()) % 60 > 55:  # the fixed window must not turn over mid-test
+        time.sleep(61 - int(time.time()) % 60)
+    good = {"model": "chat", "messages": HELLO}
+    codes = [gateway.post(CHAT, setup["key"], good).status_code for _ in range(2)]
+    # warm now: the round trip is sent before the body is checked, then taken back
+    codes += [gateway.post(CHAT, setup["key"], {"model": "chat"}).status_code
+              for _ in range(3)]
+    codes += [gateway.post(CHAT, setup["key"], good).status_code for _ in range(2)]
+    assert codes == [200, 200, 400, 400, 400, 200, 429]
+
+
+def test_the_early_round_trip_leaves_no_redis_connection_behind(gateway, setup):
+    require_shared_cache()
+    from llmconn.rediscache import client_and_key
+
+    gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO})
+    pool = client_and_key(REVISION_CACHE_KEY)[0].connection_pool
+    for body in ({"model": "chat", "messages": HELLO}, {"model": "chat"}, [1],
+                 {"model": "chat", "messages": HELLO, "api_base": "http://x"},
+                 {"model": "nope", "messages": HELLO}):
+        gateway.post(CHAT, setup["key"], body)
+        gateway.post("/v1/embeddings", setup["key"], {**body, "input": "x"}
+                     if isinstance(body, dict) else body)
+    assert not pool._in_use_connections  # every connection went back, its replies read
+    assert len(pool._available_connections) <= 2
+    assert cache.get(REVISION_CACHE_KEY) is not None  # and the pool still answers
 
 
 def test_a_binding_with_fallbacks_takes_the_sync_path(
