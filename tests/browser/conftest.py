@@ -147,12 +147,18 @@ class AdminBrowser:
 
 
 def _stale(element) -> bool:
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         element.tag_name  # noqa: B018
     except StaleElementReferenceException:
         return True
+    except WebDriverException as exc:
+        # Chromium sometimes reports an element of a page that was navigated away from as an
+        # "unhandled inspector error: Node with given id does not belong to the document".
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
     return False
 
 
