@@ -306,9 +306,12 @@ class Response:
         # Never started or never closed (a caller that went away first): do not leak the
         # connection or its slot.
         if not self._done:
-            self._conn.close()
             self._done = True
-            self._pool.slots.release()
+            try:
+                self._conn.close()
+                self._pool.slots.release()
+            except RuntimeError:  # its event loop is closed: nothing is left to release
+                pass
 
     async def _drain(self) -> None:
         conn = self._conn

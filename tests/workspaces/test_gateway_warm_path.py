@@ -100,6 +100,44 @@ def test_a_moved_stamp_sends_the_call_to_the_sync_path(gateway, setup, no_sync_c
     assert len(no_sync_context) == 2
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stale_cached_key_never_reaches_the_provider(gateway, setup, stream):
+    """Another process changes the connection's key: this process still holds the old one in
+    memory, but the stamp read of the next call sees the change: the call is planned again
+    from the database and sent with the new key, never with the old one."""
+    require_shared_cache()
+    from connections.models import Connection
+
+    body = {"model": "chat", "messages": HELLO, "stream": stream}
+    assert gateway.post(CHAT, setup["key"], body).status_code == 200
+    assert gateway.post(CHAT, setup["key"], body).status_code == 200  # warm
+    conn = Connection.objects.get(pk=setup["conn"].pk)
+    conn.secrets = {"api_key": "sk-rotated-elsewhere-0001"}
+    Connection.objects.filter(pk=conn.pk).update(secrets=conn.secrets)  # no local invalidation
+    cache.incr(REVISION_CACHE_KEY)  # ... as another process's change bumps the stamp
+    before = setup["up"].request_count
+    gateway.post(CHAT, setup["key"], body)
+    sent = setup["up"].requests[before:]
+    assert [r.key for r in sent] == ["sk-rotated-elsewhere-0001"]  # once, the new key only
+
+
+def test_a_throttled_warm_call_reaches_no_provider(gateway, setup, settings):
+    require_shared_cache()
+    settings.LLMCONN_THROTTLE_GATEWAY = "2/min"
+    if int(time.time()) % 60 > 55:
+        time.sleep(61 - int(time.time()) % 60)
+    for _ in range(2):
+        assert gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}
+                            ).status_code == 200
+    before = setup["up"].request_count
+    for stream in (False, True):
+        response = gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO,
+                                                     "stream": stream})
+        assert response.status_code == 429
+        assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert setup["up"].request_count == before
+
+
 def test_a_revoked_key_is_refused_on_the_next_call_after_warm_calls(gateway, setup):
     require_shared_cache()
     for _ in range(2):
