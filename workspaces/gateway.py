@@ -290,8 +290,8 @@ def _context_warm(authorization: str | None, model: str, endpoint: str,
     Taken when this process already knows the API key and the resolution under some revision
     stamp, the key's last-used time needs no write, and there are no budgets and no fallbacks
     for the call (their counters and cool-down flags are read by the sync path). Then the whole
-    call costs one Redis round trip (`WarmCheck`: the stamp and the throttle count), sent
-    before the body was parsed when `check` is given. If the stamp moved, the cached entries
+    call costs one Redis round trip (`check`, a WarmCheck the view sent before it parsed the
+    body; None for a call this process cannot take warm). If the stamp moved, the cached entries
     are not used (same rule as the sync path: an edit takes effect on the next call). Returns
     (identity, Plan) when the call can go on; None to take the sync path; (key id, wait) to
     take it with the throttle already counted. Raises the same errors `_context` would for the
@@ -300,10 +300,8 @@ def _context_warm(authorization: str | None, model: str, endpoint: str,
     from .budgets import cached_budgets
     from .resolution import resolve_model_cached
 
-    if check is None:
-        check = WarmCheck.start(authorization)
-        if check is None:
-            return None
+    if check is None:  # (the view's WarmCheck.start found nothing to check: a cold call)
+        return None
     cached_revision, identity = check.hit
     window = check.window
     replies = check.replies()
