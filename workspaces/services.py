@@ -483,8 +483,9 @@ def _insert_usage(records: list[UsageRecord], rows: list[dict]) -> None:
     (https://www.postgresql.org/docs/current/wal-async-commit.html). On PostgreSQL outside a
     transaction (the gateway) that is one round trip: `SET LOCAL synchronous_commit TO OFF;
     INSERT ...` sent as one query string, which PostgreSQL runs as one implicit transaction
-    (Django's psycopg backend binds parameters client-side, so a string may hold several
-    statements). Inside a transaction (tests, callers' own atomic blocks) it joins it.
+    (Django's psycopg backend binds parameters client-side unless OPTIONS server_side_binding is
+    set, so a string may hold several statements). Inside a transaction (tests, callers' own
+    atomic blocks), or with server-side binding, it is a transaction of its own statements.
     """
     conn = transaction.get_connection()
     head, one, returning = _usage_statement(conn)
@@ -502,7 +503,8 @@ def _insert_usage(records: list[UsageRecord], rows: list[dict]) -> None:
                 params.append(f.get_db_prep_save(getattr(record, f.attname), conn))
     sql = head + ", ".join([one] * len(records)) + returning
     postgres = conn.vendor == "postgresql"
-    if postgres and conn.get_autocommit() and not conn.in_atomic_block:
+    client_side = not conn.settings_dict.get("OPTIONS", {}).get("server_side_binding")
+    if postgres and client_side and conn.get_autocommit() and not conn.in_atomic_block:
         with conn.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF; " + sql, params)
             cursor.nextset()

@@ -58,3 +58,15 @@ def test_a_row_whose_workspace_is_gone_is_skipped_and_the_others_kept(row):
     info = db_connection.connection.info
     assert info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # no aborted block
     assert UsageRecord.objects.count() == 2
+
+
+def test_with_server_side_binding_the_statements_go_one_by_one(row, monkeypatch):
+    """A deployment with OPTIONS server_side_binding cannot send several statements in one
+    string: its rows are still written, in a transaction of their own."""
+    options = {**db_connection.settings_dict.get("OPTIONS", {}), "server_side_binding": True}
+    monkeypatch.setitem(db_connection.settings_dict, "OPTIONS", options)
+    with CaptureQueriesContext(db_connection) as queries:
+        records = services.usage_records_create(rows=[row, row])
+    assert all(r is not None for r in records)
+    assert not any(";" in q["sql"] for q in queries)  # one statement per query
+    assert _committed_count() == 2
