@@ -418,6 +418,19 @@ async def _plan_request(request, parse, endpoint: str):
     return parsed, plan
 
 
+async def _call(plan: calls.Plan, provider_call, params: dict, *, stream: bool = False):
+    """(result, Attempt) of `provider_call` (providers.gateway.chat, chat_stream or embed) on the
+    plan's candidates, or the error response when none answered."""
+    async def invoke(resolved: Resolved, call: dict):
+        return await provider_call(call=call, params=params, label=_label(resolved),
+                                   endpoint=resolved.endpoint, timeout=resolved.call_timeout)
+
+    try:
+        return await calls.attempt(plan, invoke, stream=stream)
+    except calls.CallFailed as failed:
+        return _provider_error_response(failed.error, failed.attempt)
+
+
 @csrf_exempt
 async def chat_completions(request):
     """POST /v1/chat/completions (JSON, or SSE when `stream` is true)."""
@@ -430,30 +443,21 @@ async def chat_completions(request):
     params = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
 
     if not body.get("stream"):
-        async def invoke(resolved: Resolved, call: dict):
-            return await provider_gateway.chat(
-                call=call, params=params, label=_label(resolved), endpoint=resolved.endpoint,
-                timeout=resolved.call_timeout)
-
-        try:
-            response, attempt = await calls.attempt(plan, invoke)
-        except calls.CallFailed as failed:
-            return _provider_error_response(failed.error, failed.attempt)
+        called = await _call(plan, provider_gateway.chat, params)
+        if isinstance(called, JsonResponse):
+            return called
+        response, attempt = called
         tokens_in, tokens_out = provider_gateway.usage_of(response)
         await calls.record(plan, attempt, stream=False, status=200, input_tokens=tokens_in,
                            output_tokens=tokens_out)
         return JsonResponse(response, headers=_answer_headers(attempt))
 
-    async def invoke_stream(resolved: Resolved, call: dict):
-        # Returns once the first chunk arrived: failures before it fall back, later ones not.
-        return await provider_gateway.chat_stream(
-            call=call, params=params, label=_label(resolved), endpoint=resolved.endpoint,
-            timeout=resolved.call_timeout)
-
-    try:
-        chunks, attempt = await calls.attempt(plan, invoke_stream, stream=True)
-    except calls.CallFailed as failed:
-        return _provider_error_response(failed.error, failed.attempt)
+    # chat_stream returns once the first chunk arrived: failures before it fall back, later
+    # ones not.
+    called = await _call(plan, provider_gateway.chat_stream, params, stream=True)
+    if isinstance(called, JsonResponse):
+        return called
+    chunks, attempt = called
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     async def events():
@@ -525,15 +529,10 @@ async def embeddings(request):
         if body.get(name) is not None:
             params[name] = body[name]
 
-    async def invoke(resolved: Resolved, call: dict):
-        return await provider_gateway.embed(
-            call=call, params=params, label=_label(resolved), endpoint=resolved.endpoint,
-            timeout=resolved.call_timeout)
-
-    try:
-        response, attempt = await calls.attempt(plan, invoke)
-    except calls.CallFailed as failed:
-        return _provider_error_response(failed.error, failed.attempt)
+    called = await _call(plan, provider_gateway.embed, params)
+    if isinstance(called, JsonResponse):
+        return called
+    response, attempt = called
     if fmt == "base64":
         for item in response.get("data") or []:
             if isinstance(item.get("embedding"), list):
