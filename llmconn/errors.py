@@ -154,6 +154,20 @@ def json_404(request, exception=None):
     return page_not_found(request, exception)
 
 
+def api_not_found(request, *args, **kwargs):
+    """Catch-all under /api/: the JSON error shape with 404, whatever DEBUG says."""
+    from django.http import HttpResponsePermanentRedirect
+    from django.urls import Resolver404, resolve
+
+    if request.method in ("GET", "HEAD") and not request.path.endswith("/"):
+        try:  # APPEND_SLASH as CommonMiddleware does it, which a catch-all would defeat
+            if resolve(request.path + "/").func is not api_not_found:
+                return HttpResponsePermanentRedirect(request.get_full_path(force_append_slash=True))
+        except Resolver404:
+            pass
+    return JsonResponse(error_body("not_found", "Not found: no such API endpoint."), status=404)
+
+
 def json_500(request):
     """handler500: JSON under the API prefixes (no traceback), Django's page elsewhere."""
     import sys

@@ -1,10 +1,11 @@
 """Top-level URLs. Each app owns its routes under /api/v1/ in `<app>/api/urls.py`."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import health
+from . import errors, health
 
 admin.site.site_header = "llmconn administration"
 admin.site.site_title = "llmconn admin"
@@ -30,4 +31,9 @@ urlpatterns = [
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
     path("api-auth/", include("rest_framework.urls")),
     path("v1/", include("workspaces.gateway_urls")),
+    # What uvicorn prints and the admin's "View site" link lead here.
+    path("", RedirectView.as_view(url="/admin/", permanent=False), name="root"),
+    # Last: any other path under /api/ is the API's JSON 404, also with DEBUG on (where Django
+    # would show its HTML page listing every URL instead of handler404).
+    re_path(r"^api/", errors.api_not_found, name="api-not-found"),
 ]

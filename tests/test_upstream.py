@@ -164,3 +164,45 @@ def test_two_instances_keep_separate_records(upstream_factory):
 def test_closed_port_refuses(closed_port_url):
     with pytest.raises(httpx.ConnectError):
         httpx.get(closed_port_url)
+
+
+def _standalone(*args):
+    """`python -m tests.upstream` as README's First steps start it, on a free port."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.upstream", "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/v1/models"
+    for _ in range(100):
+        try:
+            httpx.get(url, timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    return proc, url
+
+
+def test_standalone_upstream_requires_the_documented_key():
+    proc, url = _standalone()
+    try:
+        assert httpx.get(url, headers={"Authorization": "Bearer sk-wrong-key-000000"}).status_code == 401
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, headers=AUTH).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_standalone_upstream_with_any_key_accepts_any_key():
+    proc, url = _standalone("--any-key")
+    try:
+        assert httpx.get(url, headers={"Authorization": "Bearer sk-wrong-key-000000"}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(5)

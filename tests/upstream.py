@@ -2,7 +2,10 @@
 
 Standard library only (no Django), so it also runs standalone:
 
-    python -m tests.upstream --port 8900 [--key sk-test ...] [--model m ...] [--name up1]
+    python -m tests.upstream --port 8900 [--key sk-test ...] [--any-key] [--model m ...] [--name up1]
+
+Standalone it accepts only the documented key `sk-upstream-test-key-0001` (or the `--key`s
+given), so a wrong key tests red as it would at a real provider; `--any-key` accepts any.
 
 In tests use the fixtures from tests/conftest.py: `upstream` (one instance, accepts the key
 `upstream.api_key`), `upstream_factory(**kwargs)` (more instances: workspace tests use two),
@@ -671,22 +674,32 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(data).encode())
 
 
+# The key README's First steps tell users to enter; standalone runs require it by default.
+DOCUMENTED_KEY = "sk-upstream-test-key-0001"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Run the llmconn test upstream standalone.")
     parser.add_argument("--port", type=int, default=8900)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--key", action="append", default=None,
-                        help="accepted API key (repeat); none given: no auth needed")
+                        help=f"accepted API key (repeat); default: {DOCUMENTED_KEY}")
+    parser.add_argument("--any-key", action="store_true",
+                        help="accept any key (or none): no authentication at all")
     parser.add_argument("--model", action="append", default=None, help="model to offer (repeat)")
     parser.add_argument("--name", default="upstream")
     parser.add_argument("--oauth-client", action="append", default=[],
                         help="client_id:client_secret accepted by /oauth/token (repeat)")
     args = parser.parse_args(argv)
-    up = Upstream(api_keys=args.key or (), models=args.model or DEFAULT_MODELS, name=args.name,
+    if args.any_key and args.key:
+        parser.error("--any-key and --key exclude each other")
+    keys = () if args.any_key else (args.key or (DOCUMENTED_KEY,))
+    up = Upstream(api_keys=keys, models=args.model or DEFAULT_MODELS, name=args.name,
                   port=args.port, host=args.host,
                   oauth_clients=dict(c.split(":", 1) for c in args.oauth_client))
+    accepts = "any key" if not keys else "key " + ", ".join(keys)
     print(f"test upstream {args.name!r} on {up.url} (OpenAI: {up.openai_url}, "
-          f"Anthropic: {up.anthropic_url}); Ctrl-C stops it", flush=True)
+          f"Anthropic: {up.anthropic_url}), accepting {accepts}; Ctrl-C stops it", flush=True)
     try:
         up._server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

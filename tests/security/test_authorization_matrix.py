@@ -230,6 +230,8 @@ API = [
     Row("gateway-models", "GET", lambda w: "/v1/models", None, GATEWAY),
     Row("gateway-model", "GET", lambda w: "/v1/models/chat", None, GATEWAY),
     Row("v1/^(?P<path>.*)$", "GET", lambda w: "/v1/files", None, (404,) * 6),
+    Row("root", "GET", lambda w: "/", None, (302,) * 6),
+    Row("api-not-found", "GET", lambda w: "/api/v1/no-such-endpoint/", None, (404,) * 6),
 ]
 
 # Admin: every page needs a staff session; the rest are sent to the login page.
