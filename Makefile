@@ -10,7 +10,10 @@ STAMP := $(VENV)/.installed
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test install migrate worker beat bench clean
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install migrate worker beat bench clean admin-password
 
 $(STAMP): requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found); set PYTHON=..."; exit 1; }
@@ -25,9 +28,13 @@ install: $(STAMP)
 run: export DEBUG ?= true
 run: export LLMCONN_EGRESS_ALLOW ?= 127.0.0.0/8,::1
 run: $(STAMP)
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py ensure_admin
-	$(PY) -m uvicorn llmconn.asgi:application --host 127.0.0.1 --port 8000
+	@$(PY) manage.py migrate --noinput -v 0
+	@$(PY) manage.py serve --host $(HOST) --port $(PORT)
+
+# A new password for the admin user (Django's changepassword asks for it twice).
+admin-password: export DEBUG ?= true
+admin-password: $(STAMP)
+	@$(PY) manage.py changepassword admin
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -101,15 +101,24 @@ def connection_models(*, connection: Connection) -> QuerySet[DiscoveredModel]:
 
 # --- requests (web side) -----------------------------------------------------------------------
 
+def _extra_time(timeout_seconds: int | None) -> int:
+    """Seconds a job with this timeout may run beyond the default limits."""
+    return max(0, (timeout_seconds or TEST_TIMEOUT_S) - TEST_TIMEOUT_S)
+
+
 def _enqueue(task_name: str, test: ConnectionTest) -> None:
     from . import tasks
 
     task = getattr(tasks, task_name)
     test_id = str(test.pk)
+    extra = _extra_time(test.timeout_seconds)
+    # A connection with a long timeout_seconds gets task limits that long too.
+    options = ({"soft_time_limit": TASK_SOFT_LIMIT_S + extra,
+                "time_limit": TASK_HARD_LIMIT_S + extra} if extra else {})
 
     def send() -> None:
         try:
-            task.delay(test_id)
+            task.apply_async(args=[test_id], **options)
         except Exception as exc:  # broker (Redis) down: kombu OperationalError and friends
             _not_queued(test_id, exc)
 
@@ -139,6 +148,7 @@ def connection_test_request(*, connection: Connection, model: str = "",
         kind=JobKind.TEST, connection=connection, connection_revision=connection.revision,
         provider=connection.provider, auth_method=connection.auth_method,
         base_url=connection.base_url, config=connection.config or {}, secrets=None, model=model,
+        timeout_seconds=connection.timeout_seconds,
         requested_by=actor if getattr(actor, "pk", None) else None,
     )
     test.full_clean(exclude=["secrets"])
@@ -162,9 +172,12 @@ def connection_test_request_unsaved(
     credentials: dict | None = None,
     model: str = "",
     connection: Connection | None = None,
+    timeout_seconds=_UNSET,
+    kind: str = JobKind.TEST,
     actor=None,
 ) -> ConnectionTest:
-    """Queue a test of settings that are not saved (e.g. a connection being edited).
+    """Queue a test (or, with kind "discover", a model discovery) of settings that are not saved
+    (e.g. a connection being edited); a discovery's result carries the model ids it found.
 
     With `connection`, settings not sent default to that connection's, and its stored secrets
     fill the credential fields not sent, but only for the same provider and endpoint host: a
@@ -180,12 +193,18 @@ def connection_test_request_unsaved(
         base_url = connection.base_url if base_url is _UNSET else base_url
         config = (connection.config or {}) if config is _UNSET else config
         model = model or connection.default_model
+        if timeout_seconds is _UNSET:
+            timeout_seconds = connection.timeout_seconds
     if provider is _UNSET or not provider:
         raise ValidationFailed("provider is required.", fields={"provider": ["Required."]})
     auth_method = resolve_auth_method(provider, None if auth_method is _UNSET else auth_method)
     spec = find_provider(provider)
-    base_url = None if base_url is _UNSET else (base_url or None)
+    base_url = spec.normalize_base_url(None if base_url is _UNSET else (base_url or None))
     config = {} if config is _UNSET or config is None else config
+    timeout_seconds = None if timeout_seconds is _UNSET else timeout_seconds
+    if kind not in JobKind.values:
+        raise ValidationFailed(f"kind must be one of {', '.join(JobKind.values)}.",
+                               fields={"kind": ["Unknown kind."]})
 
     secrets: dict = {}
     if connection is not None:
@@ -211,21 +230,23 @@ def connection_test_request_unsaved(
     validate_connection_settings(provider=provider, auth_method=auth_method, base_url=base_url,
                                  config=config, secrets=secrets)
     test = ConnectionTest(
-        kind=JobKind.TEST, connection=connection, connection_revision=None, provider=provider,
+        kind=kind, connection=connection, connection_revision=None, provider=provider,
         auth_method=auth_method, base_url=base_url, config=config, secrets=secrets,
-        model=(model or "").strip(), requested_by=actor if getattr(actor, "pk", None) else None,
+        model=(model or "").strip(), timeout_seconds=timeout_seconds,
+        requested_by=actor if getattr(actor, "pk", None) else None,
     )
     test.full_clean(exclude=["secrets"])
     test.save()
     audit_record(
-        action="connection.test",
+        action="connection.discover" if kind == JobKind.DISCOVER else "connection.test",
         target=connection if connection is not None else ("connection", "", f"unsaved {provider}"),
         actor=actor,
         secret_fingerprints=secret_fingerprints(credentials),
         extra={"test_id": str(test.pk), "model": test.model, "unsaved": True,
                "provider": provider, "host": host_of(spec.effective_base_url(base_url))},
     )
-    _enqueue("connection_test_run_task", test)
+    _enqueue("connection_discover_models_run_task" if kind == JobKind.DISCOVER
+             else "connection_test_run_task", test)
     return test
 
 
@@ -236,7 +257,7 @@ def connection_discover_models_request(*, connection: Connection, actor=None) ->
         kind=JobKind.DISCOVER, connection=connection, connection_revision=connection.revision,
         provider=connection.provider, auth_method=connection.auth_method,
         base_url=connection.base_url, config=connection.config or {}, secrets=None,
-        model=connection.default_model or "",
+        model=connection.default_model or "", timeout_seconds=connection.timeout_seconds,
         requested_by=actor if getattr(actor, "pk", None) else None,
     )
     job.full_clean(exclude=["secrets"])
@@ -253,7 +274,7 @@ def _settings_of_connection(connection: Connection, model: str) -> client.Connec
     return client.ConnectionSettings(
         provider=connection.provider, auth_method=connection.auth_method,
         base_url=connection.base_url, config=connection.effective_config,
-        secrets=connection.secrets, model=model)
+        secrets=connection.secrets, model=model, timeout=connection.timeout_seconds)
 
 
 def _start(test_id, kind: str) -> tuple[ConnectionTest | None, client.ConnectionSettings | None]:
@@ -272,6 +293,7 @@ def _start(test_id, kind: str) -> tuple[ConnectionTest | None, client.Connection
             test.provider, test.auth_method = connection.provider, connection.auth_method
             test.base_url, test.config = connection.base_url, connection.config or {}
             test.connection_revision = connection.revision
+            test.timeout_seconds = connection.timeout_seconds
             if test.kind == JobKind.TEST and not test.model:
                 test.model = connection.default_model or ""
             s = _settings_of_connection(connection, test.model)
@@ -279,16 +301,17 @@ def _start(test_id, kind: str) -> tuple[ConnectionTest | None, client.Connection
             s = client.ConnectionSettings(
                 provider=test.provider, auth_method=test.auth_method, base_url=test.base_url,
                 config=config_with_defaults(test.provider, test.auth_method, test.config or {}),
-                secrets=test.secrets, model=test.model)
+                secrets=test.secrets, model=test.model, timeout=test.timeout_seconds)
         test.status = TestStatus.RUNNING
         test.started_at = timezone.now()
         test.save(update_fields=["status", "started_at", "provider", "auth_method", "base_url",
-                                 "config", "connection_revision", "model"])
+                                 "config", "connection_revision", "model", "timeout_seconds"])
     return test, s
 
 
 def _finish(test: ConnectionTest, *, ok: bool, error_class: str = "", message: str,
             latency_ms: int | None = None, models_found: int | None = None,
+            model_ids: list[str] | None = None,
             update_connection: bool = True) -> ConnectionTest:
     """Store a job's result (only if it is still running) and empty its secrets."""
     now = timezone.now()
@@ -301,10 +324,12 @@ def _finish(test: ConnectionTest, *, ok: bool, error_class: str = "", message: s
         current.message = message[:2000]
         current.latency_ms = latency_ms
         current.models_found = models_found
+        current.model_ids = model_ids
         current.finished_at = now
         current.secrets = None
         current.save(update_fields=["status", "error_class", "message", "latency_ms",
-                                    "models_found", "finished_at", "secrets", "secrets_key_id"])
+                                    "models_found", "model_ids", "finished_at", "secrets",
+                                    "secrets_key_id"])
         if update_connection and current.connection_id and current.connection_revision is not None:
             _record_status(current.connection_id, current.connection_revision, ok,
                            current.error_class, now)
@@ -324,7 +349,7 @@ def connection_test_run(*, test_id) -> ConnectionTest | None:
     if s is None:
         return test
     try:
-        outcome = client.test_connection(s, timeout=TEST_TIMEOUT_S)
+        outcome = client.test_connection(s, timeout=s.timeout or TEST_TIMEOUT_S)
     except BaseException as exc:  # SoftTimeLimitExceeded, anything unexpected: still recorded
         err = classify(exc, host=_safe_host(s))
         _finish(test, ok=False, error_class=err.error_class, message=err.message)
@@ -358,7 +383,7 @@ def connection_discover_models_run(*, test_id) -> ConnectionTest | None:
     started = timezone.now()
     live = client.has_live_listing(s.provider)
     try:
-        found = client.list_models(s, timeout=TEST_TIMEOUT_S)
+        found = client.list_models(s, timeout=s.timeout or TEST_TIMEOUT_S)
     except BaseException as exc:
         err = exc if isinstance(exc, ProviderError) else classify(exc, host=_safe_host(s),
                                                                    listing=True)
@@ -368,14 +393,17 @@ def connection_discover_models_run(*, test_id) -> ConnectionTest | None:
             raise
         return job
     latency = int((timezone.now() - started).total_seconds() * 1000)
-    with transaction.atomic():
-        current = ConnectionTest.objects.select_for_update().filter(pk=job.pk).first()
-        if current is None or current.status != TestStatus.RUNNING:
-            return current
-        _store_models(job.connection_id, found, source="live" if live else "catalog")
+    model_ids = sorted({m[:300] for m in found})
+    if job.connection_revision is not None:  # a saved connection's list; unsaved: the job's only
+        with transaction.atomic():
+            current = ConnectionTest.objects.select_for_update().filter(pk=job.pk).first()
+            if current is None or current.status != TestStatus.RUNNING:
+                return current
+            _store_models(job.connection_id, found, source="live" if live else "catalog")
     source = "listed by the provider" if live else "from the catalog (no listing endpoint)"
-    return _finish(job, ok=True, message=f"Found {len(found)} models, {source}.",
-                   latency_ms=latency, models_found=len(found), update_connection=False)
+    return _finish(job, ok=True, message=f"Found {len(model_ids)} models, {source}.",
+                   latency_ms=latency, models_found=len(model_ids), model_ids=model_ids,
+                   update_connection=False)
 
 
 def _store_models(connection_id, model_ids: list[str], *, source: str) -> None:
@@ -399,7 +427,8 @@ def _store_models(connection_id, model_ids: list[str], *, source: str) -> None:
 
 def _is_stale(test: ConnectionTest, now) -> bool:
     if test.status == TestStatus.RUNNING:
-        return bool(test.started_at) and test.started_at < now - timedelta(seconds=RUNNING_LIMIT_S)
+        limit = RUNNING_LIMIT_S + _extra_time(test.timeout_seconds)
+        return bool(test.started_at) and test.started_at < now - timedelta(seconds=limit)
     if test.status == TestStatus.PENDING:
         return test.created_at < now - timedelta(seconds=PENDING_LIMIT_S)
     return False
@@ -417,7 +446,7 @@ def connection_tests_reap(*, test_ids=None, now=None) -> int:
     for pk in list(qs.values_list("pk", flat=True)[:1000]):
         with transaction.atomic():
             test = ConnectionTest.objects.select_for_update().filter(pk=pk).filter(stale_q).first()
-            if test is None:
+            if test is None or not _is_stale(test, now):  # a long timeout_seconds runs longer
                 continue
             running = test.status == TestStatus.RUNNING
             test.status = TestStatus.FAILED
@@ -520,7 +549,7 @@ def test_connection_settings(connection: Connection, *, model: str = "",
     """
     s = _settings_of_connection(connection, model or connection.default_model or "")
     try:
-        return client.test_connection(s, timeout=timeout)
+        return client.test_connection(s, timeout=s.timeout or timeout)
     except Exception as exc:
         err = classify(exc, host=_safe_host(s))
         return client.TestOutcome(False, 0, s.model, err.error_class, err.message)

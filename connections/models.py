@@ -132,6 +132,9 @@ class Connection(models.Model):
         }
 
     def clean(self) -> None:
+        spec = self.spec
+        if spec is not None:  # Ollama's documented http://localhost:11434 means .../v1
+            self.base_url = spec.normalize_base_url(self.base_url)
         secrets = None if self.secrets is UNREADABLE else (self.secrets or {})
         validate_connection_settings(
             provider=self.provider,
@@ -198,6 +201,10 @@ class ConnectionTest(models.Model):
     message = models.TextField(blank=True, default="")
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     models_found = models.PositiveIntegerField(null=True, blank=True)
+    # A finished discovery's model ids (also for unsaved settings, so a form can offer them).
+    model_ids = models.JSONField(null=True, blank=True, default=None)
+    # The provider call's time limit (the connection's timeout_seconds); null: TEST_TIMEOUT_S.
+    timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",

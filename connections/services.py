@@ -346,7 +346,9 @@ def connection_create_from_preset(
     return connection_create(
         name=name,
         provider=spec.provider,
-        auth_method=spec.auth_method if auth_method is _UNSET else auth_method,
+        # The preset's own method (or its provider's first) unless the caller names another.
+        auth_method=spec.as_dict()["auth_method"] if auth_method in (_UNSET, None, "")
+        else auth_method,
         base_url=spec.base_url if base_url is _UNSET else base_url,
         default_model=spec.default_model if default_model is _UNSET else (default_model or ""),
         config=dict(spec.config) if config is _UNSET else config,

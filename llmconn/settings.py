@@ -201,7 +201,8 @@ else:
 # Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html), read by
 # llmconn/celery.py with namespace CELERY. JSON only: the broker and result backend are not
 # encrypted stores, and tasks carry ids, never secrets.
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+# "memory://localhost/": with no host kombu logs "No hostname was supplied" (eager mode).
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = REDIS_URL or None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = False

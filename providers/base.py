@@ -106,6 +106,8 @@ class Provider:
       when a connection must name one (Azure's resource endpoint, a self-hosted server).
     - `wire`: the HTTP format the provider speaks, for direct forwarding of OpenAI-style calls.
     - `models`: a static list used when the provider offers no live model listing.
+    - `api_path`: the path of the provider's API on a server, added to a base URL given with
+      an empty path (Ollama's documented `http://localhost:11434` → `.../v1`).
     """
 
     name: ClassVar[str]
@@ -119,6 +121,7 @@ class Provider:
     wire: ClassVar[str] = WIRE_OTHER
     models: ClassVar[tuple[str, ...]] = ()
     docs_url: ClassVar[str] = ""
+    api_path: ClassVar[str] = ""
 
     @classmethod
     def auth_method(cls, name: str) -> AuthMethod | None:
@@ -143,8 +146,21 @@ class Provider:
         return f"{cls.litellm_prefix}/{model}"
 
     @classmethod
+    def normalize_base_url(cls, base_url: str | None) -> str | None:
+        """`base_url` with `api_path` added when its path is empty; otherwise unchanged."""
+        if not base_url or not cls.api_path:
+            return base_url
+        try:
+            parts = urlsplit(base_url)
+        except ValueError:
+            return base_url  # validation reports it
+        if not parts.scheme or not parts.netloc or parts.path not in ("", "/"):
+            return base_url
+        return parts._replace(path=cls.api_path).geturl()
+
+    @classmethod
     def effective_base_url(cls, base_url: str | None) -> str | None:
-        return base_url or cls.default_base_url
+        return cls.normalize_base_url(base_url) or cls.default_base_url
 
     @classmethod
     def as_dict(cls) -> dict:

@@ -199,6 +199,7 @@ class Ollama(Provider):
     auth_methods = (NO_AUTH, API_KEY, CUSTOM_HEADER)
     capabilities = CHAT_AND_EMBEDDINGS
     wire = WIRE_OPENAI
+    api_path = "/v1"
 
 
 @register
@@ -210,6 +211,7 @@ class LMStudio(Provider):
     auth_methods = (NO_AUTH, API_KEY)
     capabilities = CHAT_AND_EMBEDDINGS
     wire = WIRE_OPENAI
+    api_path = "/v1"
 
 
 @register
@@ -221,6 +223,7 @@ class VLLM(Provider):
     auth_methods = (NO_AUTH, API_KEY, CUSTOM_HEADER)
     capabilities = CHAT_AND_EMBEDDINGS
     wire = WIRE_OPENAI
+    api_path = "/v1"
 
 
 @register
@@ -244,6 +247,7 @@ class LiteLLMProxy(Provider):
     capabilities = CHAT_AND_EMBEDDINGS
     wire = WIRE_OPENAI
     docs_url = "https://docs.litellm.ai/docs/proxy/virtual_keys"
+    api_path = "/v1"
 
     api_key_header = "x-litellm-api-key"
 

@@ -75,6 +75,7 @@ class ConnectionSettings:
     config: dict = field(default_factory=dict)
     secrets: dict | None = field(default=None, repr=False)
     model: str = ""
+    timeout: float | None = None  # the connection's timeout_seconds; None: the caller's default
 
     def __repr__(self) -> str:
         return (f"ConnectionSettings(provider={self.provider!r}, auth_method="
@@ -404,7 +405,7 @@ async def atest_many(items, *, concurrency: int = 20, timeout: float = TEST_TIME
 
     async def one(key, s):
         async with semaphore:
-            outcome = await atest_connection(s, timeout=timeout)
+            outcome = await atest_connection(s, timeout=s.timeout or timeout)
         results[key] = outcome
         if on_result:
             on_result(key, outcome)

@@ -28,12 +28,15 @@ class ConnectionTestSerializer(serializers.ModelSerializer):
 
     error_class = serializers.SerializerMethodField()
     connection = serializers.UUIDField(source="connection_id", read_only=True, allow_null=True)
+    models = serializers.ListField(
+        source="model_ids", child=serializers.CharField(), read_only=True, allow_null=True,
+        help_text="A finished discovery's model ids (null for tests and unfinished jobs).")
 
     class Meta:
         model = ConnectionTest
         fields = ["id", "kind", "connection", "status", "error_class", "message", "latency_ms",
-                  "model", "models_found", "provider", "base_url", "created_at", "started_at",
-                  "finished_at"]
+                  "model", "models_found", "models", "timeout_seconds", "provider", "base_url",
+                  "created_at", "started_at", "finished_at"]
         read_only_fields = fields
 
     def get_error_class(self, obj) -> str | None:
@@ -48,13 +51,20 @@ class ConnectionTestStartSerializer(serializers.Serializer):
 
 
 class UnsavedTestSerializer(serializers.Serializer):
-    """A connection body to test without saving it. Unknown keys (name, is_active) are ignored.
+    """A connection body to test (or discover models with) without saving it. Unknown keys
+    (name, is_active) are ignored.
 
     With `connection`, settings not sent are that connection's, and its stored secrets fill the
     credential fields not sent (same provider and endpoint host only)."""
 
     connection = serializers.PrimaryKeyRelatedField(queryset=Connection.objects.all(),
                                                     required=False, allow_null=True)
+    kind = serializers.ChoiceField(
+        choices=["test", "discover"], default="test",
+        help_text="test (default): one call; discover: list the models (the result's `models`).")
+    timeout_seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=600,
+        help_text="Seconds the provider may take; default: the named connection's, else 20.")
     provider = serializers.CharField(required=False, max_length=50)
     auth_method = serializers.CharField(required=False, allow_null=True, allow_blank=True,
                                         max_length=50)

@@ -480,6 +480,41 @@ def test_from_preset_with_credentials_and_overrides(staff_client):
     assert vllm.json()["base_url"] == "http://10.0.0.5:8000/v1"
 
 
+def test_from_preset_uses_the_presets_auth_method_unless_the_body_names_one(staff_client):
+    # litellm_proxy offers four auth methods; its preset does not name one: the first applies.
+    response = staff_client.post(f"{LIST_URL}from-preset/", {
+        "preset": "litellm_proxy", "name": "team-proxy", "base_url": "http://10.0.0.9:4000",
+        "credentials": {"api_key": KEY}}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["auth_method"] == "api_key"
+    named = staff_client.post(f"{LIST_URL}from-preset/", {
+        "preset": "ollama", "name": "keyed-ollama", "auth_method": "api_key",
+        "credentials": {"api_key": KEY}}, format="json")
+    assert named.status_code == 201 and named.json()["auth_method"] == "api_key"
+
+
+@pytest.mark.parametrize("provider,given,stored_url", [
+    ("ollama", "http://localhost:11434", "http://localhost:11434/v1"),
+    ("ollama", "http://localhost:11434/", "http://localhost:11434/v1"),
+    ("litellm_proxy", "https://proxy.example.com", "https://proxy.example.com/v1"),
+    ("vllm", "http://10.0.0.5:8000", "http://10.0.0.5:8000/v1"),
+    ("lmstudio", "http://127.0.0.1:1234", "http://127.0.0.1:1234/v1"),
+    ("vllm", "http://10.0.0.5:8000/custom", "http://10.0.0.5:8000/custom"),  # a path is kept
+    ("openai_compatible", "http://10.0.0.5:8000", "http://10.0.0.5:8000"),  # not for others
+])
+def test_a_local_server_base_url_without_a_path_gets_v1(staff_client, provider, given, stored_url):
+    response = staff_client.post(LIST_URL, {
+        "name": "srv", "provider": provider, "auth_method": "none" if provider != "litellm_proxy"
+        else "api_key", "base_url": given, "credentials": {"api_key": KEY}
+        if provider == "litellm_proxy" else {}}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["base_url"] == stored_url
+    assert stored(response.json()["id"]).base_url == stored_url
+    patched = staff_client.patch(f"{LIST_URL}{response.json()['id']}/", {"base_url": given},
+                                 format="json")
+    assert patched.status_code == 200 and patched.json()["base_url"] == stored_url
+
+
 def test_from_unknown_preset_is_a_400_listing_presets(staff_client):
     error = assert_error(staff_client.post(f"{LIST_URL}from-preset/",
                                            {"preset": "nope", "name": "x"}, format="json"),

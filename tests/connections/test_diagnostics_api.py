@@ -116,6 +116,67 @@ def test_unsaved_settings_reuse_the_saved_connections_secret(
     assert conn.status == "untested"  # a test of other settings does not change the saved status
 
 
+def test_discovery_of_unsaved_settings_answers_the_model_ids(
+        staff_client, upstream, django_capture_on_commit_callbacks):
+    body = {"kind": "discover", "provider": "openai_compatible", "auth_method": "api_key",
+            "base_url": upstream.openai_url, "credentials": {"api_key": UPSTREAM_KEY}}
+    with django_capture_on_commit_callbacks(execute=True):
+        r = staff_client.post("/api/v1/connection-tests/", body, format="json")
+    assert r.status_code == 202 and r.json()["kind"] == "discover", r.json()
+    assert r.json()["models"] is None  # not finished yet
+    poll = staff_client.get(f"/api/v1/connection-tests/{r.json()['id']}/").json()
+    assert poll["status"] == "succeeded", poll
+    assert poll["models"] == sorted(upstream.models)
+    assert poll["models_found"] == len(upstream.models)
+
+
+def test_discovery_of_unsaved_settings_uses_the_named_connections_secret_but_not_its_list(
+        staff_client, conn, upstream, django_capture_on_commit_callbacks):
+    upstream.models = ["only-this-one"]
+    body = {"kind": "discover", "connection": str(conn.pk)}
+    with django_capture_on_commit_callbacks(execute=True):
+        r = staff_client.post("/api/v1/connection-tests/", body, format="json")
+    poll = staff_client.get(f"/api/v1/connection-tests/{r.json()['id']}/").json()
+    assert poll["status"] == "succeeded" and poll["models"] == ["only-this-one"], poll
+    assert upstream.last_request.key == UPSTREAM_KEY
+    assert not conn.discovered_models.exists()  # unsaved settings never change the saved list
+
+
+def test_discovery_with_a_wrong_key_fails_without_models(
+        staff_client, upstream, django_capture_on_commit_callbacks):
+    body = {"kind": "discover", "provider": "openai_compatible", "auth_method": "api_key",
+            "base_url": upstream.openai_url, "credentials": {"api_key": "sk-wrong-key-0000000"}}
+    with django_capture_on_commit_callbacks(execute=True):
+        r = staff_client.post("/api/v1/connection-tests/", body, format="json")
+    poll = staff_client.get(f"/api/v1/connection-tests/{r.json()['id']}/").json()
+    assert (poll["status"], poll["error_class"], poll["models"]) == ("failed", "auth", None)
+
+
+@pytest.mark.parametrize("timeout_seconds,expected", [(1, "failed"), (6, "succeeded")])
+def test_a_test_honours_the_connections_timeout(
+        staff_client, upstream, django_capture_on_commit_callbacks, timeout_seconds, expected):
+    conn = ConnectionFactory(base_url=upstream.openai_url, secrets={"api_key": UPSTREAM_KEY},
+                             timeout_seconds=timeout_seconds)
+    upstream.set_mode("slow", delay_ms=2500)
+    r = start_test(staff_client, conn, django_capture_on_commit_callbacks)
+    poll = staff_client.get(f"/api/v1/connection-tests/{r.json()['id']}/").json()
+    assert poll["status"] == expected, poll
+    assert poll["timeout_seconds"] == timeout_seconds
+    if expected == "failed":
+        assert poll["error_class"] == "timeout"
+
+
+def test_an_unsaved_test_takes_its_timeout_from_the_body(
+        staff_client, upstream, django_capture_on_commit_callbacks):
+    upstream.set_mode("slow", delay_ms=2500)
+    body = {"provider": "openai_compatible", "auth_method": "api_key", "timeout_seconds": 1,
+            "base_url": upstream.openai_url, "credentials": {"api_key": UPSTREAM_KEY}}
+    with django_capture_on_commit_callbacks(execute=True):
+        r = staff_client.post("/api/v1/connection-tests/", body, format="json")
+    poll = staff_client.get(f"/api/v1/connection-tests/{r.json()['id']}/").json()
+    assert (poll["status"], poll["error_class"]) == ("failed", "timeout")
+
+
 def test_stored_secret_does_not_follow_a_changed_host(staff_client, conn, upstream_factory):
     other = upstream_factory(name="elsewhere", api_keys=())
     body = {"connection": str(conn.pk), "base_url": other.url.replace("127.0.0.1", "localhost")
