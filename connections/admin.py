@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from django import forms
@@ -23,6 +24,8 @@ from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.http import urlencode
 from django.utils.timezone import localtime
 
@@ -46,6 +49,8 @@ from .selectors import connection_dependents, connection_list_detailed
 
 SECRET = "secret__"
 CONFIG = "cfg__"
+REMOVE = "remove__"
+ROTATE = "rotate__"
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 CSS = "connections/admin.css"
 
@@ -114,8 +119,22 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
         help_text="Per million output tokens. Empty: litellm's price.")
     timeout_seconds = forms.IntegerField(
         label="Call timeout (s)", required=False, min_value=1, max_value=600,
-        help_text="Gateway calls slower than this count as timed out (a fallback is tried). "
-                  "Empty: LLMCONN_PROVIDER_TIMEOUT.")
+        help_text="Gateway calls, tests and discovery slower than this count as timed out (a "
+                  "fallback is tried). Empty: LLMCONN_PROVIDER_TIMEOUT (tests: 20 s).")
+    extra_headers = forms.CharField(
+        label="Extra headers", required=False, max_length=8192,
+        widget=forms.Textarea(attrs={"rows": 3, "class": "llmconn-wide", "spellcheck": "false",
+                                     "placeholder": '{"X-Team": "research"}'}),
+        help_text="A JSON object of non-secret headers sent on every call to the provider "
+                  "(config.extra_headers). Secret headers: use the custom header auth method.")
+    ca_cert = forms.CharField(
+        label="CA certificate", required=False, max_length=65536,
+        widget=forms.Textarea(attrs={"rows": 3, "class": "llmconn-wide", "spellcheck": "false",
+                                     "placeholder": "-----BEGIN CERTIFICATE-----"}),
+        help_text="PEM CA certificate(s) trusted for this connection besides the system roots "
+                  "(a self-hosted server with a private CA; config.ca_cert).")
+    llmconn_test_id = forms.CharField(required=False, widget=forms.HiddenInput(
+        attrs={"id": "id_llmconn_test_id"}))
 
     class Meta:
         model = Connection
@@ -125,10 +144,16 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
         super().__init__(*args, **kwargs)
         spec = self.spec
         saved = not self.instance._state.adding  # (a new Connection already has a UUID pk)
+        # Changing an existing connection's provider: the new provider's fields, no saved secret
+        # offered (a stored key never follows a changed endpoint).
+        self.switching = saved and self.instance.provider != spec.name
         if not saved:
             self.instance.provider = spec.name  # for the read-only provider row
         elif not self.is_bound:
             self.initial.update(self._initial_of(self.instance))
+            if self.switching:
+                self.initial.update({"auth_method": spec.default_auth_method().name,
+                                     "base_url": ""})
         self.fields["auth_method"].choices = [(m.name, m.label) for m in spec.auth_methods]
         self.fields["auth_method"].initial = spec.default_auth_method().name
         base = self.fields["base_url"]
@@ -142,7 +167,7 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
         model.help_text = ("Used by tests and by workspaces that name no model. Suggestions: "
                            "discovered models." if saved else
                            "Used by tests and by workspaces that name no model.")
-        hints = self.instance.credential_summary() if saved else {}
+        hints = self.instance.credential_summary() if saved and not self.switching else {}
         for key, info in self.layout.items():
             field = info["field"]
             if info["kind"] == "secret":
@@ -151,7 +176,15 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
                     widget=forms.PasswordInput(render_value=False, attrs={
                         "autocomplete": "new-password", "data-secret-field": field.name,
                         "class": "llmconn-wide", "spellcheck": "false"}),
-                    help_text=_secret_help(field, hints.get(field.name), saved))
+                    help_text=_secret_help(field, hints.get(field.name),
+                                           saved and not self.switching))
+                if not field.required and field.name in hints:
+                    # An optional secret that is set can be removed (credentials: null).
+                    self.fields[REMOVE + field.name] = forms.BooleanField(
+                        label=f"Remove {field.label.lower()}", required=False,
+                        widget=forms.CheckboxInput(attrs={"data-remove-field": field.name}),
+                        help_text="Deletes the saved value when you save (unless you enter "
+                                  "a new one above).")
             else:
                 self.fields[key] = forms.CharField(
                     label=field.label, required=False, max_length=8192, initial=field.default,
@@ -170,14 +203,19 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
             "output_cost_per_million_tokens": connection.output_cost_per_million_tokens,
             "timeout_seconds": connection.timeout_seconds,
         }
-        initial.update({CONFIG + k: v for k, v in (connection.config or {}).items()})
+        config = dict(connection.config or {})
+        headers = config.pop("extra_headers", None)
+        initial["extra_headers"] = json.dumps(headers, indent=1) if headers else ""
+        initial["ca_cert"] = config.pop("ca_cert", "") or ""
+        initial.update({CONFIG + k: v for k, v in config.items()})
         return initial
 
     def _method_keys(self, method: str):
         return [(k, i) for k, i in self.layout.items() if method in i["methods"]]
 
     def _has_saved(self, name: str) -> bool:
-        if self.instance._state.adding or not self.instance.credentials_readable:
+        if (self.instance._state.adding or self.switching
+                or not self.instance.credentials_readable):
             return False
         return name in self.instance.credential_summary()
 
@@ -193,6 +231,18 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
                     self.add_error(key, "This field is required.")
                 elif info["kind"] == "secret" and not self._has_saved(field.name):
                     self.add_error(key, "This field is required.")
+        headers = (cleaned.get("extra_headers") or "").strip()
+        if headers:
+            try:
+                parsed = json.loads(headers)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                self.add_error("extra_headers", 'Enter a JSON object, e.g. {"X-Team": "a"}.')
+            else:
+                cleaned["extra_headers"] = parsed
+        else:
+            cleaned["extra_headers"] = None
         self.add_service_errors()
         return cleaned
 
@@ -209,6 +259,12 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
             value = data.get(key)
             if value:
                 (credentials if info["kind"] == "secret" else config)[info["field"].name] = value
+            elif info["kind"] == "secret" and data.get(REMOVE + info["field"].name):
+                credentials[info["field"].name] = None  # remove the saved optional secret
+        if data.get("extra_headers"):
+            config["extra_headers"] = data["extra_headers"]
+        if (data.get("ca_cert") or "").strip():
+            config["ca_cert"] = data["ca_cert"].strip()
         settings = {
             "name": data["name"], "auth_method": method, "base_url": data.get("base_url") or None,
             "default_model": data.get("default_model") or "", "config": config,
@@ -224,6 +280,11 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
                     "input_cost_per_million_tokens", "output_cost_per_million_tokens",
                     "timeout_seconds"):
             return path
+        if path == "provider":
+            return "auth_method"
+        for name in ("extra_headers", "ca_cert"):
+            if name in (path or "") or (path == "config" and name in message):
+                return name
         head, _, tail = (path or "").partition(".")
         if head == "credentials" and tail and SECRET + tail in self.fields:
             return SECRET + tail
@@ -268,14 +329,10 @@ class ActiveFilter(admin.SimpleListFilter):
 # --- the admin ----------------------------------------------------------------------------------
 
 def _when(value) -> str:
-    """A compact local date and time for list columns: "21 Nov 19:02" ("21 Nov 2025" for
-    another year); the full timestamp is on the change page."""
+    """A local date and time in the admin's one format (llmconn/formats: "21 Nov 2026, 19:02")."""
     if not value:
         return "—"
-    value = localtime(value)
-    if value.year != localtime().year:
-        return value.strftime("%d %b %Y")
-    return value.strftime("%d %b %H:%M")
+    return date_format(localtime(value), "DATETIME_FORMAT")
 
 
 def _status_badge(status: str, error_class: str = "", title: str = "") -> str:
@@ -307,9 +364,9 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
                       admin.ModelAdmin):
     audit_target_type = "connection"
     form = ConnectionAdminForm
+    # Fits 1400 px without scrolling: dates of creation are on the change page.
     list_display = ("name", "provider_label", "auth_method_label", "status_badge",
-                    "last_tested", "models_count", "used_by_count", "default_mark", "updated",
-                    "created")
+                    "last_tested", "models_count", "used_by_count", "default_mark", "updated")
     list_filter = (ProviderFilter, "status", ActiveFilter)
     search_fields = ("name",)
     ordering = ("name",)
@@ -317,8 +374,8 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
     actions = ["test_selected", "discover_models", "make_default", "move_bindings",
                "delete_selected"]
     readonly_fields = ("provider_display", "status_display", "models_display",
-                       "used_by_display", "history_display", "revision", "created_at",
-                       "updated_at")
+                       "used_by_display", "history_display", "revision", "created",
+                       "updated")
 
     class Media:
         css = {"all": (CSS,)}
@@ -361,14 +418,6 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
     def last_tested(self, obj: Connection) -> str:
         return _when(obj.last_tested_at)
 
-    @admin.display(description="Updated", ordering="updated_at")
-    def updated(self, obj: Connection) -> str:
-        return _when(obj.updated_at)
-
-    @admin.display(description="Created", ordering="created_at")
-    def created(self, obj: Connection) -> str:
-        return _when(obj.created_at)
-
     @admin.display(description="Models", ordering="models_count")
     def models_count(self, obj: Connection) -> int:
         return obj.models_count
@@ -381,7 +430,8 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
 
     def _spec(self, request, obj=None):
         if obj is not None:
-            return obj.spec
+            switch = find_provider(request.GET.get("provider") or "")
+            return switch or obj.spec  # ?provider=: changing this connection's provider
         preset = self._preset(request)
         if preset is not None:
             return find_provider(preset.provider)
@@ -408,14 +458,20 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
                                        "is no longer in the catalog: it can be deleted, or its "
                                        "bindings moved, but not edited.", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:connections_connection_changelist"))
+        if obj is not None and request.method == "GET" and "change_provider" in request.GET:
+            return self.provider_picker_view(request, obj)
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def provider_picker_view(self, request):
-        if not self.has_add_permission(request):
+    def provider_picker_view(self, request, obj=None):
+        """Cards of presets and provider types: step 1 of adding, or (with `obj`) the new
+        provider of an existing connection (its change form then shows that provider's fields)."""
+        if not (self.has_change_permission(request, obj) if obj is not None
+                else self.has_add_permission(request)):
             raise PermissionDenied
-        add_url = reverse("admin:connections_connection_add")
+        add_url = (reverse("admin:connections_connection_change", args=[obj.pk]) if obj
+                   else reverse("admin:connections_connection_add"))
         presets = []
-        for preset in all_presets():
+        for preset in (all_presets() if obj is None else []):
             spec = find_provider(preset.provider)
             data = preset.as_dict()
             method = spec.auth_method(data["auth_method"])
@@ -428,11 +484,12 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
             "capabilities": sorted(spec.capabilities),
             "endpoint": spec.default_base_url or "",
             "url": f"{add_url}?{urlencode({'provider': spec.name})}",
-        } for spec in all_providers()]
+        } for spec in all_providers() if obj is None or spec.name != obj.provider]
         context = {
             **self.admin_site.each_context(request),
-            "title": "Add connection",
-            "subtitle": "Choose a provider or a preset",
+            "title": "Add connection" if obj is None else f"Change the provider of {obj.name}",
+            "subtitle": "Choose a provider or a preset" if obj is None else "Choose a provider",
+            "original": obj,
             "opts": self.opts,
             "presets": presets,
             "providers": providers,
@@ -475,9 +532,17 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
             return [(None, {"fields": ["name"]})]
         layout = form_layout(spec)
         config = [k for k, i in layout.items() if i["kind"] == "config"]
-        secrets = [k for k, i in layout.items() if i["kind"] == "secret"]
+        secrets = []
+        for key, info in layout.items():
+            if info["kind"] == "secret":
+                secrets.append(key)
+                field = info["field"]
+                switching = obj is not None and obj.provider != spec.name
+                if (obj is not None and not switching and not field.required
+                        and field.name in obj.credential_summary()):
+                    secrets.append(REMOVE + field.name)
         fieldsets = [(None, {"fields": ["provider_display", "name", "auth_method", "base_url",
-                                        "default_model", "is_active"]})]
+                                        "default_model", "is_active", "llmconn_test_id"]})]
         if config:
             fieldsets.append(("Provider settings", {"fields": config,
                                                     "classes": ["llmconn-config"]}))
@@ -487,11 +552,11 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         }))
         fieldsets.append(("Gateway calls", {
             "fields": ["input_cost_per_million_tokens", "output_cost_per_million_tokens",
-                       "timeout_seconds"], "classes": ["collapse"]}))
+                       "timeout_seconds", "extra_headers", "ca_cert"], "classes": ["collapse"]}))
         if obj is not None:
             fieldsets.append(("Status", {"fields": ["status_display", "models_display",
                                                     "used_by_display", "history_display",
-                                                    "revision", "created_at", "updated_at"]}))
+                                                    "revision", "created", "updated"]}))
         return fieldsets
 
     def get_readonly_fields(self, request, obj=None):
@@ -502,6 +567,8 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
     def render_change_form(self, request, context, add=False, change=False, form_url="",
                            obj=None):
         spec = self._spec(request, obj)
+        if obj is not None and spec.name == obj.provider:
+            context["rotation"] = self._rotation_context(obj)
         context["llmconn_spec"] = {
             "provider": spec.name,
             "connection": str(obj.pk) if obj else None,
@@ -523,14 +590,21 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         settings, credentials = form.service_settings()
         try:
             if change:
+                if form.switching:
+                    settings["provider"] = form.spec.name
                 return services.connection_update(connection=form.instance, actor=request.user,
                                                   credentials=credentials, **settings)
             # A preset only fills the form in (get_changeform_initial_data): what is saved is
             # what the form shows, so it is created like any other connection.
-            return services.connection_create(provider=form.spec.name, actor=request.user,
-                                              credentials=credentials, **settings)
+            connection = services.connection_create(provider=form.spec.name, actor=request.user,
+                                                    credentials=credentials, **settings)
         except (ApplicationError, ValidationError) as exc:
             raise ServiceRefused(exc) from exc
+        test_id = form.cleaned_data.get("llmconn_test_id")
+        if test_id and diagnostics.connection_test_adopt(connection=connection, test_id=test_id,
+                                                         actor=request.user):
+            connection.refresh_from_db()  # its status is the test's
+        return connection
 
     # -- read-only rows of the change form -------------------------------------------------
 
@@ -541,7 +615,17 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         if obj._state.adding:
             return format_html('<strong>{}</strong> <a class="llmconn-quiet" href="{}">choose another</a>',
                                label, reverse("admin:connections_connection_add"))
-        return format_html("<strong>{}</strong>", label)
+        change_url = reverse("admin:connections_connection_change", args=[obj.pk])
+        return format_html('<strong>{}</strong> <a class="llmconn-quiet" id="llmconn-change-provider" '
+                           'href="{}?change_provider=1">change provider…</a>', label, change_url)
+
+    @admin.display(description="Created")
+    def created(self, obj: Connection) -> str:
+        return _when(obj.created_at)
+
+    @admin.display(description="Updated", ordering="updated_at")
+    def updated(self, obj: Connection) -> str:
+        return _when(obj.updated_at)
 
     @admin.display(description="Status")
     def status_display(self, obj: Connection) -> str:
@@ -558,7 +642,7 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         if tests and tests[0].latency_ms is not None:
             html = format_html('{} <span class="llmconn-quiet">· {} ms</span>', html,
                                tests[0].latency_ms)
-        return html
+        return format_html('<span id="llmconn-status">{}</span>', html)
 
     @admin.display(description="Discovered models")
     def models_display(self, obj: Connection) -> str:
@@ -652,7 +736,87 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
             path("<path:object_id>/move-bindings/",
                  self.admin_site.admin_view(self.move_bindings_view),
                  name="%s_%s_move_bindings" % info),
+            path("<path:object_id>/rotate-secret/",
+                 self.admin_site.admin_view(self.rotate_secret_view),
+                 name="%s_%s_rotate_secret" % info),
+            path("<path:object_id>/rollback-secret/",
+                 self.admin_site.admin_view(self.rollback_secret_view),
+                 name="%s_%s_rollback_secret" % info),
         ] + super().get_urls()
+
+    # -- staged secret rotation and rollback (connections.rotation, as the API) --------------
+
+    @staticmethod
+    def _rotation_context(obj: Connection) -> dict:
+        spec = obj.spec
+        method = spec.auth_method(obj.auth_method) if spec else None
+        fields = [{"name": ROTATE + f.name, "label": f.label, "required": f.required}
+                  for f in (method.secret_fields if method else ())]
+        expires = obj.previous_secrets_expires_at
+        can_roll_back = bool(expires and expires > timezone.now()
+                             and obj.previous_secrets is not None)
+        return {
+            "fields": fields,
+            "rotate_url": reverse("admin:connections_connection_rotate_secret", args=[obj.pk]),
+            "rollback_url": reverse("admin:connections_connection_rollback_secret",
+                                    args=[obj.pk]),
+            "can_roll_back": can_roll_back,
+            "expires": _when(expires) if can_roll_back else "",
+        }
+
+    def _connection_for_post(self, request, object_id) -> Connection:
+        if request.method != "POST":
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None or not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        return obj
+
+    def _back_to(self, obj: Connection) -> HttpResponseRedirect:
+        return HttpResponseRedirect(
+            reverse("admin:connections_connection_change", args=[obj.pk]) + "#rotate")
+
+    def rotate_secret_view(self, request, object_id):
+        """Stage the secrets entered under "Rotate secret", test them, promote only if the test
+        passes (connection_rotate_secret); the test's result is the message shown."""
+        from .rotation import connection_rotate_secret
+
+        obj = self._connection_for_post(request, object_id)
+        credentials = {key[len(ROTATE):]: value for key, value in request.POST.items()
+                       if key.startswith(ROTATE) and value}
+        if not credentials:
+            messages.error(request, "Enter the new secret to rotate to.")
+            return self._back_to(obj)
+        try:
+            outcome = connection_rotate_secret(connection=obj, credentials=credentials,
+                                               actor=request.user)
+        except (ApplicationError, ValidationError) as exc:
+            messages.error(request, f"Not rotated: {error_message(exc)}")
+            return self._back_to(obj)
+        test = outcome.test
+        latency = f", {test.latency_ms} ms" if test.latency_ms is not None else ""
+        if outcome.promoted:
+            until = _when(outcome.previous_expires_at) if outcome.previous_expires_at else ""
+            messages.success(request, f"New secret tested OK{latency} and promoted. The previous "
+                                      f"one can be rolled back until {until}.")
+        else:
+            messages.error(request, f"New secret refused: the test failed ({test.error_class}"
+                                    f"{latency}): {test.message} The current secret is kept.")
+        return self._back_to(obj)
+
+    def rollback_secret_view(self, request, object_id):
+        """Bring back the secret the last rotation replaced (connection_rollback_secret)."""
+        from .rotation import connection_rollback_secret
+
+        obj = self._connection_for_post(request, object_id)
+        try:
+            connection_rollback_secret(connection=obj, actor=request.user)
+        except (ApplicationError, ValidationError) as exc:
+            messages.error(request, f"Not rolled back: {error_message(exc)}")
+        else:
+            messages.success(request, "Rolled back to the previous secret. Its status is "
+                                      "Untested until the next test.")
+        return self._back_to(obj)
 
     def move_bindings_view(self, request, object_id):
         """Choose the connection that takes over every binding of this one, then move them."""

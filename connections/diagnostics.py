@@ -21,11 +21,15 @@ running if the sweep dies.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -233,6 +237,10 @@ def connection_test_request_unsaved(
         kind=kind, connection=connection, connection_revision=None, provider=provider,
         auth_method=auth_method, base_url=base_url, config=config, secrets=secrets,
         model=(model or "").strip(), timeout_seconds=timeout_seconds,
+        settings_digest=settings_digest(provider=provider, auth_method=auth_method,
+                                        base_url=base_url, config=config, secrets=secrets,
+                                        model=(model or "").strip(),
+                                        timeout_seconds=timeout_seconds),
         requested_by=actor if getattr(actor, "pk", None) else None,
     )
     test.full_clean(exclude=["secrets"])
@@ -248,6 +256,51 @@ def connection_test_request_unsaved(
     _enqueue("connection_discover_models_run_task" if kind == JobKind.DISCOVER
              else "connection_test_run_task", test)
     return test
+
+
+def settings_digest(*, provider: str, auth_method: str, base_url, config: dict, secrets: dict,
+                    model: str, timeout_seconds) -> str:
+    """HMAC-SHA256 (keyed by SECRET_KEY) of settings as tested: equal digests, same settings."""
+    body = json.dumps([provider, auth_method, base_url or None, config or {}, secrets or {},
+                       model or "", timeout_seconds], sort_keys=True, separators=(",", ":"))
+    return hmac.new(settings.SECRET_KEY.encode(), body.encode(), hashlib.sha256).hexdigest()
+
+
+ADOPT_WITHIN = timedelta(minutes=30)
+
+
+@transaction.atomic
+def connection_test_adopt(*, connection: Connection, test_id, actor=None) -> bool:
+    """Make a finished test of unsaved settings the status of `connection`, if it tested exactly
+    the settings the connection now holds (digest), was asked by `actor`, and is recent.
+
+    For the admin's add form: "Test connection" then "Save" keeps the result. Anything else
+    (other settings, someone else's or an old test, a saved connection's test) is ignored.
+    """
+    try:
+        test = ConnectionTest.objects.select_for_update().get(pk=test_id)
+    except (ConnectionTest.DoesNotExist, ValueError, TypeError, DjangoValidationError):
+        return False  # no such test, or not an id at all
+    current = Connection.objects.get(pk=connection.pk)
+    if (test.kind != JobKind.TEST or test.connection_revision is not None
+            or test.status not in (TestStatus.SUCCEEDED, TestStatus.FAILED)
+            or not test.settings_digest or test.finished_at is None
+            or test.requested_by_id != getattr(actor, "pk", None)
+            or test.created_at < timezone.now() - ADOPT_WITHIN
+            or not current.credentials_readable):
+        return False
+    digest = settings_digest(provider=current.provider, auth_method=current.auth_method,
+                             base_url=current.base_url, config=current.config or {},
+                             secrets=current.secrets or {},
+                             model=current.default_model or "",
+                             timeout_seconds=current.timeout_seconds)
+    if not hmac.compare_digest(digest, test.settings_digest):
+        return False
+    test.connection, test.connection_revision = current, current.revision
+    test.save(update_fields=["connection", "connection_revision"])
+    _record_status(current.pk, current.revision, test.status == TestStatus.SUCCEEDED,
+                   test.error_class, test.finished_at)
+    return True
 
 
 @transaction.atomic

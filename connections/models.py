@@ -205,6 +205,9 @@ class ConnectionTest(models.Model):
     model_ids = models.JSONField(null=True, blank=True, default=None)
     # The provider call's time limit (the connection's timeout_seconds); null: TEST_TIMEOUT_S.
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # HMAC of the unsaved settings tested (secrets included; never reversible), so that the
+    # admin's add form can make this result the status of the connection saved from them.
+    settings_digest = models.CharField(max_length=64, blank=True, default="", editable=False)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",

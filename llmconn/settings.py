@@ -108,7 +108,7 @@ LLMCONN_SWEEP_CONCURRENCY = env.int("LLMCONN_SWEEP_CONCURRENCY", default=200)
 LLMCONN_PROVIDER_TIMEOUT = env.int("LLMCONN_PROVIDER_TIMEOUT", default=60)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "llmconn.apps.LlmconnAdminConfig",  # django.contrib.admin with the index order of llmconn
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -234,6 +234,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+FORMAT_MODULE_PATH = ["llmconn.formats"]  # one date format in the admin (llmconn/formats/en)
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -7,10 +7,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import errors, health
 
-admin.site.site_header = "llmconn administration"
-admin.site.site_title = "llmconn admin"
-admin.site.index_title = "Connections, workspaces and audit log"
-
 handler400 = "llmconn.errors.json_400"
 handler404 = "llmconn.errors.json_404"
 handler500 = "llmconn.errors.json_500"

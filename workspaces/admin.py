@@ -1,6 +1,8 @@
-"""Django admin for workspaces: name and slug, a binding per role (a connection and a model
-chooser filled from its discovered models; free text allowed), what each role resolves to now,
-members, and API keys (a created key is shown once, then only its prefix).
+"""Django admin for workspaces: name and slug, a binding per role (a connection, a model
+chooser filled from its discovered models or a discovery run from the page, free text allowed,
+and its fallbacks), what each role resolves to now, members, and API keys (a created key is
+shown once, then only its prefix). Also system defaults (editable) and budgets with their
+current spend.
 
 Every change goes through workspaces.services, as in the API (so the revision stamp and the
 audit log stay right); the admin never shows an API key's hash.
@@ -21,6 +23,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from connections.models import Connection, DiscoveredModel
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 from llmconn.admin_support import (
     SERVICE_ERROR_ATTR,
     AuditHistoryMixin,
@@ -34,8 +38,10 @@ from llmconn.admin_support import (
 )
 from llmconn.errors import ApplicationError
 
+from . import budgets as budget_counters
 from . import services
 from .models import (
+    Budget,
     MemberRole,
     Membership,
     Role,
@@ -135,15 +141,54 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
                 widget=DatalistInput(options.get(chosen or "", []), attrs={
                     "class": "vTextField llmconn-model-input", "data-role": role,
                     "placeholder": "the connection's default model"}))
+            self.fields[f"{role}_fallbacks"] = forms.CharField(
+                label=f"{Role(role).label} fallbacks", required=False, max_length=4000,
+                widget=forms.Textarea(attrs={
+                    "rows": 2, "class": "vLargeTextField llmconn-fallbacks", "data-role": role,
+                    "placeholder": "backup-connection | model (one per line; model optional)"}),
+                help_text="Tried in order when the connection fails with a retryable error "
+                          "(at most 5). One per line: a connection name, optionally "
+                          "“| model”.")
             if binding is not None and not self.is_bound:
                 self.initial[f"{role}_connection"] = binding.connection_id
                 self.initial[f"{role}_model"] = binding.model or ""
+                self.initial[f"{role}_fallbacks"] = self._fallback_text(binding.fallbacks or [])
+
+    @staticmethod
+    def _fallback_text(fallbacks: list[dict]) -> str:
+        ids = [f.get("connection") for f in fallbacks]
+        names = {str(pk): name for pk, name in
+                 Connection.objects.filter(pk__in=[i for i in ids if i])
+                 .values_list("pk", "name")}
+        return "\n".join(names.get(str(f.get("connection")), str(f.get("connection")))
+                         + (f" | {f['model']}" if f.get("model") else "") for f in fallbacks)
+
+    def _parse_fallbacks(self, role: str) -> list[dict] | None:
+        """The role's fallbacks as the service takes them; None (and a field error) if a line
+        names no known connection."""
+        text = self.cleaned_data.get(f"{role}_fallbacks") or ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        names = [line.split("|", 1)[0].strip() for line in lines]
+        found = dict(Connection.objects.filter(name__in=names).values_list("name", "pk"))
+        parsed, unknown = [], []
+        for line, name in zip(lines, names):
+            model = line.split("|", 1)[1].strip() if "|" in line else ""
+            if name not in found:
+                unknown.append(name)
+                continue
+            parsed.append({"connection": str(found[name]), "model": model or None})
+        if unknown:
+            self.add_error(f"{role}_fallbacks",
+                           f"No connection named {', '.join(repr(n) for n in unknown)}.")
+            return None
+        return parsed
 
     def _post_clean(self):
         """Model validation is the services' (their errors come back onto the fields)."""
 
     def clean(self):
         cleaned = super().clean()
+        self.fallbacks = {role: self._parse_fallbacks(role) for role in ROLES}
         self.add_service_errors()
         return cleaned
 
@@ -160,6 +205,11 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
             if new != old:
                 changes[role] = {"connection": str(connection.pk) if connection else None,
                                  "model": model}
+            fallbacks = self.fallbacks.get(role)
+            old_fallbacks = [{"connection": str(f.get("connection")), "model": f.get("model")}
+                             for f in ((binding.fallbacks or []) if binding else [])]
+            if fallbacks is not None and fallbacks != old_fallbacks:
+                changes.setdefault(role, {})["fallbacks"] = fallbacks
         return changes
 
     def field_for_error(self, path, message):
@@ -167,6 +217,8 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
             return path
         parts = (path or "").split(".")
         if len(parts) >= 2 and parts[0] == "bindings" and parts[1] in ROLES:
+            if len(parts) >= 3 and parts[2].startswith("fallbacks"):
+                return f"{parts[1]}_fallbacks"
             return f"{parts[1]}_model" if parts[-1] == "model" else f"{parts[1]}_connection"
         return None
 
@@ -223,12 +275,14 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         fieldsets = [
             (None, {"fields": ["name", "slug"]}),
             ("Bindings", {
-                "fields": [(f"{role}_connection", f"{role}_model") for role in ROLES],
+                "fields": [row for role in ROLES for row in
+                           ((f"{role}_connection", f"{role}_model"), f"{role}_fallbacks")],
                 "classes": ["llmconn-bindings"],
                 "description": "Each role uses a connection and a model. No connection: the "
                                "system default for the role. No model: the connection's default "
-                               "model. Suggestions are the connection's discovered models; any "
-                               "name may be typed.",
+                               "model. Suggestions are the connection's discovered models "
+                               "(“Discover” asks the provider now); any name may be typed. "
+                               "Default parameters (default_params) are set through the API.",
             }),
         ]
         if obj is not None:
@@ -268,6 +322,9 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
             "connections": {str(c.pk): {"models": models.get(str(c.pk), []),
                                         "default_model": c.default_model}
                             for c in connections},
+            "urls": {"tests": reverse("v1:connection-tests"),
+                     "test_detail": reverse("v1:connection-test-detail",
+                                            args=["00000000-0000-0000-0000-000000000000"])},
         }
         if obj is not None:
             context["memberships"] = list(obj.memberships.select_related("user")
@@ -413,10 +470,201 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         return self._back(workspace, "#api-keys")
 
 
+class SystemDefaultForm(ServiceFormMixin, forms.ModelForm):
+    """A role's system default: a connection and an optional model (system_default_set)."""
+
+    role = forms.ChoiceField(choices=Role.choices)
+    connection = ConnectionChoiceField(queryset=Connection.objects.none())
+    model = forms.CharField(required=False, max_length=200,
+                            help_text="Empty: the connection's default model.")
+
+    class Meta:
+        model = SystemDefault
+        fields: list[str] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["connection"].queryset = (Connection.objects.filter(is_active=True)
+                                              .order_by("name"))
+        if self.instance.pk:
+            self.fields["role"].disabled = True
+            if not self.is_bound:
+                self.initial.update({"role": self.instance.role,
+                                     "connection": self.instance.connection_id,
+                                     "model": self.instance.model or ""})
+
+    def _post_clean(self):
+        """Validation is the service's."""
+
+    def clean(self):
+        cleaned = super().clean()
+        self.add_service_errors()
+        return cleaned
+
+
 @admin.register(SystemDefault)
-class SystemDefaultAdmin(ReadOnlyAdmin):
-    list_display = ("role", "connection", "model", "updated_at")
+class SystemDefaultAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
+    """Per role, what workspaces without a binding use; set and cleared by the services."""
+
+    form = SystemDefaultForm
+    list_display = ("role", "connection", "model", "updated")
     list_select_related = ("connection",)
+    fields = ("role", "connection", "model")
+
+    @admin.display(description="Updated", ordering="updated_at")
+    def updated(self, obj):
+        return date_format(localtime(obj.updated_at), "DATETIME_FORMAT")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        return type("SystemDefaultForm", (self.form,), {
+            "service_error": getattr(request, SERVICE_ERROR_ATTR, None)})
+
+    def has_add_permission(self, request):
+        return super().has_add_permission(request) and SystemDefault.objects.count() < len(ROLES)
+
+    def save_form(self, request, form, change):
+        data = form.cleaned_data
+        role = form.instance.role if change else data["role"]
+        if not change and SystemDefault.objects.filter(role=role).exists():
+            raise ServiceRefused(ValidationError({"role": "This role has a default: change it."}))
+        try:
+            default, warnings = services.system_default_set(
+                role=role, connection=str(data["connection"].pk), model=data.get("model") or None,
+                actor=request.user)
+        except (ApplicationError, ValidationError) as exc:
+            raise ServiceRefused(exc) from exc
+        for warning in warnings:
+            messages.warning(request, warning)
+        return default
+
+    def delete_model(self, request, obj):
+        services.system_default_clear(role=obj.role, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            services.system_default_clear(role=obj.role, actor=request.user)
+
+    def get_deleted_objects(self, objs, request):
+        objs = list(objs)
+        return ([f"{o}: workspaces without a {o.role} binding can no longer call it"
+                 for o in objs], {"system defaults": len(objs)}, set(), [])
+
+
+def budget_spend(budget: Budget) -> dict:
+    """This period's spend of a budget from the shared counters (as the gateway counts it)."""
+    state = budget_counters._state(budget)
+    start, end = state.bounds()
+    used = budget_counters.used(state)
+    described = state.describe(used, start, end)
+    return {"used": described["used"], "limit": described["limit"],
+            "resets_at": end, "percent": min(100, round(100 * used / state.limit_units)),
+            "exceeded": used >= state.limit_units}
+
+
+class BudgetForm(ServiceFormMixin, forms.ModelForm):
+    """A budget's settings; the target (scope and workspace or connection) is fixed once made."""
+
+    workspace = forms.ModelChoiceField(queryset=Workspace.objects.order_by("name"),
+                                       required=False, to_field_name="slug",
+                                       help_text="For scope workspace.")
+    connection = ConnectionChoiceField(queryset=Connection.objects.order_by("name"),
+                                       required=False, help_text="For scope connection.")
+
+    class Meta:
+        model = Budget
+        fields = ["name", "scope", "workspace", "connection", "period", "metric", "limit",
+                  "warn_threshold", "is_active"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            for name in ("scope", "workspace", "connection"):
+                self.fields[name].disabled = True
+
+    def _post_clean(self):
+        """Validation is the service's."""
+
+    def clean(self):
+        cleaned = super().clean()
+        self.add_service_errors()
+        return cleaned
+
+
+@admin.register(Budget)
+class BudgetAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
+    """Budgets with this period's spend; created, changed and deleted by the services."""
+
+    form = BudgetForm
+    list_display = ("budget_label", "period", "metric", "limit", "spend", "resets",
+                    "is_active")
+    list_filter = ("scope", "period", "metric", "is_active")
+    list_select_related = ("workspace", "connection")
+    readonly_fields = ("spend_display",)
+
+    class Media:
+        css = {"all": (CSS,)}
+
+    def get_fieldsets(self, request, obj=None):
+        fields = ["name", "scope", "workspace", "connection", "period", "metric", "limit",
+                  "warn_threshold", "is_active"]
+        sets = [(None, {"fields": fields})]
+        if obj is not None:
+            sets.append(("This period", {"fields": ["spend_display"]}))
+        return sets
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        return type("BudgetForm", (form,), {
+            "service_error": getattr(request, SERVICE_ERROR_ATTR, None)})
+
+    @admin.display(description="Budget")
+    def budget_label(self, obj: Budget) -> str:
+        return obj.label
+
+    def _spend_html(self, obj: Budget) -> str:
+        info = budget_spend(obj)
+        kind = "failed" if info["exceeded"] else ("running" if info["percent"] >= 80 else "ok")
+        return format_html('{} <span class="llmconn-quiet">of {} ({}%)</span>',
+                           badge(str(info["used"]), kind), info["limit"], info["percent"])
+
+    @admin.display(description="Spent this period")
+    def spend(self, obj: Budget) -> str:
+        return self._spend_html(obj)
+
+    @admin.display(description="Spent this period")
+    def spend_display(self, obj: Budget) -> str:
+        info = budget_spend(obj)
+        return format_html('{} <span class="llmconn-quiet">resets {} (UTC)</span>',
+                           self._spend_html(obj),
+                           date_format(info["resets_at"], "DATETIME_FORMAT"))
+
+    @admin.display(description="Resets")
+    def resets(self, obj: Budget) -> str:
+        return date_format(budget_spend(obj)["resets_at"], "DATETIME_FORMAT")
+
+    def save_form(self, request, form, change):
+        data = form.cleaned_data
+        settings = {k: data.get(k) for k in ("name", "period", "metric", "limit",
+                                             "warn_threshold", "is_active")}
+        settings["name"] = settings["name"] or ""
+        try:
+            if change:
+                return services.budget_update(budget=form.instance, actor=request.user,
+                                              **settings)
+            workspace, connection = data.get("workspace"), data.get("connection")
+            return services.budget_create(
+                scope=data.get("scope") or "", workspace=workspace.slug if workspace else None,
+                connection=str(connection.pk) if connection else None, actor=request.user,
+                **settings)
+        except (ApplicationError, ValidationError) as exc:
+            raise ServiceRefused(exc) from exc
+
+    def delete_model(self, request, obj):
+        services.budget_delete(budget=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            services.budget_delete(budget=obj, actor=request.user)
 
 
 @admin.register(WorkspaceAPIKey)

@@ -241,6 +241,8 @@ ADMIN_SITE_PAGES = {"index", "login", "logout", "password_change", "password_cha
                     "admin/(?P<url>.*)$", "admin/<path:object_id>/"}
 ADMIN_CUSTOM = {  # the admin's own actions beyond Django's model pages (GET shows, POST acts)
     "connections_connection_move_bindings",
+    "connections_connection_rotate_secret",
+    "connections_connection_rollback_secret",
     "workspaces_workspace_member_set",
     "workspaces_workspace_member_remove",
     "workspaces_workspace_api_key_create",
@@ -319,6 +321,8 @@ def admin_pages(world: World) -> list[tuple[str, str, str]]:
     ws, conn = world.workspace.pk, world.conn.pk
     pages += [
         ("custom", reverse("admin:connections_connection_move_bindings", args=(conn,)), ""),
+        ("custom", reverse("admin:connections_connection_rotate_secret", args=(conn,)), ""),
+        ("custom", reverse("admin:connections_connection_rollback_secret", args=(conn,)), ""),
         ("custom", reverse("admin:workspaces_workspace_member_set", args=(ws,)), ""),
         ("custom", reverse("admin:workspaces_workspace_member_remove",
                            args=(ws, world.member_id)), ""),

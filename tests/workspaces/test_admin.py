@@ -69,8 +69,10 @@ def test_change_sends_only_the_roles_that_changed_and_keeps_fallbacks(admin_clie
         "chat": {"connection": str(conn.pk), "model": "test-model",
                  "fallbacks": [{"connection": str(other.pk), "model": None}]},
         "embedding": {"connection": str(conn.pk), "model": "test-embedding"}})
+    page = admin_client.get(change_url(ws)).context["adminform"].form
+    assert page.initial["chat_fallbacks"] == "Other"  # the form shows them as it posts them
     response = admin_client.post(change_url(ws), form(
-        chat_connection=str(conn.pk), chat_model="test-model-large",
+        chat_connection=str(conn.pk), chat_model="test-model-large", chat_fallbacks="Other",
         embedding_connection=str(conn.pk), embedding_model="test-embedding"))
     assert response.status_code == 302, response.content.decode()[:3000]
     chat = WorkspaceBinding.objects.get(workspace=ws, role="chat")
@@ -78,6 +80,27 @@ def test_change_sends_only_the_roles_that_changed_and_keeps_fallbacks(admin_clie
     assert chat.fallbacks == [{"connection": str(other.pk), "model": None}]
     event = AuditEvent.objects.filter(action="workspace.update").get()
     assert event.changed_fields == ["bindings.chat"]
+    assert event.extra["bindings"]["chat"] == {"connection": str(conn.pk),
+                                               "model": "test-model-large"}
+
+
+def test_fallbacks_are_edited_on_the_workspace_page(admin_client, conn):
+    other = connection_create(name="Other", provider="openai_compatible", auth_method="none",
+                              base_url="http://127.0.0.1:8/v1")
+    ws = workspace_create(name="Research", slug="research",
+                          bindings={"chat": {"connection": str(conn.pk)}})
+    response = admin_client.post(change_url(ws), form(
+        chat_connection=str(conn.pk), chat_fallbacks="Other | test-model-large\nShared"))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    chat = WorkspaceBinding.objects.get(workspace=ws, role="chat")
+    assert chat.fallbacks == [{"connection": str(other.pk), "model": "test-model-large"},
+                              {"connection": str(conn.pk), "model": None}]
+    response = admin_client.post(change_url(ws), form(
+        chat_connection=str(conn.pk), chat_fallbacks="Nobody"))
+    assert response.status_code == 200
+    assert "No connection named &#x27;Nobody&#x27;" in response.content.decode()
+    response = admin_client.post(change_url(ws), form(chat_connection=str(conn.pk)))
+    assert WorkspaceBinding.objects.get(workspace=ws, role="chat").fallbacks == []
 
 
 def test_the_model_input_suggests_the_bound_connections_discovered_models(admin_client, conn):

@@ -83,6 +83,8 @@
         provider: spec.provider, auth_method: m, base_url: value("base_url") || null,
         model: value("default_model"), config: {}, credentials: {}
       };
+      var timeout = parseInt(value("timeout_seconds"), 10);
+      if (timeout > 0) body.timeout_seconds = timeout;
       Object.keys(spec.fields).forEach(function (name) {
         var info = spec.fields[name];
         if (info.methods.indexOf(m) === -1) return;
@@ -169,19 +171,46 @@
     // that blank secrets use the saved ones.
     function snapshot() {
       return Array.prototype.filter.call(form.elements, function (e) {
-        return e.name && e.name !== "csrfmiddlewaretoken" && e.type !== "submit";
+        return e.name && e.name !== "csrfmiddlewaretoken" && e.type !== "submit" &&
+          e.name !== "llmconn_test_id" && e.name.indexOf("rotate__") !== 0;
       }).map(function (e) {
         return e.name + "=" + (e.type === "checkbox" ? e.checked : e.value);
       }).join("&");
     }
     var saved = snapshot();
+    // The Status section after a test of the saved connection: its badge, "just now" and the
+    // latency, as the page would show them after a reload.
     function updateStatus(job) {
-      var current = form.querySelector(".field-status_display .readonly .llmconn-badge");
-      if (!current) return;
-      var fresh = job.status === "succeeded" ? badge("OK", "ok")
-        : badge("Failed" + (job.error_class ? " · " + job.error_class : ""), "failed");
-      current.replaceWith(fresh);
+      var holder = document.getElementById("llmconn-status");
+      if (!holder) return;
+      var keep = holder.querySelector(".llmconn-badge--default");
+      holder.textContent = "";
+      holder.appendChild(job.status === "succeeded" ? badge("OK", "ok")
+        : badge("Failed" + (job.error_class ? " · " + job.error_class : ""), "failed"));
+      if (keep) { holder.appendChild(document.createTextNode(" ")); holder.appendChild(keep); }
+      holder.appendChild(document.createTextNode(" "));
+      holder.appendChild(el("span", "llmconn-quiet", "last tested just now"));
+      if (job.latency_ms !== null && job.latency_ms !== undefined) {
+        holder.appendChild(document.createTextNode(" "));
+        holder.appendChild(el("span", "llmconn-quiet", "· " + job.latency_ms + " ms"));
+      }
+      holder.setAttribute("data-status", job.status);
     }
+    // Add form: a finished test of exactly these settings becomes the new connection's status
+    // when it is saved (the server checks that the settings are the ones tested).
+    var testIdInput = form.querySelector("[name=llmconn_test_id]");
+    var testedSnapshot = null;
+    function rememberTest(job) {
+      if (!testIdInput || spec.connection) return;
+      testIdInput.value = job.id;
+      testedSnapshot = snapshot();
+    }
+    form.addEventListener("input", function () {
+      if (testIdInput && testedSnapshot !== null && snapshot() !== testedSnapshot) {
+        testIdInput.value = "";
+        testedSnapshot = null;
+      }
+    });
 
     var testButton = document.getElementById("llmconn-test-button");
     var testBox = document.getElementById("llmconn-test-result");
@@ -194,7 +223,10 @@
         testBox.setAttribute("data-mode", asSaved ? "saved" : "unsaved");
         (asSaved ? api("POST", spec.urls.test_saved, {}) : api("POST", spec.urls.tests, collect()))
           .then(function (job) { return poll(job, testBox); })
-          .then(function (job) { showJob(testBox, job, "OK"); if (asSaved) updateStatus(job); })
+          .then(function (job) {
+            showJob(testBox, job, "OK");
+            if (asSaved) updateStatus(job); else rememberTest(job);
+          })
           .catch(function (err) { showError(testBox, err); testBox.setAttribute("data-status", "error"); })
           .then(function () { running(testButton, false); });
       });
@@ -203,7 +235,7 @@
     var discoverButton = document.getElementById("llmconn-discover-button");
     var discoverBox = document.getElementById("llmconn-discover-result");
     function updateModels(models) {
-      var names = models.map(function (m) { return m.id; });
+      var names = models.map(function (m) { return typeof m === "string" ? m : m.id; });
       var list = document.getElementById("id_default_model_options");
       if (list) {
         list.textContent = "";
@@ -218,15 +250,27 @@
       }
       return names;
     }
-    if (discoverButton && spec.urls.discover) {
+    // Discovery: of the saved connection when the form is unchanged (its model list is
+    // stored), else of the settings in the form, unsaved ("kind": "discover"; blank secrets
+    // use the saved ones): either way the model field's suggestions fill before saving.
+    if (discoverButton) {
       discoverButton.addEventListener("click", function () {
+        var asSaved = !!(spec.connection && spec.urls.discover && snapshot() === saved);
         running(discoverButton, true);
         progress(discoverBox, "Starting…");
         discoverBox.removeAttribute("data-status");
-        api("POST", spec.urls.discover, {})
+        var body = collect();
+        body.kind = "discover";
+        (asSaved ? api("POST", spec.urls.discover, {}) : api("POST", spec.urls.tests, body))
           .then(function (job) { return poll(job, discoverBox); })
           .then(function (job) {
             if (job.status !== "succeeded") { showJob(discoverBox, job); return null; }
+            if (!asSaved) {
+              var found = updateModels(job.models || []);
+              showJob(discoverBox, job, "Found " + found.length + " models");
+              discoverBox.setAttribute("data-status", job.status);
+              return null;
+            }
             return api("GET", spec.urls.models + "?page_size=500").then(function (data) {
               var models = Array.isArray(data) ? data : (data && data.results) || [];
               updateModels(models);

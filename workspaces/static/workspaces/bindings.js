@@ -3,10 +3,11 @@
 // Free text stays allowed. Data: #llmconn-binding-models (active connections only).
 (function () {
   "use strict";
+  var data = {};
   function init() {
     var node = document.getElementById("llmconn-binding-models");
     if (!node) return;
-    var data = JSON.parse(node.textContent).connections || {};
+    data = JSON.parse(node.textContent).connections || {};
     document.querySelectorAll("input.llmconn-model-input").forEach(function (input) {
       var role = input.getAttribute("data-role");
       var select = document.getElementById("id_" + role + "_connection");
@@ -31,6 +32,68 @@
       }
       select.addEventListener("change", function () { refresh(false); });
       refresh(true);
+      addDiscover(input, select, list);
+    });
+  }
+
+  // "Discover": ask the chosen connection's provider for its models now (an unsaved discovery,
+  // "kind": "discover", with the connection's stored secrets) and offer them as suggestions.
+  var FINAL = { succeeded: true, failed: true };
+  function addDiscover(input, select, list) {
+    var spec = JSON.parse(document.getElementById("llmconn-binding-models").textContent);
+    if (!spec.urls) return;
+    var csrf = document.querySelector("[name=csrfmiddlewaretoken]");
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "button llmconn-discover";
+    button.textContent = "Discover";
+    button.setAttribute("data-role", input.getAttribute("data-role"));
+    var note = document.createElement("span");
+    note.className = "llmconn-quiet llmconn-discover-note";
+    input.insertAdjacentElement("afterend", note);
+    input.insertAdjacentElement("afterend", button);
+    function api(verb, url, body) {
+      return fetch(url, {
+        method: verb, credentials: "same-origin",
+        headers: { "Accept": "application/json", "Content-Type": "application/json",
+                   "X-CSRFToken": csrf ? csrf.value : "" },
+        body: body === undefined ? undefined : JSON.stringify(body)
+      }).then(function (r) {
+        return r.json().then(function (data) {
+          if (!r.ok) throw (data && data.error) || { message: "The server answered " + r.status + "." };
+          return data;
+        });
+      });
+    }
+    function poll(job, waited) {
+      if (FINAL[job.status]) return Promise.resolve(job);
+      if (waited > 120000) throw { message: "No result after two minutes: is the worker running?" };
+      return new Promise(function (r) { setTimeout(r, 400); }).then(function () {
+        return api("GET", spec.urls.test_detail.replace("00000000-0000-0000-0000-000000000000", job.id));
+      }).then(function (next) { return poll(next, waited + 400); });
+    }
+    button.addEventListener("click", function () {
+      if (!select.value) { note.textContent = "Choose a connection first."; return; }
+      button.disabled = true;
+      note.textContent = "Discovering…";
+      note.removeAttribute("data-status");
+      api("POST", spec.urls.tests, { kind: "discover", connection: select.value })
+        .then(function (job) { return poll(job, 0); })
+        .then(function (job) {
+          note.setAttribute("data-status", job.status);
+          if (job.status !== "succeeded") { note.textContent = "Failed: " + job.message; return; }
+          list.textContent = "";
+          (job.models || []).forEach(function (m) {
+            var o = document.createElement("option");
+            o.value = m;
+            list.appendChild(o);
+          });
+          var info = data[select.value];
+          if (info) info.models = job.models || [];
+          note.textContent = (job.models || []).length + " models found.";
+        })
+        .catch(function (err) { note.setAttribute("data-status", "error"); note.textContent = err.message || "Failed."; })
+        .then(function () { button.disabled = false; });
     });
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
