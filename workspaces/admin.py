@@ -488,6 +488,7 @@ class SystemDefaultForm(ServiceFormMixin, forms.ModelForm):
                                               .order_by("name"))
         if self.instance.pk:
             self.fields["role"].disabled = True
+            self.initial["role"] = self.instance.role  # a disabled field keeps its initial
             if not self.is_bound:
                 self.initial.update({"role": self.instance.role,
                                      "connection": self.instance.connection_id,
@@ -580,6 +581,8 @@ class BudgetForm(ServiceFormMixin, forms.ModelForm):
         if self.instance.pk:
             for name in ("scope", "workspace", "connection"):
                 self.fields[name].disabled = True
+            self.initial["workspace"] = self.instance.workspace.slug \
+                if self.instance.workspace_id else None
 
     def _post_clean(self):
         """Validation is the service's."""
