@@ -105,3 +105,30 @@ def test_make_run_ends_with_the_login_block_and_keeps_quiet(tmp_path):
             "DEBUG": "true", "LLMCONN_VAR_DIR": str(tmp_path),
             "DATABASE_URL": f"sqlite:///{tmp_path}/llmconn.sqlite3"})
     assert check.stdout.strip().endswith("True"), check.stderr
+
+
+def test_a_test_queued_without_redis_logs_no_kombu_warning(tmp_path):
+    """Eager Celery (no REDIS_URL): queueing a connection test used to log kombu's "No hostname
+    was supplied" (broker URL "memory://" has no host)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "SECRET_KEY",
+                        "FERNET_KEYS")}
+    env.update(DEBUG="true", LLMCONN_VAR_DIR=str(tmp_path),
+               DATABASE_URL=f"sqlite:///{tmp_path}/llmconn.sqlite3")
+    python = str(ROOT / ".venv/bin/python")
+    subprocess.run([python, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    probe = (
+        "from django.test import Client\n"
+        "from django.contrib.auth import get_user_model\n"
+        "u = get_user_model().objects.create_superuser('x', '', 'pw-x-123456')\n"
+        "c = Client(HTTP_HOST='127.0.0.1'); c.force_login(u)\n"
+        "r = c.post('/api/v1/connection-tests/', {'provider': 'openai_compatible',"
+        " 'auth_method': 'none', 'base_url': 'http://127.0.0.1:9/v1'},"
+        " content_type='application/json')\n"
+        "print('status', r.status_code)\n")
+    done = subprocess.run([python, "manage.py", "shell", "-c", probe], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert "status 202" in output and "connection_test_run" in output, output
+    assert "No hostname was supplied" not in output, output
