@@ -551,13 +551,19 @@ class SystemDefaultAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmi
                  for o in objs], {"system defaults": len(objs)}, set(), [])
 
 
+def _amount(value) -> str:
+    """A cost or token amount without trailing zeros: "0", "2.5", "0.00031", "1200"."""
+    text = format(value, "f") if not isinstance(value, str) else value
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def budget_spend(budget: Budget) -> dict:
     """This period's spend of a budget from the shared counters (as the gateway counts it)."""
     state = budget_counters._state(budget)
     start, end = state.bounds()
     used = budget_counters.used(state)
     described = state.describe(used, start, end)
-    return {"used": described["used"], "limit": described["limit"],
+    return {"used": _amount(described["used"]), "limit": _amount(described["limit"]),
             "resets_at": end, "percent": min(100, round(100 * used / state.limit_units)),
             "exceeded": used >= state.limit_units}
 
@@ -598,7 +604,7 @@ class BudgetAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
     """Budgets with this period's spend; created, changed and deleted by the services."""
 
     form = BudgetForm
-    list_display = ("budget_label", "period", "metric", "limit", "spend", "resets",
+    list_display = ("budget_label", "period", "metric", "limit_display", "spend", "resets",
                     "is_active")
     list_filter = ("scope", "period", "metric", "is_active")
     list_select_related = ("workspace", "connection")
@@ -623,6 +629,10 @@ class BudgetAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Budget")
     def budget_label(self, obj: Budget) -> str:
         return obj.label
+
+    @admin.display(description="Limit", ordering="limit")
+    def limit_display(self, obj: Budget) -> str:
+        return _amount(obj.limit)
 
     def _spend_html(self, obj: Budget) -> str:
         info = budget_spend(obj)
