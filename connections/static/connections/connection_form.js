@@ -85,6 +85,12 @@
       };
       var timeout = parseInt(value("timeout_seconds"), 10);
       if (timeout > 0) body.timeout_seconds = timeout;
+      // Extra headers and the CA certificate are part of what is tested (and saved).
+      var headers = value("extra_headers");
+      if (headers) {
+        try { body.config.extra_headers = JSON.parse(headers); } catch (e) { /* the form says */ }
+      }
+      if (value("ca_cert")) body.config.ca_cert = value("ca_cert");
       Object.keys(spec.fields).forEach(function (name) {
         var info = spec.fields[name];
         if (info.methods.indexOf(m) === -1) return;
