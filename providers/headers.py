@@ -42,12 +42,14 @@ def header_value_problem(value: object) -> str | None:
     return None
 
 
-def refused_extra_headers(spec: type[Provider], auth_method: str, config: dict | None) -> frozenset[str]:
+def refused_extra_headers(spec: type[Provider], auth_method: str,
+                          config: dict | None) -> frozenset[str]:
     """Lower-cased header names that a connection's `config.extra_headers` may not set."""
     return ALWAYS_REFUSED | spec.credential_headers(auth_method, config)
 
 
-def extra_headers_problems(spec: type[Provider], auth_method: str, config: dict | None) -> list[str]:
+def extra_headers_problems(spec: type[Provider], auth_method: str,
+                           config: dict | None) -> list[str]:
     """Problems with `config.extra_headers` ({name: value} of non-secret headers), as
     sentences naming the header; [] when it is fine or absent."""
     headers = (config or {}).get(EXTRA_HEADERS)
