@@ -16,13 +16,12 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.conf import settings
 from django.db import connection as db_connection
 from django.db import models, transaction
 from django.utils import timezone
 
 from . import context as audit_context
-from .chain import GENESIS, event_hash, values_of
+from .chain import GENESIS, chain_key, event_hash, values_of
 from .models import AuditChainHead, AuditEvent, Outcome
 
 FINGERPRINT_PREFIX = "hs256:"
@@ -33,17 +32,9 @@ _SECRET_LOOKING_KEY = re.compile(r"secret|password|api_key|apikey|credential|tok
                                  re.IGNORECASE)
 
 
-def _hmac_key() -> bytes:
-    key = getattr(settings, "AUDIT_HMAC_KEY", "")
-    if not key:
-        # Only reached when settings did not set it (settings derive a development key).
-        key = hashlib.sha256(b"llmconn-audit-hmac:" + settings.SECRET_KEY.encode()).hexdigest()
-    return key.encode() if isinstance(key, str) else key
-
-
 def secret_fingerprint(value: str) -> str:
     """A keyed fingerprint of a secret ("hs256:<hex>"): equal secrets match, the value stays hidden."""
-    digest = hmac.new(_hmac_key(), str(value).encode(), hashlib.sha256).hexdigest()
+    digest = hmac.new(chain_key(), str(value).encode(), hashlib.sha256).hexdigest()
     return FINGERPRINT_PREFIX + digest
 
 
