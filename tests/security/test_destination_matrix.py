@@ -26,6 +26,10 @@ FIELD_VALUES = {
     "project_id": ("project-one", "project-two"),
     "tenant_id": ("tenant-one.example.com", "tenant-two.example.com"),
 }
+# Non-secret fields that do not decide where secrets go (they travel with them). A new field
+# must be put in one of the two tables: test_the_catalog_declares_exactly_these fails until.
+NOT_DESTINATION = {"api_version", "organization", "client_id", "scope", "audience",
+                   "header_name"}
 BASE = "https://llm.example.com/v1"
 BASE_CHANGES = {
     "host": "https://other.example.net/v1",
@@ -42,7 +46,11 @@ def _cases():
             for what in BASE_CHANGES:
                 yield pytest.param(spec.name, method.name, "base_url", what,
                                    id=f"{spec.name}-{method.name}-base_url-{what}")
-            for field in spec.destination_fields(method.name):
+            # From this file's table, not from the catalog's own declaration (which is what
+            # is under test): dropping a field's `destination` flag must fail a case.
+            for field in spec.all_fields(method.name):
+                if field.secret or field.name not in FIELD_VALUES:
+                    continue
                 yield pytest.param(spec.name, method.name, field.name, "value",
                                    id=f"{spec.name}-{method.name}-{field.name}")
 
@@ -103,6 +111,15 @@ def test_every_provider_has_a_case_and_every_url_field_binds():
             for field in spec.all_fields(method.name):
                 if field.kind == URL:
                     assert field.defines_destination and field.name in FIELD_VALUES
+
+
+def test_the_catalog_declares_exactly_these_destination_fields():
+    for spec in all_providers():
+        for method in spec.auth_methods:
+            declared = {f.name for f in spec.destination_fields(method.name)}
+            fields = {f.name for f in spec.all_fields(method.name) if not f.secret}
+            assert declared == fields & set(FIELD_VALUES), (spec.name, method.name)
+            assert fields <= set(FIELD_VALUES) | NOT_DESTINATION, (spec.name, method.name)
 
 
 @pytest.mark.parametrize("provider,auth_method,field,what", CASES)
