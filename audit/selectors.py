@@ -55,17 +55,18 @@ def parse_checkpoint(text: str) -> tuple[int, str]:
     return int(seq), digest
 
 
-def audit_chain_verify(*, chunk_size: int = 2000,
-                       checkpoint: tuple[int, str] | None = None) -> tuple[int, ChainProblem | None]:
+def audit_chain_verify(*, chunk_size: int = 2000, checkpoint: tuple[int, str] | None = None,
+                       key: bytes | None = None) -> tuple[int, ChainProblem | None]:
     """Walk the chain in order; (events checked, first problem or None).
 
     Detects edited events (HMAC mismatch), deleted ones (a gap in seq, a broken prev_hash link
     or a chain head past the last event) and reordered ones (prev_hash links or id order not
     following seq). With `checkpoint` (seq, hash) kept from an earlier `audit_checkpoint`,
     also proves that the log still extends it: the event at that seq carries that hash, so a
-    log rewritten and re-chained even with the key is found.
+    log rewritten and re-chained even with the key is found. `key`: verify under another
+    key than AUDIT_HMAC_KEY (the previous one, before re-keying).
     """
-    key = chain_key()
+    key = key if key is not None else chain_key()
     expected_seq, prev_hash, prev_id, count = 1, GENESIS, None, 0
     last_seq = 0
     while True:

@@ -146,6 +146,51 @@ def audit_record(
     return event
 
 
+_TRIGGER = "audit_event_append_only"
+
+
+@transaction.atomic
+def audit_chain_rekey(*, previous_key: bytes, actor=None) -> AuditEvent:
+    """Re-chain every event under the current AUDIT_HMAC_KEY, after proving the whole chain
+    under `previous_key`, and append an `audit.rekey` event naming the old head (so that a
+    checkpoint kept outside the database can be matched to the new chain).
+
+    For a key that leaked or must change. Secret fingerprints already recorded stay as they
+    were made (the secrets are not known here); new ones use the new key.
+    """
+    from llmconn.errors import ValidationFailed
+
+    from .selectors import audit_chain_verify
+
+    _lock_chain()
+    AuditChainHead.objects.select_for_update().get_or_create(pk=1)
+    checked, problem = audit_chain_verify(key=previous_key)
+    if problem is not None:
+        raise ValidationFailed(
+            f"The audit chain does not verify under the previous key ({problem}): nothing was "
+            "re-keyed. Check AUDIT_HMAC_PREVIOUS_KEY, or investigate the chain first.",
+            code="audit_chain_broken")
+    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    previous_head = f"{last['seq']}:{last['hash']}" if last else f"0:{GENESIS}"
+    with db_connection.cursor() as cursor:
+        if db_connection.vendor == "postgresql":
+            cursor.execute(f"ALTER TABLE audit_auditevent DISABLE TRIGGER {_TRIGGER}")
+        prev = GENESIS
+        for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
+            event.prev_hash = prev
+            digest = event_hash(values_of(event))
+            cursor.execute("UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
+                           [prev, digest, event.pk])
+            prev = digest
+        if db_connection.vendor == "postgresql":
+            cursor.execute(f"ALTER TABLE audit_auditevent ENABLE TRIGGER {_TRIGGER}")
+    if last:
+        AuditChainHead.objects.filter(pk=1).update(seq=last["seq"], hash=prev)
+    return audit_record(action="audit.rekey", target=("audit", "", "audit chain"), actor=actor,
+                        extra={"events": checked, "previous_head": previous_head,
+                               "algorithm": "hmac-sha256"})
+
+
 # Which DRF view actions count as what, for denied attempts.
 _ACTION_NAMES = {"partial_update": "update", "destroy": "delete", "retrieve": "read",
                  "list": "list"}

@@ -178,3 +178,23 @@ def test_audit_hmac_key_must_be_separate_from_the_other_keys(same_as):
 def test_production_start_with_its_own_audit_key_passes_checks():
     result = _start({**PRODUCTION, "AUDIT_HMAC_KEY": "a-production-audit-key-0123456789"})
     assert result.returncode == 0, result.stderr
+
+
+def test_after_the_key_changed_audit_rekey_rechains_under_the_new_key(events, settings,
+                                                                      monkeypatch):
+    old_key = settings.AUDIT_HMAC_KEY
+    old_head = f"5:{AuditEvent.objects.get(seq=5).hash}"
+    settings.AUDIT_HMAC_KEY = "a-new-audit-key-after-a-leak"
+    assert "AUDIT_HMAC_KEY" in _verify_error()  # what a changed key looks like
+
+    monkeypatch.setenv("AUDIT_HMAC_PREVIOUS_KEY", "not-the-old-key")
+    with pytest.raises(CommandError):
+        call_command("audit_rekey", stdout=io.StringIO())
+    assert "AUDIT_HMAC_KEY" in _verify_error()  # nothing was re-keyed
+
+    monkeypatch.setenv("AUDIT_HMAC_PREVIOUS_KEY", old_key)
+    call_command("audit_rekey", stdout=io.StringIO())
+    assert "6 event(s) verified" in _verify()
+    record = AuditEvent.objects.get(seq=6)
+    assert record.action == "audit.rekey" and record.extra["previous_head"] == old_head
+    assert old_key not in str(record.extra)
