@@ -7,7 +7,7 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 # collectstatic needs settings that load; these build-time values are never used at run time.
-RUN SECRET_KEY=build-only FERNET_KEYS=build-only-fernet DEBUG=false \
+RUN SECRET_KEY=build-only FERNET_KEYS=build-only-fernet AUDIT_HMAC_KEY=build-only-audit DEBUG=false \
     python manage.py collectstatic --noinput
 RUN useradd --system --home /app llmconn && mkdir -p /app/var && chown llmconn /app/var
 USER llmconn

@@ -16,13 +16,12 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.conf import settings
 from django.db import connection as db_connection
 from django.db import models, transaction
 from django.utils import timezone
 
 from . import context as audit_context
-from .chain import GENESIS, event_hash, values_of
+from .chain import GENESIS, chain_key, event_hash, values_of
 from .models import AuditChainHead, AuditEvent, Outcome
 
 FINGERPRINT_PREFIX = "hs256:"
@@ -33,17 +32,9 @@ _SECRET_LOOKING_KEY = re.compile(r"secret|password|api_key|apikey|credential|tok
                                  re.IGNORECASE)
 
 
-def _hmac_key() -> bytes:
-    key = getattr(settings, "AUDIT_HMAC_KEY", "")
-    if not key:
-        # Only reached when settings did not set it (settings derive a development key).
-        key = hashlib.sha256(b"llmconn-audit-hmac:" + settings.SECRET_KEY.encode()).hexdigest()
-    return key.encode() if isinstance(key, str) else key
-
-
 def secret_fingerprint(value: str) -> str:
     """A keyed fingerprint of a secret ("hs256:<hex>"): equal secrets match, the value stays hidden."""
-    digest = hmac.new(_hmac_key(), str(value).encode(), hashlib.sha256).hexdigest()
+    digest = hmac.new(chain_key(), str(value).encode(), hashlib.sha256).hexdigest()
     return FINGERPRINT_PREFIX + digest
 
 
@@ -153,6 +144,51 @@ def audit_record(
     event.save()
     AuditChainHead.objects.filter(pk=head.pk).update(seq=event.seq, hash=event.hash)
     return event
+
+
+_TRIGGER = "audit_event_append_only"
+
+
+@transaction.atomic
+def audit_chain_rekey(*, previous_key: bytes, actor=None) -> AuditEvent:
+    """Re-chain every event under the current AUDIT_HMAC_KEY, after proving the whole chain
+    under `previous_key`, and append an `audit.rekey` event naming the old head (so that a
+    checkpoint kept outside the database can be matched to the new chain).
+
+    For a key that leaked or must change. Secret fingerprints already recorded stay as they
+    were made (the secrets are not known here); new ones use the new key.
+    """
+    from llmconn.errors import ValidationFailed
+
+    from .selectors import audit_chain_verify
+
+    _lock_chain()
+    AuditChainHead.objects.select_for_update().get_or_create(pk=1)
+    checked, problem = audit_chain_verify(key=previous_key)
+    if problem is not None:
+        raise ValidationFailed(
+            f"The audit chain does not verify under the previous key ({problem}): nothing was "
+            "re-keyed. Check AUDIT_HMAC_PREVIOUS_KEY, or investigate the chain first.",
+            code="audit_chain_broken")
+    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    previous_head = f"{last['seq']}:{last['hash']}" if last else f"0:{GENESIS}"
+    with db_connection.cursor() as cursor:
+        if db_connection.vendor == "postgresql":
+            cursor.execute(f"ALTER TABLE audit_auditevent DISABLE TRIGGER {_TRIGGER}")
+        prev = GENESIS
+        for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
+            event.prev_hash = prev
+            digest = event_hash(values_of(event))
+            cursor.execute("UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
+                           [prev, digest, event.pk])
+            prev = digest
+        if db_connection.vendor == "postgresql":
+            cursor.execute(f"ALTER TABLE audit_auditevent ENABLE TRIGGER {_TRIGGER}")
+    if last:
+        AuditChainHead.objects.filter(pk=1).update(seq=last["seq"], hash=prev)
+    return audit_record(action="audit.rekey", target=("audit", "", "audit chain"), actor=actor,
+                        extra={"events": checked, "previous_head": previous_head,
+                               "algorithm": "hmac-sha256"})
 
 
 # Which DRF view actions count as what, for denied attempts.

@@ -51,6 +51,7 @@ ENV = {
     "DEBUG": "false",
     "SECRET_KEY": "bench-secret-key-not-for-production-0123456789abcdef",
     "FERNET_KEYS": "bench-fernet-key-one",
+    "AUDIT_HMAC_KEY": "bench-audit-hmac-key-not-for-production",
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
     "LLMCONN_EGRESS_ALLOW": "127.0.0.0/8,::1",
     "DATABASE_URL": DATABASE_URL,

@@ -184,12 +184,13 @@ def connection_test_request_unsaved(
     (e.g. a connection being edited); a discovery's result carries the model ids it found.
 
     With `connection`, settings not sent default to that connection's, and its stored secrets
-    fill the credential fields not sent, but only for the same provider and endpoint host: a
-    stored key never follows a changed URL (same rule as connection_update). A credential sent
+    fill the credential fields not sent, but only for the same destination
+    (Connection.destination): a stored key never follows a changed URL, token URL or region
+    (same rule as connection_update). A credential sent
     as null is left out.
     """
     credentials = credentials if credentials is not None else {}
-    check_credentials_input(credentials, {})
+    check_credentials_input(credentials, (connection.secret_hints or {}) if connection else {})
     if connection is not None:
         provider = connection.provider if provider is _UNSET else provider
         if auth_method is _UNSET and provider == connection.provider:
@@ -214,8 +215,10 @@ def connection_test_request_unsaved(
     if connection is not None:
         allowed = set(spec.secret_field_names(auth_method) if spec.auth_method(auth_method) else ())
         reusable = [n for n in allowed if n not in credentials]
-        same_endpoint = (provider == connection.provider and host_of(
-            spec.effective_base_url(base_url)) == host_of(connection.effective_base_url))
+        # Destination binding: the stored secrets go only to the destination they were
+        # entered for (the same comparison as connection_update).
+        same_endpoint = spec.destination(base_url=base_url, auth_method=auth_method,
+                                         config=config) == connection.destination
         if reusable and not connection.credentials_readable:
             raise ValidationFailed(
                 "The saved connection's credentials cannot be decrypted: send them with the test.",
@@ -225,8 +228,9 @@ def connection_test_request_unsaved(
                   if k in allowed and k not in credentials} if connection.credentials_readable else {}
         if stored and not same_endpoint:
             raise ValidationFailed(
-                "The endpoint differs from the saved connection's (provider or base URL host), "
-                f"so its stored secrets will not be sent there: send {', '.join(sorted(stored))}.",
+                "The destination differs from the saved connection's (provider, base URL "
+                "scheme/host/port, a URL field or an endpoint field such as the region), so its "
+                f"stored secrets will not be sent there: send {', '.join(sorted(stored))}.",
                 code="credentials_required",
                 fields={"credentials": [f"Send again: {', '.join(sorted(stored))}."]})
         secrets.update(stored)

@@ -10,7 +10,11 @@ from django.db import models
 from django.db.models import Q
 
 from providers.base import find_provider
-from providers.validation import config_with_defaults, validate_connection_settings
+from providers.validation import (
+    config_with_defaults,
+    connection_destination,
+    validate_connection_settings,
+)
 
 from .fields import UNREADABLE, EncryptedSecretsField, UnreadableSecrets
 
@@ -54,6 +58,9 @@ class Connection(models.Model):
     previous_secrets_key_id = models.CharField(max_length=16, blank=True, default="",
                                                editable=False)
     previous_secrets_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Where the previous secret was entered (Connection.destination at the rotation): a
+    # rollback after the destination changed is refused, so the old key never follows it.
+    previous_secrets_destination = models.JSONField(null=True, blank=True, editable=False)
     is_default = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     # Gateway calls: prices for models litellm's price table does not know (private models),
@@ -113,6 +120,13 @@ class Connection(models.Model):
     def effective_base_url(self) -> str | None:
         spec = self.spec
         return spec.effective_base_url(self.base_url) if spec else self.base_url
+
+    @property
+    def destination(self) -> dict:
+        """Where this connection's secrets may travel (providers.base.Provider.destination):
+        a stored secret is only ever sent to the destination it was entered for."""
+        return connection_destination(provider=self.provider, auth_method=self.auth_method,
+                                      base_url=self.base_url, config=self.config)
 
     @property
     def effective_config(self) -> dict:

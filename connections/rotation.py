@@ -108,7 +108,7 @@ def _probe(current: Connection, secrets: dict) -> Connection:
 
 
 @transaction.atomic
-def _stage(*, connection: Connection, credentials: dict) -> tuple[Connection, dict]:
+def _stage(*, connection: Connection, credentials: dict) -> tuple[Connection, dict, dict]:
     current = Connection.objects.select_for_update().get(pk=connection.pk)
     if not isinstance(credentials, dict) or not credentials:
         raise ValidationFailed(
@@ -129,7 +129,7 @@ def _stage(*, connection: Connection, credentials: dict) -> tuple[Connection, di
         ) from None
     current.pending_secrets = candidate
     current.save(update_fields=["pending_secrets", "pending_secrets_key_id"])
-    return current, candidate
+    return current, candidate, current.destination
 
 
 def _run_test(tester: SecretTester, probe: Connection) -> SecretTestResult:
@@ -144,12 +144,19 @@ def _run_test(tester: SecretTester, probe: Connection) -> SecretTestResult:
 
 @transaction.atomic
 def _finish(*, connection: Connection, candidate: dict, sent: dict, result: SecretTestResult,
-            actor) -> RotationOutcome:
+            destination: dict, actor) -> RotationOutcome:
     current = Connection.objects.select_for_update().get(pk=connection.pk)
     if current.pending_secrets != candidate:
         raise Conflict(
             "Another rotation of this connection's secret started meanwhile; nothing was "
             "changed by this one.",
+            code="rotation_conflict",
+        )
+    if current.destination != destination:
+        # The candidate was tested against (and merged for) the old destination.
+        raise Conflict(
+            "The connection's destination changed while the new secret was being tested; "
+            "nothing was changed: rotate again.",
             code="rotation_conflict",
         )
     fingerprints = secret_fingerprints({k: v for k, v in sent.items() if v is not None})
@@ -167,8 +174,10 @@ def _finish(*, connection: Connection, candidate: dict, sent: dict, result: Secr
     if current.credentials_readable:
         current.previous_secrets = current.secrets
         current.previous_secrets_expires_at = expires
+        current.previous_secrets_destination = destination
     else:
         current.previous_secrets, current.previous_secrets_expires_at, expires = None, None, None
+        current.previous_secrets_destination = None
     current.secrets = candidate
     current.secret_hints = {k: make_hint(v) for k, v in candidate.items()}
     current.status = ConnectionStatus.OK
@@ -178,8 +187,8 @@ def _finish(*, connection: Connection, candidate: dict, sent: dict, result: Secr
     current.updated_by = actor if getattr(actor, "is_authenticated", False) else None
     current.save(update_fields=[
         "pending_secrets", "pending_secrets_key_id", "previous_secrets",
-        "previous_secrets_key_id", "previous_secrets_expires_at", "secrets", "secrets_key_id",
-        "secret_hints", "status", "last_tested_at", "last_error_class", "revision",
+        "previous_secrets_key_id", "previous_secrets_expires_at",
+        "previous_secrets_destination", "secrets", "secrets_key_id", "secret_hints", "status", "last_tested_at", "last_error_class", "revision",
         "updated_by", "updated_at",
     ])
     audit_record(action="connection.rotate_secret", target=current, actor=actor,
@@ -199,10 +208,10 @@ def connection_rotate_secret(*, connection: Connection, credentials: dict, actor
     and the promotion re-checks that no other rotation replaced it meanwhile.
     """
     connection_purge_expired_secrets()
-    current, candidate = _stage(connection=connection, credentials=credentials)
+    current, candidate, destination = _stage(connection=connection, credentials=credentials)
     result = _run_test(tester or default_secret_tester, _probe(current, candidate))
     return _finish(connection=current, candidate=candidate, sent=credentials, result=result,
-                   actor=actor)
+                   destination=destination, actor=actor)
 
 
 @transaction.atomic
@@ -219,18 +228,30 @@ def connection_rollback_secret(*, connection: Connection, actor=None) -> Connect
     if not isinstance(current.previous_secrets, dict):
         raise Conflict("The previous secret cannot be decrypted with the configured keys.",
                        code="credentials_unreadable")
+    if current.previous_secrets_destination != current.destination:
+        # Destination binding: the previous secret was entered for another destination (or
+        # for one not recorded, before this check existed); it is never sent to this one.
+        raise ValidationFailed(
+            "The connection's destination (provider, base URL, URL or endpoint fields) changed "
+            "after the previous secret was replaced, so it will not be sent to the new one: "
+            "send the secret again instead of rolling back.",
+            code="credentials_required",
+            fields={"credentials": ["The previous secret belongs to another destination."]},
+        )
     restored = current.previous_secrets
     current.secrets = restored
     current.secret_hints = {k: make_hint(v) for k, v in restored.items()}
     current.previous_secrets = None
     current.previous_secrets_expires_at = None
+    current.previous_secrets_destination = None
     current.status = ConnectionStatus.UNTESTED
     current.last_error_class = ""
     current.revision += 1
     current.updated_by = actor if getattr(actor, "is_authenticated", False) else None
     current.save(update_fields=[
         "previous_secrets", "previous_secrets_key_id", "previous_secrets_expires_at",
-        "secrets", "secrets_key_id", "secret_hints", "status", "last_error_class", "revision",
+        "previous_secrets_destination", "secrets", "secrets_key_id", "secret_hints", "status",
+        "last_error_class", "revision",
         "updated_by", "updated_at",
     ])
     audit_record(action="connection.rollback_secret", target=current, actor=actor,
@@ -245,4 +266,5 @@ def connection_purge_expired_secrets() -> int:
     """Forget previous secrets whose rollback window has passed; the number of connections."""
     return Connection.objects.filter(
         previous_secrets_expires_at__lte=timezone.now()
-    ).update(previous_secrets=None, previous_secrets_key_id="", previous_secrets_expires_at=None)
+    ).update(previous_secrets=None, previous_secrets_key_id="", previous_secrets_expires_at=None,
+             previous_secrets_destination=None)

@@ -8,9 +8,17 @@ HINT_LENGTH = 4
 # Secrets shorter than this get no hint: four characters of an 8-character secret is too much.
 MIN_LENGTH_FOR_HINT = 12
 
-# What UIs and APIs show in place of a secret: runs of asterisks, bullets, or an ellipsis
-# followed by the last characters. Real keys contain none of these.
-_MASK_PATTERN = re.compile(r"\*{2,}|[•●·]|…|^\.{3}")
+# What UIs and APIs show in place of a secret (the contract's mask rule). Real keys contain
+# none of these runs, and none of the non-ASCII mask characters at all.
+MASK_CHARS = "*•∙●⋯…＊·"
+_MASK_RUN = re.compile(r"(?:[*•∙●⋯…＊·]|\.\.\.){3,}|\.{3}|\*{2,}")
+_NON_ASCII_MASK = re.compile(r"[•∙●⋯…＊·]")
+# "[REDACTED]", "<hidden>", "{{masked}}", "***REDACTED***", "REDACTED" alone...
+_PLACEHOLDER = re.compile(
+    r"[\[<({]+\s*(?:redacted|masked|hidden|removed|omitted|filtered|secret|sensitive)\s*[\]>)}]+"
+    r"|^\W*(?:redacted|masked|hidden|removed|omitted|filtered)\W*$",
+    re.IGNORECASE)
+_MASK_BEFORE_HINT = re.compile(r"(?:[*•∙●⋯…＊·]+|\.{2,})$")
 
 
 def make_hint(value: str) -> str:
@@ -19,7 +27,19 @@ def make_hint(value: str) -> str:
 
 
 def looks_masked(value: str, hint: str = "") -> bool:
-    """True when a value sent as a secret is a mask of one (e.g. "sk-****WXYZ", "…WXYZ")."""
-    if _MASK_PATTERN.search(value):
+    """True when a value sent as a secret is a mask of one, never the secret itself.
+
+    The one detector that the API, the admin, rotation and imports use (they all call
+    connections.services.check_credentials_input): a run of 3+ mask characters anywhere
+    ("sk-...WXYZ", "sk-proj-****WXYZ", "∙∙∙∙WXYZ", "＊＊＊＊WXYZ"), any non-ASCII mask
+    character, a "[REDACTED]"-style placeholder, or a value ending in the stored hint after
+    a mask ("*WXYZ", "⋯WXYZ", "…WXYZ") or equal to it.
+    """
+    text = value.strip()
+    if _MASK_RUN.search(text) or _NON_ASCII_MASK.search(text) or _PLACEHOLDER.search(text):
         return True
-    return bool(hint) and value.strip() in (hint, f"…{hint}", f"...{hint}")
+    if hint and text.endswith(hint):
+        before = text[: -len(hint)]
+        if before == "" or _MASK_BEFORE_HINT.search(before):
+            return True
+    return False

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from audit.services import audit_record, secret_fingerprints
 from llmconn.errors import Conflict, NotFound, ValidationFailed
-from providers.base import CHAT, EMBEDDINGS, all_presets, find_provider, get_preset, host_of
+from providers.base import CHAT, EMBEDDINGS, all_presets, find_provider, get_preset
 from providers.validation import validate_base_url
 from workspaces.services import invalidate_for_connection
 
@@ -156,8 +156,9 @@ def connection_update(
 ) -> Connection:
     """Change a connection. Credentials left out are kept; one sent as null is removed.
 
-    Refused (ValidationFailed, nothing stored): masked-looking values; a changed endpoint host
-    or provider without every stored secret sent again; settings the catalog does not accept.
+    Refused (ValidationFailed, nothing stored): masked-looking values; a changed destination
+    (Connection.destination: provider, base URL scheme/host/port, URL and endpoint fields)
+    without every stored secret sent again; settings the catalog does not accept.
     """
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
@@ -168,7 +169,9 @@ def connection_update(
     credentials = credentials or {}
     check_credentials_input(credentials, current.secret_hints or {})
 
-    old_provider, old_host = current.provider, host_of(current.effective_base_url)
+    old_provider = current.provider
+    old_destination = current.destination
+    stored_names = set((current.secrets or {}) if readable else (current.secret_hints or {}))
     if "provider" in changes and changes["provider"] != old_provider and "auth_method" not in changes:
         changes["auth_method"] = None
     for field, value in changes.items():
@@ -183,6 +186,7 @@ def connection_update(
         resolve_auth_method(current.provider, None)  # raises the "unknown provider" error
 
     allowed = set(current.spec.secret_field_names(current.auth_method))
+    sent = {k for k, v in credentials.items() if v is not None}
     secrets_changed = bool(credentials)
     if readable:
         secrets = {k: v for k, v in (current.secrets or {}).items() if k in allowed}
@@ -198,38 +202,44 @@ def connection_update(
             secrets[name] = value
             hints[name] = make_hint(value)
 
-    if not readable and secrets_changed:
-        required = {f.name for f in current.spec.all_fields(current.auth_method)
-                    if f.secret and f.required}
-        if required - set(credentials):
-            raise ValidationFailed(
-                "The stored credentials cannot be decrypted (they were encrypted with a key "
-                "that is no longer configured): send every credential again.",
-                code="credentials_unreadable",
-                fields={"credentials": [f"Required: {', '.join(sorted(required))}."]},
-            )
+    required = {f.name for f in current.spec.all_fields(current.auth_method)
+                if f.secret and f.required}
+    if not readable and secrets_changed and required - sent:
+        raise ValidationFailed(
+            "The stored credentials cannot be decrypted (they were encrypted with a key "
+            "that is no longer configured): send every credential again.",
+            code="credentials_unreadable",
+            fields={"credentials": [f"Required: {', '.join(sorted(required))}."]},
+        )
 
     # A malformed URL is a base_url error, not an "endpoint changed" one.
     url_problems = validate_base_url(current.base_url) if current.base_url else []
     if url_problems:
         raise ValidationFailed(url_problems[0], fields={"base_url": url_problems})
 
-    new_host = host_of(current.effective_base_url)
-    endpoint_moved = current.provider != old_provider or new_host != old_host
-    if endpoint_moved and readable:
-        kept = [n for n in secrets if n not in credentials]
-        if kept:
+    # Destination binding (contract): a stored secret is only sent where it was entered.
+    moved = current.destination != old_destination
+    if moved:
+        # Readable: every stored secret that would be kept must be sent again. Unreadable:
+        # the secrets it holds (known from their hints) and the required ones, or the old
+        # token would follow the new destination once its key is configured again.
+        need = ({n for n in secrets if n not in sent} if readable
+                else ((stored_names & allowed) | required) - sent)
+        if need:
             raise ValidationFailed(
-                "The endpoint changed (provider or base URL host), so the stored secrets will "
-                f"not be sent there: send {', '.join(sorted(kept))} again in credentials.",
+                "The endpoint changed (provider, base URL scheme/host/port, a URL field or a "
+                "field that builds the endpoint, such as the region), so the stored secrets "
+                "will not be sent to the new destination: send "
+                f"{', '.join(sorted(need))} again in credentials.",
                 code="credentials_required",
-                fields={"credentials": [f"Send again: {', '.join(sorted(kept))}."]},
+                fields={"credentials": [f"Send again: {', '.join(sorted(need))}."]},
             )
 
-    current.secret_hints = hints
-    write_secrets = secrets_changed or (readable and endpoint_moved)
+    write_secrets = secrets_changed or moved
     if write_secrets:
         current.secrets = secrets
+        current.secret_hints = hints
+    # else: secrets and hints stay as stored (an unreadable row keeps its hints).
     if current.is_default and current.provider != old_provider:
         current.is_default = False  # the default belongs to the old provider's set
     current.updated_by = actor

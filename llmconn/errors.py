@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
@@ -100,6 +102,8 @@ def api_exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         fields = validation_fields(exc)
         return Response(error_body("invalid", _first_message(fields), fields), status=400)
+    if isinstance(exc, (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)):
+        return Response(too_large_body(exc), status=413)
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -133,6 +137,15 @@ def api_exception_handler(exc, context):
         error_body("server_error", "An unexpected error occurred; it has been logged."),
         status=500,
     )
+
+
+def too_large_body(exc: Exception) -> dict:
+    """The 413 answer for a body over Django's upload limits (DATA_UPLOAD_MAX_MEMORY_SIZE...)."""
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return error_body("request_too_large",
+                          f"The request body is larger than the limit of {limit} bytes.")
+    return error_body("request_too_large", "The request has too many fields or files.")
 
 
 def _record_denied(context) -> None:
@@ -192,6 +205,8 @@ def json_400(request, exception=None):
     from django.views.defaults import bad_request
 
     if _is_api(request):
+        if isinstance(exception, (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)):
+            return JsonResponse(too_large_body(exception), status=413)
         return JsonResponse(error_body("bad_request", "Bad request."), status=400)
     return bad_request(request, exception)
 

@@ -39,7 +39,7 @@ def _dev_secret(filename: str, make) -> str:
             fh.write(make())
         print(
             f"WARNING: generated a development key in {path}. It is for DEBUG only; "
-            "set SECRET_KEY and FERNET_KEYS in the environment for production.",
+            "set SECRET_KEY, FERNET_KEYS and AUDIT_HMAC_KEY in the environment for production.",
             file=sys.stderr,
         )
     return path.read_text().strip()
@@ -90,9 +90,22 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Hosts/CIDRs that connections may reach although private (loopback, RFC 1918...).
 LLMCONN_EGRESS_ALLOW = env.list("LLMCONN_EGRESS_ALLOW", default=[])
 
-# Key of the audit log's secret fingerprints (HMAC-SHA256), separate from SECRET_KEY and
-# FERNET_KEYS. Unset: derived from SECRET_KEY (a system check warns when DEBUG is off).
+# Key of the audit chain and of the audit log's secret fingerprints (HMAC-SHA256), separate
+# from SECRET_KEY and FERNET_KEYS: whoever can write the database but lacks this key cannot
+# rewrite the chain unnoticed. Required in production; a development key under var/ with DEBUG.
 AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="")
+if not AUDIT_HMAC_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "AUDIT_HMAC_KEY is not set. Set AUDIT_HMAC_KEY to a long random string, separate "
+            "from SECRET_KEY and FERNET_KEYS (generate one with: python -c 'import secrets; "
+            "print(secrets.token_urlsafe(48))'); keep it: the audit chain is verified with it."
+        )
+    AUDIT_HMAC_KEY = _dev_secret("audit_hmac.key", _make_secret_key)
+if AUDIT_HMAC_KEY == SECRET_KEY or AUDIT_HMAC_KEY in FERNET_KEYS:
+    raise ImproperlyConfigured(
+        "AUDIT_HMAC_KEY must differ from SECRET_KEY and from every key in FERNET_KEYS."
+    )
 # How long a replaced provider secret stays available for rollback-secret.
 LLMCONN_SECRET_ROLLBACK_HOURS = env.int("LLMCONN_SECRET_ROLLBACK_HOURS", default=24)
 # Rate limits on the shared cache (llmconn/throttling.py), "N/s|min|hour|day"; empty: none.
@@ -118,6 +131,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served as our own static files
     "django_celery_beat",
     "providers",
     "connections",
@@ -290,6 +304,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Schema and docs for signed-in users only (llmconn/docs.py); Swagger UI from our own
+    # static files, never a CDN.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

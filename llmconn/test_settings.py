@@ -10,6 +10,8 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789")
 # A fixed test key (not a real one), separate from SECRET_KEY as production requires.
 os.environ.setdefault("FERNET_KEYS", "test-fernet-key-primary")
+# The audit chain's key, separate from both (production requires all three).
+os.environ.setdefault("AUDIT_HMAC_KEY", "test-audit-hmac-key-not-for-production")
 os.environ.setdefault("LLMCONN_EGRESS_ALLOW", "127.0.0.0/8,::1")
 # Tests of throttling set the rates they test; the rest of the suite must not hit them.
 os.environ.setdefault("LLMCONN_THROTTLE_TESTS", "10000/min")

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+# Field kinds: what a non-secret value is, for validation and for the destination.
+TEXT = "text"
+URL = "url"  # a URL a secret may be sent to (token_url): validated like base_url
+
 CHAT = "chat"
 EMBEDDINGS = "embeddings"
 
@@ -33,6 +37,20 @@ class Field:
     secret: bool = False
     default: str | None = None
     help_text: str = ""
+    kind: str = TEXT
+    # True when the value decides where secrets travel (a region, project or resource name
+    # that builds the endpoint host or path). URL fields always do.
+    destination: bool = False
+    # A full-match regular expression the value must satisfy (e.g. a plain region token, so
+    # that "attacker.example/x#" cannot be spliced into a host name), and what it means.
+    pattern: str | None = None
+    pattern_help: str = ""
+    # Secret values that travel in an HTTP header must be one line; a JSON key file need not.
+    multiline: bool = False
+
+    @property
+    def defines_destination(self) -> bool:
+        return self.destination or self.kind == URL
 
     def as_dict(self) -> dict:
         return {
@@ -42,6 +60,8 @@ class Field:
             "secret": self.secret,
             "default": self.default,
             "help_text": self.help_text,
+            "kind": self.kind,
+            "destination": self.defines_destination,
         }
 
 
@@ -75,6 +95,8 @@ CUSTOM_HEADER = AuthMethod(
     "Custom header",
     (
         Field("header_name", "Header name", required=True, default="Authorization",
+              pattern=r"[!#$%&'*+.^_`|~0-9A-Za-z-]+",
+              pattern_help="an HTTP header name (RFC 9110 token: letters, digits, - and _)",
               help_text="Sent with every request, e.g. Authorization or X-Api-Key."),
         Field("header_value", "Header value", required=True, secret=True,
               help_text="The full value, e.g. 'Bearer abc...'."),
@@ -84,7 +106,7 @@ OAUTH_CLIENT_CREDENTIALS = AuthMethod(
     "oauth_client_credentials",
     "OAuth 2.0 client credentials",
     (
-        Field("token_url", "Token URL", required=True,
+        Field("token_url", "Token URL", required=True, kind=URL,
               help_text="The OAuth token endpoint (RFC 6749 section 4.4)."),
         Field("client_id", "Client ID", required=True),
         Field("client_secret", "Client secret", required=True, secret=True),
@@ -122,6 +144,9 @@ class Provider:
     models: ClassVar[tuple[str, ...]] = ()
     docs_url: ClassVar[str] = ""
     api_path: ClassVar[str] = ""
+    # Headers that carry an API key for this provider besides Authorization (x-api-key...):
+    # `config.extra_headers` may not set them.
+    key_headers: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def auth_method(cls, name: str) -> AuthMethod | None:
@@ -161,6 +186,55 @@ class Provider:
     @classmethod
     def effective_base_url(cls, base_url: str | None) -> str | None:
         return cls.normalize_base_url(base_url) or cls.default_base_url
+
+    @classmethod
+    def credential_headers(cls, auth_method: str, config: dict | None) -> frozenset[str]:
+        """Lower-cased names of the headers the auth method puts a secret in."""
+        config = config or {}
+        if auth_method == "none":
+            return frozenset()
+        names = {"authorization"}
+        if auth_method == "api_key":
+            names.update(h.lower() for h in cls.key_headers)
+            header = getattr(cls, "api_key_header", None)
+            if header:
+                names.add(header.lower())
+        method = cls.auth_method(auth_method)
+        if method is not None and any(f.name == "header_name" for f in method.fields):
+            default = next(f.default for f in method.fields if f.name == "header_name")
+            name = config.get("header_name") or default or ""
+            if isinstance(name, str) and name:
+                names.add(name.lower())
+        return frozenset(names)
+
+    @classmethod
+    def destination_fields(cls, auth_method: str) -> tuple[Field, ...]:
+        """The non-secret fields (provider-level and the auth method's) that decide where
+        secrets are sent: URL fields and endpoint-building ones (region, project...)."""
+        return tuple(f for f in cls.all_fields(auth_method)
+                     if not f.secret and f.defines_destination)
+
+    @classmethod
+    def destination(cls, *, base_url: str | None, auth_method: str, config: dict | None) -> dict:
+        """Where this connection's secrets travel, as a comparable JSON-ready dict.
+
+        The one place that computes it (contract: "Destination binding"): the provider, the
+        effective base URL's scheme, host and port (default ports explicit, so https->http is
+        a change), every URL field (normalised the same way, path kept) and every
+        endpoint-building field, each with its catalog default when not set. A secret is
+        only ever sent to the destination it was entered for.
+        """
+        config = config or {}
+        fields = {}
+        for f in cls.destination_fields(auth_method):
+            value = config.get(f.name)
+            value = f.default if value in (None, "") else value
+            value = value if isinstance(value, str) else ("" if value is None else repr(value))
+            fields[f.name] = normalize_url(value, keep_path=True) if f.kind == URL \
+                else value.strip()
+        return {"provider": cls.name,
+                "endpoint": normalize_url(cls.effective_base_url(base_url) or ""),
+                "fields": fields}
 
     @classmethod
     def as_dict(cls) -> dict:
@@ -260,6 +334,34 @@ def all_presets() -> list[Preset]:
 def _load() -> None:
     # The built-in catalog registers itself on import; importing here keeps callers simple.
     from . import catalog  # noqa: F401
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_url(url: str | None, *, keep_path: bool = False) -> str:
+    """`scheme://host:port` of a URL (plus its path and query when `keep_path`), with the
+    scheme and host lower-cased, a trailing dot removed and the default port written out:
+    the form destinations are compared in. A value that is not a URL is returned as is, so
+    that any change of it still counts as a change."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    if not scheme or not host:
+        return url
+    port = port if port is not None else _DEFAULT_PORTS.get(scheme, 0)
+    host = f"[{host}]" if ":" in host else host
+    origin = f"{scheme}://{host}:{port}"
+    if keep_path:
+        path = parts.path or "/"
+        origin += path + (f"?{parts.query}" if parts.query else "")
+    return origin
 
 
 def host_of(url: str | None) -> str:

@@ -23,6 +23,9 @@ from .base import (
 )
 
 CHAT_AND_EMBEDDINGS = frozenset({CHAT, EMBEDDINGS})
+# A cloud region or location: lower-case words and digits joined by hyphens (us-east-1,
+# europe-west4, global), never a dot, slash or anything else a host name could be built from.
+REGION_PATTERN = r"[a-z][a-z0-9]*(?:-[a-z0-9]+){0,4}"
 
 
 @register
@@ -45,13 +48,17 @@ class AzureOpenAI(Provider):
     label = "Azure OpenAI"
     litellm_prefix = "azure"
     base_url_required = True
+    key_headers = ("api-key",)
     auth_methods = (
         API_KEY,
         AuthMethod(
             "azure_ad_client_credentials",
             "Microsoft Entra ID (service principal)",
             (
-                Field("tenant_id", "Tenant ID", required=True),
+                # The token endpoint is built from it (login.microsoftonline.com/{tenant}/...).
+                Field("tenant_id", "Tenant ID", required=True, destination=True,
+                      pattern=r"[A-Za-z0-9][A-Za-z0-9.-]{0,99}",
+                      pattern_help="a tenant GUID or domain name"),
                 Field("client_id", "Client ID", required=True),
                 Field("client_secret", "Client secret", required=True, secret=True),
             ),
@@ -76,6 +83,7 @@ class Anthropic(Provider):
     label = "Anthropic"
     litellm_prefix = "anthropic"
     default_base_url = "https://api.anthropic.com"
+    key_headers = ("x-api-key",)
     wire = WIRE_ANTHROPIC
     models = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
     docs_url = "https://docs.anthropic.com/en/api"
@@ -87,6 +95,7 @@ class Gemini(Provider):
     label = "Google Gemini (AI Studio)"
     litellm_prefix = "gemini"
     default_base_url = "https://generativelanguage.googleapis.com"
+    key_headers = ("x-goog-api-key",)
     capabilities = CHAT_AND_EMBEDDINGS
     models = ("gemini-2.5-pro", "gemini-2.5-flash", "text-embedding-004")
 
@@ -104,8 +113,12 @@ class VertexAI(Provider):
         ),
     )
     fields = (
-        Field("project_id", "GCP project ID", required=True),
-        Field("location", "Location", required=True, default="us-central1"),
+        # Both build the endpoint ({location}-aiplatform.googleapis.com/.../projects/{project}).
+        Field("project_id", "GCP project ID", required=True, destination=True,
+              pattern=r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]",
+              pattern_help="a GCP project ID (lower-case letters, digits and hyphens)"),
+        Field("location", "Location", required=True, default="us-central1", destination=True,
+              pattern=REGION_PATTERN, pattern_help="a region name such as us-central1"),
     )
     capabilities = CHAT_AND_EMBEDDINGS
     models = ("gemini-2.5-pro", "gemini-2.5-flash", "text-embedding-005")
@@ -132,7 +145,10 @@ class Bedrock(Provider):
             (Field("api_key", "API key", required=True, secret=True),),
         ),
     )
-    fields = (Field("aws_region_name", "AWS region", required=True, default="us-east-1"),)
+    # Builds the host (bedrock-runtime.{region}.amazonaws.com): a plain region token only.
+    fields = (Field("aws_region_name", "AWS region", required=True, default="us-east-1",
+                    destination=True, pattern=REGION_PATTERN,
+                    pattern_help="an AWS region such as us-east-1"),)
     capabilities = CHAT_AND_EMBEDDINGS
     models = ("anthropic.claude-3-5-sonnet-20240620-v1:0", "amazon.titan-embed-text-v2:0")
 

@@ -3,33 +3,51 @@ model's clean(), the API and the admin forms all use."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 
-from .base import find_provider
+from .base import URL, find_provider
+from .headers import EXTRA_HEADERS, extra_headers_problems, header_value_problem
 
 MAX_VALUE_LENGTH = 8192  # a service-account JSON is ~2.5 kB; nothing legitimate is near this
 
 
-def validate_base_url(url: str) -> list[str]:
-    """Problems with a base URL, as sentences; [] when it is fine."""
+def has_space_or_control(value: str) -> bool:
+    """True when a value contains whitespace or a control/format character anywhere (urlsplit
+    silently strips CR, LF and tab, so they must be refused before it sees the URL)."""
+    return any(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Zs")
+               for c in value)
+
+
+def validate_url(url: str, *, label: str = "Base URL", allow_query: bool = False) -> list[str]:
+    """Problems with a URL a secret may be sent to, as sentences; [] when it is fine."""
     if len(url) > 2048:
-        return ["Base URL is too long (2048 characters at most)."]
+        return [f"{label} is too long (2048 characters at most)."]
+    if has_space_or_control(url):
+        return [f"{label} must not contain spaces or control characters (CR, LF, tab...)."]
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        return ["Base URL is not a valid URL."]
+        return [f"{label} is not a valid URL."]
     if parts.scheme not in ("http", "https"):
-        return ["Base URL must start with http:// or https://."]
+        return [f"{label} must start with http:// or https://."]
     if not parts.hostname:
-        return ["Base URL must name a host, e.g. https://api.example.com/v1."]
+        return [f"{label} must name a host, e.g. https://api.example.com/v1."]
     if parts.username or parts.password:
-        return ["Base URL must not contain a user name or password: put secrets in credentials."]
-    if parts.query or parts.fragment:
-        return ["Base URL must not contain a query string or fragment."]
+        return [f"{label} must not contain a user name or password: put secrets in credentials."]
+    if parts.fragment or (parts.query and not allow_query):
+        return [f"{label} must not contain a query string or fragment."
+                if not allow_query else f"{label} must not contain a fragment."]
     return []
+
+
+def validate_base_url(url: str) -> list[str]:
+    """Problems with a base URL, as sentences; [] when it is fine."""
+    return validate_url(url, label="Base URL")
 
 
 def validate_connection_settings(
@@ -72,6 +90,10 @@ def validate_connection_settings(
         config = {}
     for key, value in config.items():
         known = fields.get(key)
+        if key == EXTRA_HEADERS:
+            for problem in extra_headers_problems(spec, auth_method, config):
+                add("config", problem)
+            continue
         if known is None:
             allowed = ", ".join(sorted(f for f, d in fields.items() if not d.secret)) or "none"
             add("config", f"Unknown config field {key!r} for {spec.label} with {auth_method}; allowed: {allowed}.")
@@ -81,6 +103,18 @@ def validate_connection_settings(
             add("config", f"{key!r} must be a string.")
         elif len(value) > MAX_VALUE_LENGTH:
             add("config", f"{key!r} is too long.")
+        elif value == "":
+            continue
+        elif known.kind == URL:
+            for problem in validate_url(value, label=f"{key!r}", allow_query=True):
+                add("config", problem)
+        elif known.defines_destination and has_space_or_control(value):
+            add("config", f"{key!r} must not contain spaces or control characters.")
+        elif not known.multiline and header_value_problem(value):
+            add("config", f"{key!r} {header_value_problem(value)}.")
+        elif known.pattern and not re.fullmatch(known.pattern, value):
+            add("config", f"{key!r} must be {known.pattern_help or 'a plain name'}; "
+                          f"got {value[:60]!r}.")
     for f in fields.values():
         if not f.secret and f.required and not config.get(f.name) and not f.default:
             add("config", f"{f.name!r} is required for {spec.label} ({f.label}).")
@@ -97,6 +131,8 @@ def validate_connection_settings(
                 add("credentials", f"{key!r} must be a string.")
             elif len(value) > MAX_VALUE_LENGTH:
                 add("credentials", f"{key!r} is too long.")
+            elif not known.multiline and header_value_problem(value):
+                add("credentials", f"{key!r} {header_value_problem(value)}.")
         for f in fields.values():
             if f.secret and f.required and not secrets.get(f.name):
                 add("credentials", f"{f.name!r} is required for {spec.label} with {method.label}.")
@@ -111,5 +147,15 @@ def config_with_defaults(provider: str, auth_method: str, config: dict) -> dict:
     if spec is None:
         return dict(config)
     merged = {f.name: f.default for f in spec.all_fields(auth_method) if not f.secret and f.default}
-    merged.update({k: v for k, v in config.items() if v not in (None, "")})
+    merged.update({k: v for k, v in config.items() if v not in (None, "", {})})
     return merged
+
+
+def connection_destination(*, provider: str, auth_method: str, base_url: str | None,
+                           config: dict | None) -> dict | None:
+    """The destination of a connection's secrets (Provider.destination), or None when the
+    provider left the catalog (then only the raw values can be compared)."""
+    spec = find_provider(provider)
+    if spec is None:
+        return {"provider": provider, "endpoint": base_url or "", "fields": dict(config or {})}
+    return spec.destination(base_url=base_url, auth_method=auth_method, config=config)

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from connections.models import Connection
+from providers.headers import EXTRA_HEADERS
 
 _field = Connection._meta.get_field
 
@@ -132,10 +133,28 @@ def _credentials_field() -> serializers.DictField:
     )
 
 
+class ConfigField(StringDictField):
+    """`config`: string (or null) values, except `extra_headers`, an object of header values
+    (providers/headers.py checks names and values; the services refuse bad ones by name)."""
+
+    def to_internal_value(self, data):
+        headers = data.get(EXTRA_HEADERS) if isinstance(data, dict) else None
+        if isinstance(headers, dict):
+            rest = {k: v for k, v in data.items() if k != EXTRA_HEADERS}
+            value = super().to_internal_value(rest)
+            if any(not isinstance(v, str) for v in headers.values()):
+                raise serializers.ValidationError(
+                    {EXTRA_HEADERS: ["Header values must be strings."]})
+            value[EXTRA_HEADERS] = {str(k): v for k, v in headers.items()}
+            return value
+        return super().to_internal_value(data)
+
+
 def _config_field() -> serializers.DictField:
-    return StringDictField(
+    return ConfigField(
         required=False,
-        help_text="The provider's non-secret fields, e.g. {\"api_version\": \"2024-10-21\"}.",
+        help_text="The provider's non-secret fields, e.g. {\"api_version\": \"2024-10-21\"}; "
+                  "`extra_headers`: {name: value} of non-secret headers sent on every call.",
     )
 
 

@@ -14,6 +14,10 @@ class FieldSerializer(serializers.Serializer):
     secret = serializers.BooleanField()
     default = serializers.CharField(allow_null=True)
     help_text = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["text", "url"])
+    destination = serializers.BooleanField(
+        help_text="True when changing the value changes where secrets are sent: the stored "
+                  "secrets must then be sent again (400 credentials_required).")
 
 
 class AuthMethodSerializer(serializers.Serializer):

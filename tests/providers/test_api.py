@@ -24,7 +24,8 @@ def test_provider_detail_describes_auth_methods_fields_and_capabilities(user_cli
     assert set(methods) == {"api_key", "azure_ad_client_credentials"}
     api_key = methods["api_key"]["fields"][0]
     assert api_key == {"name": "api_key", "label": "API key", "required": True, "secret": True,
-                       "default": None, "help_text": ""}
+                       "default": None, "help_text": "", "kind": "text",
+                       "destination": False}
     assert body["fields"][0]["name"] == "api_version"
     assert body["fields"][0]["default"] == "2024-10-21"
 

@@ -137,8 +137,9 @@ GATEWAY = (401, 401, 401, 401, 401, 401)  # a user's DRF token is not a workspac
 API = [
     Row("healthz", "GET", lambda w: "/healthz", None, PUBLIC),
     Row("readyz", "GET", lambda w: "/readyz", None, PUBLIC),
-    Row("schema", "GET", lambda w: "/api/schema/", None, (200, 401, 200, 200, 200, 200)),
-    Row("swagger-ui", "GET", lambda w: "/api/docs/", None, (200, 401, 200, 200, 200, 200)),
+    # Signed-in users only (issue #16); the docs page sends others to the login page.
+    Row("schema", "GET", lambda w: "/api/schema/", None, SIGNED_IN),
+    Row("swagger-ui", "GET", lambda w: "/api/docs/", None, (302, 302, 200, 200, 200, 200)),
     Row("login", "GET", lambda w: "/api-auth/login/", None, PUBLIC),
     Row("logout", "POST", lambda w: "/api-auth/logout/", None, PUBLIC),
     Row("provider-list", "GET", lambda w: "/api/v1/providers/", None, SIGNED_IN),

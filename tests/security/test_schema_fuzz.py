@@ -50,11 +50,14 @@ def wsgi_keeps_the_test_connection():
 
 
 @pytest.fixture
-def schema(settings, wsgi_keeps_the_test_connection):
+def schema(settings, wsgi_keeps_the_test_connection, world):
     from llmconn.wsgi import application
 
     settings.ALLOWED_HOSTS = ["localhost", "testserver"]  # schemathesis' WSGI client: localhost
-    return schemathesis.openapi.from_wsgi("/api/schema/", application)
+    # The schema is for signed-in users only.
+    return schemathesis.openapi.from_wsgi(
+        "/api/schema/", application,
+        headers={"Authorization": f"Token {world['tokens']['member']}"})
 
 
 @pytest.fixture
