@@ -71,24 +71,48 @@ class ConnectionPublicSerializer(serializers.ModelSerializer):
         return LastTestSerializer(tests[0]).data if tests else None
 
 
+@extend_schema_field(serializers.DictField(child=CredentialStateSerializer()))
+class CredentialSummaryField(serializers.Field):
+    """`{field: {"set": true, "hint": "…WXYZ"}}` for each stored secret; never a value."""
+
+    def __init__(self, **kwargs):
+        kwargs["source"] = "*"
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: Connection) -> dict:
+        return value.credential_summary()
+
+
 class ConnectionSerializer(ConnectionPublicSerializer):
     """A connection as staff see a shared one and an owner their personal one: config and
     credential hints, never a secret value. Rows the caller may not see in full (another
     user's personal connection seen by staff; a shared one seen by others) are rendered as
-    ConnectionPublicSerializer renders them."""
+    ConnectionPublicSerializer renders them, so the fields below are documented as optional.
 
-    credentials = serializers.SerializerMethodField(
-        help_text='{field: {"set": true, "hint": "…WXYZ"}} for each stored secret.')
+    Output only (the input is ConnectionInputSerializer): the optional fields are declared
+    writable so that the schema does not list them as always present.
+    """
+
+    config = serializers.JSONField(required=False)
+    credentials = CredentialSummaryField(
+        required=False, help_text='{field: {"set": true, "hint": "…WXYZ"}} for each stored '
+                                  'secret.')
     credentials_readable = serializers.BooleanField(
-        read_only=True,
+        required=False,
         help_text="False when no configured Fernet key decrypts the stored secrets: send them again.")
+    input_cost_per_million_tokens = serializers.DecimalField(
+        max_digits=14, decimal_places=6, required=False, allow_null=True)
+    output_cost_per_million_tokens = serializers.DecimalField(
+        max_digits=14, decimal_places=6, required=False, allow_null=True)
+    timeout_seconds = serializers.IntegerField(required=False, allow_null=True)
+    default_params = serializers.JSONField(required=False)
 
     class Meta(ConnectionPublicSerializer.Meta):
         fields = ConnectionPublicSerializer.Meta.fields[:6] + [
             "config", "credentials", "credentials_readable"] + ConnectionPublicSerializer.Meta.fields[6:] + [
             "input_cost_per_million_tokens", "output_cost_per_million_tokens", "timeout_seconds",
             "default_params"]
-        read_only_fields = fields
+        read_only_fields = ConnectionPublicSerializer.Meta.fields
 
     def to_representation(self, instance):
         from .permissions import sees_in_full
@@ -97,10 +121,6 @@ class ConnectionSerializer(ConnectionPublicSerializer):
         if request is None or not sees_in_full(request.user, instance):
             return ConnectionPublicSerializer(instance, context=self.context).data
         return super().to_representation(instance)
-
-    @extend_schema_field(serializers.DictField(child=CredentialStateSerializer()))
-    def get_credentials(self, obj: Connection) -> dict:
-        return obj.credential_summary()
 
 
 class StrictInputSerializer(serializers.Serializer):
