@@ -22,7 +22,7 @@ from providers.base import find_provider
 from providers.validation import validate_connection_settings
 
 from .models import Connection
-from .services import EDITABLE_FIELDS, connection_set_default
+from .services import EDITABLE_FIELDS
 
 FORMAT = "llmconn-connections"
 VERSION = 2
@@ -122,6 +122,10 @@ def connection_import_one(*, row: Mapping, actor=None) -> tuple[Connection, list
         wanted = None
     if wanted is not None and not Connection.objects.filter(pk=wanted).exists():
         conn.id = wanted
+    # The provider's default, also while it waits for its secrets (provider-string bindings
+    # resolve to it once they are entered), unless this install has another default already.
+    conn.is_default = bool(row.get("is_default")) and not Connection.objects.filter(
+        provider=provider, is_default=True).exists()
     for key in TUNABLE[1:]:
         if row.get(key) is not None:
             setattr(conn, key, row[key])
@@ -222,8 +226,6 @@ def connections_import(*, data, actor=None) -> ImportReport:
                                 f"{', '.join(missing)})")
         else:
             report.lines.append(f"created: {name}")
-            if row.get("is_default") and conn.is_active:
-                connection_set_default(connection=conn, actor=actor)
 
     for default in data.get("system_defaults") or []:
         if not isinstance(default, Mapping):
