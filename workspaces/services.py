@@ -153,6 +153,9 @@ def _effective_embedding(workspace: Workspace) -> tuple[str, str] | None:
     binding = (WorkspaceBinding.objects.select_related("connection")
                .filter(workspace=workspace, role=Role.EMBEDDING).first())
     connection = binding.connection if binding and binding.connection_id else None
+    if connection is None and binding is not None and binding.provider:
+        connection = Connection.objects.filter(provider=binding.provider, is_default=True,
+                                               owner__isnull=True).first()
     model = binding.model if binding else None
     if connection is None:
         default = SystemDefault.objects.select_related("connection").filter(
