@@ -346,3 +346,16 @@ def test_last_used_at_is_written_at_most_once_a_minute(upstream, make_connection
     assert Connection.objects.get(pk=conn.pk).last_used_at == first
     connection_update(connection=conn, default_model="test-model")  # keeps last_used_at
     assert Connection.objects.get(pk=conn.pk).last_used_at == first
+
+
+def test_the_admin_user_page_lists_personal_connections_without_secrets(people, alices):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(people["staff"])
+    UserDefault.objects.create(user=people["alice"], role="chat", connection=alices)
+    page = client.get(f"/admin/auth/user/{people['alice'].pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "alice-own" in text and "Personal connections" in text
+    assert "ZK9x" not in text and OWNER_KEY not in text
