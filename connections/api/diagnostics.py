@@ -7,19 +7,18 @@ runs it; clients poll `GET /api/v1/connection-tests/{id}/`. Each view makes one 
 
 from __future__ import annotations
 
+from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connections import diagnostics
 from connections.models import Connection, ConnectionTest, DiscoveredModel
 from llmconn.throttling import ConnectionTestThrottle
-
-from django.db.models import Q
-from rest_framework.exceptions import NotFound, PermissionDenied
 
 from .permissions import (
     IsAuthenticatedForConnections,

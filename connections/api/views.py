@@ -6,10 +6,12 @@ output serializer renders a row from `connection_list_detailed()` (constant quer
 
 from __future__ import annotations
 
+from django.db.models import Q
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import filters, mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from connections.filters import BoundedSearchFilter, ConnectionFilter
@@ -28,9 +30,6 @@ from connections.services import (
     connection_update,
 )
 from llmconn.errors import ValidationFailed
-
-from django.db.models import Q
-from rest_framework.exceptions import PermissionDenied
 
 from .permissions import IsStaffOrManagerReading, is_staff, personal_enabled, reads_shared
 from .serializers import (
@@ -60,8 +59,10 @@ DETAIL_ERRORS = {401: ERROR, 403: ERROR, 404: ERROR}
 @extend_schema_view(
     list=extend_schema(
         summary="List connections",
-        description="Staff see every connection with config and credential hints; workspace "
-                    "managers see active connections without them.",
+        description="Staff see every shared connection with config and credential hints, and "
+                    "users' personal connections without them; other users see their own "
+                    "personal connections in full and the active shared ones without config "
+                    "or hints (with personal connections off: workspace managers only).",
         responses={200: ConnectionSerializer(many=True), 401: ERROR, 403: ERROR},
     ),
     retrieve=extend_schema(summary="Read a connection",
