@@ -241,7 +241,16 @@ def connection_update(
     if write_secrets:
         current.secrets = secrets
     if current.is_default and current.provider != old_provider:
-        current.is_default = False  # the default belongs to the old provider's set
+        # The default belongs to the old provider's set; bindings that name that provider
+        # rely on it (as bound connections do on theirs): refuse, like a delete.
+        relied_on = [row for row in connection_dependents(connection=Connection(
+            pk=current.pk, provider=old_provider, is_default=True)) if row.get("provider")]
+        if relied_on:
+            raise Conflict(
+                f"Connection {current.name!r} is the {old_provider} default that "
+                f"{len(relied_on)} provider binding(s) rely on: make another connection the "
+                "default first.", code="connection_in_use", extra={"bindings": relied_on})
+        current.is_default = False
     current.updated_by = actor
     current.revision += 1
     current.full_clean()

@@ -359,3 +359,17 @@ def test_the_admin_user_page_lists_personal_connections_without_secrets(people, 
     text = page.content.decode()
     assert "alice-own" in text and "Personal connections" in text
     assert "ZK9x" not in text and OWNER_KEY not in text
+
+
+def test_a_relied_on_default_cannot_leave_its_provider(people, upstream, make_connection,
+                                                        make_workspace):
+    default = make_connection(upstream, name="the-default")
+    connection_set_default(connection=default)
+    ws = make_workspace("Relies")
+    services.workspace_update(workspace=ws, bindings={"chat": {"provider": "openai_compatible"}})
+    r = _client(people["staff"]).patch(f"/api/v1/connections/{default.pk}/", {
+        "provider": "openai", "base_url": None, "credentials": {"api_key": "sk-" + "z" * 24}},
+        format="json")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "connection_in_use"
+    stored = Connection.objects.get(pk=default.pk)
+    assert stored.provider == "openai_compatible" and stored.is_default
