@@ -373,3 +373,19 @@ def test_a_relied_on_default_cannot_leave_its_provider(people, upstream, make_co
     assert r.status_code == 409 and r.json()["error"]["code"] == "connection_in_use"
     stored = Connection.objects.get(pk=default.pk)
     assert stored.provider == "openai_compatible" and stored.is_default
+
+
+def test_a_warm_personal_key_call_reads_nothing_from_the_database(people, alices, gateway):
+    from django.db import connection as db_connection
+    from django.test.utils import CaptureQueriesContext
+
+    UserDefault.objects.create(user=people["alice"], role="chat", connection=alices)
+    _, raw = services.personal_api_key_create(user=people["alice"])
+    assert gateway.post("/v1/chat/completions", raw, {"model": "chat", "messages": HELLO}
+                        ).status_code == 200
+    with CaptureQueriesContext(db_connection) as captured:
+        r = gateway.post("/v1/chat/completions", raw, {"model": "chat", "messages": HELLO})
+    assert r.status_code == 200
+    statements = [q["sql"].split()[0].upper() for q in captured.captured_queries]
+    assert "SELECT" not in statements and "UPDATE" not in statements, statements
+    assert statements.count("INSERT") == 1  # the usage row only
