@@ -11,6 +11,16 @@ Variables read:
 - OpenRouter: OPENROUTER_API_KEY, OPENROUTER_MODEL
 - Defaults: LLM_PROVIDER + LLM_MODEL (chat), LLM_EMBEDDING_PROVIDER + LLM_EMBEDDING_MODEL (or
   EMBEDDING_MODEL) (embedding)
+- AnythingLLM's names: OPEN_AI_KEY + OPEN_MODEL_PREF, ANTHROPIC_MODEL_PREF, AZURE_OPENAI_KEY,
+  OLLAMA_BASE_PATH + OLLAMA_MODEL_PREF, LMSTUDIO_BASE_PATH + LMSTUDIO_MODEL_PREF,
+  LITE_LLM_BASE_PATH + LITE_LLM_API_KEY + LITE_LLM_MODEL_PREF, GENERIC_OPEN_AI_BASE_PATH +
+  GENERIC_OPEN_AI_API_KEY + GENERIC_OPEN_AI_MODEL_PREF, OPENROUTER_MODEL_PREF, GROQ_API_KEY +
+  GROQ_MODEL_PREF, GEMINI_API_KEY + GEMINI_LLM_MODEL_PREF, MISTRAL_API_KEY + MISTRAL_MODEL_PREF,
+  LLM_PROVIDER values (azure, lmstudio, litellm, generic-openai, ...), EMBEDDING_ENGINE +
+  EMBEDDING_MODEL_PREF (embedding)
+- OpenHands' names (when LLM_PROVIDER is not set): LLM_MODEL as litellm writes it
+  (`anthropic/claude-sonnet-4-5`, `openai/gpt-4o`, bare `gpt-4o`), LLM_API_KEY, LLM_BASE_URL:
+  one connection `openhands-env` and the chat default. The mapping table is in the README.
 """
 
 from __future__ import annotations
@@ -33,9 +43,40 @@ PROVIDER_ALIASES = {
     "openai": "openai", "anthropic": "anthropic", "claude": "anthropic",
     "azure": "azure_openai", "azure_openai": "azure_openai", "azure-openai": "azure_openai",
     "ollama": "ollama", "openrouter": "openrouter",
+    # AnythingLLM's LLM_PROVIDER / EMBEDDING_ENGINE values
+    "lmstudio": "lmstudio", "litellm": "litellm_proxy", "generic-openai": "openai_compatible",
+    "groq": "groq", "gemini": "gemini", "mistral": "mistral",
 }
 # Preference when LLM_PROVIDER does not say which connection is the default.
-ORDER = ("openai", "anthropic", "azure_openai", "openrouter", "ollama")
+ORDER = ("openai", "anthropic", "azure_openai", "openrouter", "ollama", "lmstudio",
+         "litellm_proxy", "openai_compatible", "groq", "gemini", "mistral")
+# litellm's model prefixes (OpenHands' LLM_MODEL, per-user llm_model) to our providers.
+LITELLM_PREFIXES = {
+    "openai": "openai", "anthropic": "anthropic", "azure": "azure_openai",
+    "ollama": "ollama", "ollama_chat": "ollama", "openrouter": "openrouter",
+    "litellm_proxy": "litellm_proxy", "gemini": "gemini", "groq": "groq",
+    "mistral": "mistral", "deepseek": "deepseek", "together_ai": "together_ai",
+    "hosted_vllm": "vllm", "lm_studio": "lmstudio",
+}
+
+
+def split_litellm_model(value: str, *, base_url: str | None = None) -> tuple[str, str]:
+    """(our provider, model) of a litellm-style model string: `anthropic/claude-x` →
+    (anthropic, claude-x); a bare name is OpenAI's (Anthropic's for `claude*`); `openai/...`
+    with a base URL is an OpenAI-compatible server. Unknown prefixes stay part of the model
+    of an OpenAI-compatible connection when a base URL is given, else ("", value)."""
+    value = (value or "").strip()
+    prefix, sep, rest = value.partition("/")
+    if sep and prefix in LITELLM_PREFIXES:
+        provider = LITELLM_PREFIXES[prefix]
+        if provider == "openai" and base_url:
+            provider = "openai_compatible"
+        return provider, rest
+    if base_url:
+        return "openai_compatible", value
+    if not sep:
+        return ("anthropic" if value.startswith("claude") else "openai"), value
+    return "", value
 DEFAULT_EMBEDDING_MODEL = {"openai": "text-embedding-3-small"}
 
 
@@ -89,11 +130,12 @@ def plan_from_env(env: Mapping[str, str]) -> tuple[list[Planned], list[str]]:
         model_for[provider] = value
         return value
 
-    var, key = _get(env, "OPENAI_API_KEY")
+    var, key = _get(env, "OPENAI_API_KEY", "OPEN_AI_KEY")
     if key:
         used = [var]
         p = Planned("openai-env", "openai", "api_key", credentials={"api_key": key},
-                    default_model=model("openai", "OPENAI_MODEL"))
+                    default_model=model("openai", "OPENAI_MODEL", *(
+                        ("OPEN_MODEL_PREF",) if chat_provider != "azure_openai" else ())))
         bvar, base = _get(env, "OPENAI_BASE_URL", "OPENAI_API_BASE")
         if base:
             p.base_url = base
@@ -108,14 +150,15 @@ def plan_from_env(env: Mapping[str, str]) -> tuple[list[Planned], list[str]]:
     var, key = _get(env, "ANTHROPIC_API_KEY")
     if key:
         p = Planned("anthropic-env", "anthropic", "api_key", credentials={"api_key": key},
-                    default_model=model("anthropic", "ANTHROPIC_MODEL"), variables=(var,))
+                    default_model=model("anthropic", "ANTHROPIC_MODEL",
+                                        "ANTHROPIC_MODEL_PREF"), variables=(var,))
         bvar, base = _get(env, "ANTHROPIC_BASE_URL")
         if base:
             p.base_url = base
             p.variables += (bvar,)
         plans.append(p)
 
-    var, key = _get(env, "AZURE_OPENAI_API_KEY")
+    var, key = _get(env, "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_KEY")
     evar, endpoint = _get(env, "AZURE_OPENAI_ENDPOINT")
     if key and not endpoint:
         notes.append("AZURE_OPENAI_API_KEY is set but AZURE_OPENAI_ENDPOINT is not: Azure "
@@ -124,7 +167,9 @@ def plan_from_env(env: Mapping[str, str]) -> tuple[list[Planned], list[str]]:
         p = Planned("azure-openai-env", "azure_openai", "api_key", base_url=endpoint,
                     credentials={"api_key": key},
                     default_model=model("azure_openai", "AZURE_OPENAI_DEPLOYMENT",
-                                        "AZURE_OPENAI_DEPLOYMENT_NAME"),
+                                        "AZURE_OPENAI_DEPLOYMENT_NAME", *(
+                                            ("OPEN_MODEL_PREF",)
+                                            if chat_provider == "azure_openai" else ())),
                     variables=(var, evar))
         vvar, version = _get(env, "AZURE_OPENAI_API_VERSION", "OPENAI_API_VERSION")
         if version:
@@ -132,21 +177,72 @@ def plan_from_env(env: Mapping[str, str]) -> tuple[list[Planned], list[str]]:
             p.variables += (vvar,)
         plans.append(p)
 
-    var, base = _get(env, "OLLAMA_BASE_URL", "OLLAMA_HOST")
+    var, base = _get(env, "OLLAMA_BASE_URL", "OLLAMA_HOST", "OLLAMA_BASE_PATH")
     if base:
         plans.append(Planned("ollama-env", "ollama", "none", base_url=_ollama_url(base),
-                             default_model=model("ollama", "OLLAMA_MODEL"), variables=(var,)))
+                             default_model=model("ollama", "OLLAMA_MODEL", "OLLAMA_MODEL_PREF"),
+                             variables=(var,)))
 
     var, key = _get(env, "OPENROUTER_API_KEY")
     if key:
         plans.append(Planned("openrouter-env", "openrouter", "api_key",
                              credentials={"api_key": key},
-                             default_model=model("openrouter", "OPENROUTER_MODEL"),
+                             default_model=model("openrouter", "OPENROUTER_MODEL",
+                                                 "OPENROUTER_MODEL_PREF"),
                              variables=(var,)))
+
+    # AnythingLLM's other providers: (name, provider, base var, key var, model var).
+    for name, provider, base_var, key_var, model_var in (
+            ("lmstudio-env", "lmstudio", "LMSTUDIO_BASE_PATH", "", "LMSTUDIO_MODEL_PREF"),
+            ("litellm-env", "litellm_proxy", "LITE_LLM_BASE_PATH", "LITE_LLM_API_KEY",
+             "LITE_LLM_MODEL_PREF"),
+            ("generic-openai-env", "openai_compatible", "GENERIC_OPEN_AI_BASE_PATH",
+             "GENERIC_OPEN_AI_API_KEY", "GENERIC_OPEN_AI_MODEL_PREF"),
+            ("groq-env", "groq", "", "GROQ_API_KEY", "GROQ_MODEL_PREF"),
+            ("gemini-env", "gemini", "", "GEMINI_API_KEY", "GEMINI_LLM_MODEL_PREF"),
+            ("mistral-env", "mistral", "", "MISTRAL_API_KEY", "MISTRAL_MODEL_PREF")):
+        bvar, base = _get(env, base_var) if base_var else ("", "")
+        kvar, key = _get(env, key_var) if key_var else ("", "")
+        if not (base if base_var else key):
+            continue
+        if provider == "lmstudio":
+            base = _ollama_url(base)  # (the same /v1 rule)
+        plans.append(Planned(name, provider, "api_key" if key else "none",
+                             base_url=base or None,
+                             credentials={"api_key": key} if key else {},
+                             default_model=model(provider, model_var),
+                             variables=tuple(v for v in (bvar, kvar) if v)))
+
+    if not chat_provider and not env.get("LLM_PROVIDER"):
+        plan = _openhands_plan(env)
+        if plan is not None:
+            plans.append(plan)
     if env.get("LLM_PROVIDER") and not chat_provider:
         notes.append(f"LLM_PROVIDER={env.get('LLM_PROVIDER')!r} is not one of "
                      f"{', '.join(sorted(PROVIDER_ALIASES))}: ignored.")
     return plans, notes
+
+
+def _openhands_plan(env: Mapping[str, str]) -> Planned | None:
+    """OpenHands' LLM_MODEL / LLM_API_KEY / LLM_BASE_URL as one connection (or None)."""
+    _, model = _get(env, "LLM_MODEL")
+    kvar, key = _get(env, "LLM_API_KEY")
+    bvar, base = _get(env, "LLM_BASE_URL")
+    if not (key or base or "/" in model):
+        return None
+    provider, bare = split_litellm_model(model, base_url=base or None)
+    if not provider:
+        provider = "openai_compatible" if base else "openai"
+    if provider == "ollama" and base:
+        base = _ollama_url(base)
+    auth = "api_key" if key else "none"
+    spec = find_provider(provider)
+    if spec is not None and auth not in {m.name for m in spec.auth_methods}:
+        auth = spec.auth_methods[0].name
+    used = tuple(v for v in ("LLM_MODEL" if model else "", kvar, bvar) if v)
+    return Planned("openhands-env", provider, auth, base_url=base or None,
+                   credentials={"api_key": key} if key else {}, default_model=bare,
+                   variables=used)
 
 
 def _differences(conn: Connection, plan: Planned) -> list[str]:
@@ -182,12 +278,13 @@ def env_import(*, env: Mapping[str, str], update: bool = False, actor=None) -> t
     lines += [f"note: {n}" for n in notes]
     if not plans:
         lines.append("No legacy variables found (OPENAI_API_KEY, ANTHROPIC_API_KEY, "
-                     "AZURE_OPENAI_API_KEY, OLLAMA_BASE_URL, OPENROUTER_API_KEY): nothing to do.")
+                     "AZURE_OPENAI_API_KEY, OLLAMA_BASE_URL, OPENROUTER_API_KEY, AnythingLLM's "
+                     "or OpenHands' names; see the README): nothing to do.")
         return lines, False, not notes
 
     imported: dict[str, Connection] = {}
     for plan in plans:
-        conn = Connection.objects.filter(name=plan.name).first()
+        conn = Connection.objects.filter(name=plan.name, owner__isnull=True).first()
         try:
             if conn is None:
                 conn = connection_create(name=plan.name, credentials=plan.credentials, actor=actor,
@@ -211,24 +308,29 @@ def env_import(*, env: Mapping[str, str], update: bool = False, actor=None) -> t
             lines.append(f"error: connection {plan.name} not imported: {_error_text(exc)}")
             ok = False
             continue
-        imported[plan.provider] = conn
+        imported["openhands-env" if plan.name == "openhands-env" else plan.provider] = conn
 
     chat_provider = PROVIDER_ALIASES.get((env.get("LLM_PROVIDER") or "").strip().lower(), "")
     chat_conn = imported.get(chat_provider) or next(
         (imported[p] for p in ORDER if p in imported), None)
     emb_provider = PROVIDER_ALIASES.get(
-        (env.get("LLM_EMBEDDING_PROVIDER") or "").strip().lower(), "")
-    _, emb_model = _get(env, "LLM_EMBEDDING_MODEL", "EMBEDDING_MODEL")
+        (env.get("LLM_EMBEDDING_PROVIDER") or env.get("EMBEDDING_ENGINE") or "")
+        .strip().lower(), "")
+    _, emb_model = _get(env, "LLM_EMBEDDING_MODEL", "EMBEDDING_MODEL", "EMBEDDING_MODEL_PREF")
     emb_conn = imported.get(emb_provider)
     if emb_conn is None:
         candidates = [chat_conn] + [imported[p] for p in ORDER if p in imported]
         emb_conn = next((c for c in candidates if c is not None and EMBEDDINGS in
                          (find_provider(c.provider).capabilities if c.spec else ())
                          and (emb_model or DEFAULT_EMBEDDING_MODEL.get(c.provider))), None)
+    openhands = imported.get("openhands-env")
+    if openhands is not None and not env.get("LLM_PROVIDER"):
+        chat_conn = openhands
     wanted = []
     if chat_conn is not None:
-        wanted.append((Role.CHAT, chat_conn,
-                       (env.get("LLM_MODEL") or "").strip() or chat_conn.default_model or None))
+        chat_model = chat_conn.default_model if chat_conn is openhands else (
+            (env.get("LLM_MODEL") or "").strip() or chat_conn.default_model)
+        wanted.append((Role.CHAT, chat_conn, chat_model or None))
     if emb_conn is not None:
         wanted.append((Role.EMBEDDING, emb_conn,
                        emb_model or DEFAULT_EMBEDDING_MODEL.get(emb_conn.provider)))

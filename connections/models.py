@@ -35,7 +35,13 @@ class Connection(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100)
+    # Null: a shared connection (staff manage it). A user: that user's personal connection,
+    # seen in full and used only by them (see README "People and defaults").
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+        related_name="personal_connections",
+    )
     provider = models.CharField(max_length=50, db_index=True)
     auth_method = models.CharField(max_length=50)
     base_url = models.CharField(
@@ -77,12 +83,16 @@ class Connection(models.Model):
     timeout_seconds = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(600)],
         help_text="Gateway call timeout; empty: LLMCONN_PROVIDER_TIMEOUT.")
+    # Request fields added to every chat call (merged connection < binding < request).
+    default_params = models.JSONField(default=dict, blank=True)
     status = models.CharField(
         max_length=16, choices=ConnectionStatus.choices, default=ConnectionStatus.UNTESTED
     )
     last_tested_at = models.DateTimeField(null=True, blank=True)
     last_error_class = models.CharField(max_length=32, blank=True, default="")
     revision = models.PositiveBigIntegerField(default=1, editable=False)
+    # Written at most once a minute per process (workspaces.services.connection_touch).
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     created_by = models.ForeignKey(
@@ -97,6 +107,18 @@ class Connection(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
+            # Names are unique among shared connections and among one user's personal ones
+            # (a personal name never collides with, nor reveals, another user's).
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(owner__isnull=True),
+                name="connections_unique_shared_name",
+                violation_error_message="A connection with this name already exists.",
+            ),
+            models.UniqueConstraint(
+                fields=["owner", "name"], condition=Q(owner__isnull=False),
+                name="connections_unique_personal_name",
+                violation_error_message="You already have a connection with this name.",
+            ),
             # Exactly one default per provider, held by the database even under races.
             models.UniqueConstraint(
                 fields=["provider"], condition=Q(is_default=True),
@@ -145,7 +167,29 @@ class Connection(models.Model):
             if name in (self.secrets or {})
         }
 
+    @property
+    def is_personal(self) -> bool:
+        return self.owner_id is not None
+
     def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from providers.default_params import clean_default_params
+
+        try:
+            self.default_params = clean_default_params(self.default_params)
+        except ValueError as exc:
+            raise ValidationError({"default_params": [str(exc)]}) from None
+        if self.owner_id is not None and self.is_default:
+            raise ValidationError({"is_default": [
+                "A personal connection cannot be its provider's default."]})
+        # The partial unique constraints hold under races; this names the field for people.
+        same = Connection.objects.filter(name=self.name, owner_id=self.owner_id).exclude(
+            pk=self.pk)
+        if self.name and same.exists():
+            raise ValidationError({"name": [
+                "A connection with this name already exists." if self.owner_id is None
+                else "You already have a connection with this name."]})
         spec = self.spec
         if spec is not None:  # Ollama's documented http://localhost:11434 means .../v1
             self.base_url = spec.normalize_base_url(self.base_url)

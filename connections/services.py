@@ -26,7 +26,7 @@ from .selectors import connection_dependents
 _UNSET: Any = object()
 EDITABLE_FIELDS = ("name", "provider", "auth_method", "base_url", "default_model", "config",
                    "is_active", "input_cost_per_million_tokens", "output_cost_per_million_tokens",
-                   "timeout_seconds")
+                   "timeout_seconds", "default_params")
 
 
 def check_credentials_input(credentials: dict, hints: dict) -> None:
@@ -65,7 +65,8 @@ def _save(connection: Connection, *, with_secrets: bool) -> None:
         connection.save()
     else:
         fields = [f.attname for f in Connection._meta.concrete_fields
-                  if f.attname not in ("id", "secrets", "secrets_key_id", "created_at")]
+                  if f.attname not in ("id", "secrets", "secrets_key_id", "created_at",
+                                       "last_used_at")]
         connection.save(update_fields=fields)
 
 
@@ -104,10 +105,17 @@ def connection_create(
     input_cost_per_million_tokens=None,
     output_cost_per_million_tokens=None,
     timeout_seconds: int | None = None,
+    default_params: dict | None = None,
+    owner=None,
     actor=None,
 ) -> Connection:
-    """Create a connection after validating it against the catalog and the masking rules."""
+    """Create a connection after validating it against the catalog and the masking rules.
+
+    `owner`: a user for a personal connection (only they see and use it); None: shared."""
     auth_method = resolve_auth_method(provider, auth_method)
+    if owner is not None and is_default:
+        raise ValidationFailed("A personal connection cannot be its provider's default.",
+                               fields={"is_default": ["Not for personal connections."]})
     credentials = credentials or {}
     check_credentials_input(credentials, {})
     if is_default:
@@ -129,6 +137,8 @@ def connection_create(
         input_cost_per_million_tokens=input_cost_per_million_tokens,
         output_cost_per_million_tokens=output_cost_per_million_tokens,
         timeout_seconds=timeout_seconds,
+        default_params=default_params if default_params is not None else {},
+        owner=owner,
         created_by=actor,
         updated_by=actor,
     )
@@ -139,7 +149,7 @@ def connection_create(
         changed_fields=[f for f in EDITABLE_FIELDS if getattr(connection, f) not in (None, "", {})]
         + [f"credentials.{k}" for k in secrets],
         secret_fingerprints=secret_fingerprints(secrets),
-        extra={"provider": provider},
+        extra={"provider": provider, **({"owner": owner.pk} if owner is not None else {})},
     )
     if is_default:
         connection_set_default(connection=connection, actor=actor)
@@ -241,7 +251,16 @@ def connection_update(
         current.secret_hints = hints
     # else: secrets and hints stay as stored (an unreadable row keeps its hints).
     if current.is_default and current.provider != old_provider:
-        current.is_default = False  # the default belongs to the old provider's set
+        # The default belongs to the old provider's set; bindings that name that provider
+        # rely on it (as bound connections do on theirs): refuse, like a delete.
+        relied_on = [row for row in connection_dependents(connection=Connection(
+            pk=current.pk, provider=old_provider, is_default=True)) if row.get("provider")]
+        if relied_on:
+            raise Conflict(
+                f"Connection {current.name!r} is the {old_provider} default that "
+                f"{len(relied_on)} provider binding(s) rely on: make another connection the "
+                "default first.", code="connection_in_use", extra={"bindings": relied_on})
+        current.is_default = False
     current.updated_by = actor
     current.revision += 1
     current.full_clean()
@@ -301,6 +320,11 @@ def connection_set_default(*, connection: Connection, actor=None) -> Connection:
     list(Connection.objects.select_for_update().filter(provider=connection.provider)
          .values_list("pk", flat=True))
     current = Connection.objects.get(pk=connection.pk)
+    if current.owner_id is not None:
+        raise ValidationFailed(
+            "A personal connection cannot be its provider's default (defaults serve "
+            "workspaces, which use shared connections only).", code="personal_connection",
+            fields={"owner": ["Personal connection."]})
     if not current.is_active:
         raise ValidationFailed(
             "An inactive connection cannot be the default: activate it first.",
@@ -341,6 +365,7 @@ def connection_create_from_preset(
     default_model: str | None = _UNSET,
     config: dict | None = _UNSET,
     is_active: bool = True,
+    owner=None,
     actor=None,
 ) -> Connection:
     """Create a connection from a catalog preset; settings given override the preset's."""
@@ -364,6 +389,7 @@ def connection_create_from_preset(
         config=dict(spec.config) if config is _UNSET else config,
         credentials=credentials,
         is_active=is_active,
+        owner=owner,
         actor=actor,
     )
 
@@ -399,6 +425,11 @@ def connection_move_bindings(*, source: Connection, target: Connection, actor=No
             "The target connection does not exist.", fields={"to": ["No such connection."]}
         )
     target = locked[target.pk]
+    if target.owner_id is not None:
+        raise ValidationFailed(
+            f"Connection {target.name!r} is a personal connection: bindings move only to shared "
+            "connections.", code="personal_connection",
+            fields={"to": ["Personal connection."]})
     if not target.is_active:
         raise ValidationFailed(
             f"Connection {target.name!r} is inactive: activate it before moving bindings to it.",

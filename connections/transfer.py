@@ -22,19 +22,38 @@ from providers.base import find_provider
 from providers.validation import validate_connection_settings
 
 from .models import Connection
-from .services import EDITABLE_FIELDS, connection_set_default
+from .services import EDITABLE_FIELDS
 
 FORMAT = "llmconn-connections"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 2 adds gateway settings, workspaces and budgets
 SETTINGS = ("provider", "auth_method", "base_url", "default_model", "config", "is_active")
+# Settings that do not decide where a secret goes: an import brings existing connections in
+# line with the file for these (the destination needs the secrets, which a file never has).
+TUNABLE = ("default_model", "input_cost_per_million_tokens", "output_cost_per_million_tokens",
+           "timeout_seconds", "default_params")
+
+
+def _tunable(conn: Connection) -> dict:
+    return {"default_model": conn.default_model,
+            "input_cost_per_million_tokens": _decimal_text(conn.input_cost_per_million_tokens),
+            "output_cost_per_million_tokens": _decimal_text(conn.output_cost_per_million_tokens),
+            "timeout_seconds": conn.timeout_seconds,
+            "default_params": dict(conn.default_params or {})}
+
+
+def _decimal_text(value) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
 
 
 def connections_export() -> dict:
-    """Every connection and system default as a JSON-ready dict, with no secret in it."""
+    """Every shared connection and system default as a JSON-ready dict, with no secret in it.
+
+    Personal connections belong to their users and are not exported."""
     from workspaces.models import SystemDefault
 
     rows = []
-    for conn in Connection.objects.order_by("name"):
+    for conn in Connection.objects.filter(owner__isnull=True).order_by("name"):
         if conn.credentials_readable:
             creds = {k: {"fingerprint": secret_fingerprint(v),
                          "hint": (conn.secret_hints or {}).get(k, "")}
@@ -42,7 +61,8 @@ def connections_export() -> dict:
         else:
             creds = {k: {"fingerprint": None, "hint": "", "readable": False}
                      for k in sorted(conn.secret_hints or {})}
-        rows.append({"name": conn.name, **{k: getattr(conn, k) for k in SETTINGS},
+        rows.append({"id": str(conn.pk), "name": conn.name,
+                     **{k: getattr(conn, k) for k in SETTINGS}, **_tunable(conn),
                      "is_default": conn.is_default, "credentials": creds})
     defaults = [{"role": d.role, "connection": d.connection.name, "model": d.model}
                 for d in SystemDefault.objects.select_related("connection").order_by("role")]
@@ -92,6 +112,29 @@ def connection_import_one(*, row: Mapping, actor=None) -> tuple[Connection, list
         secret_hints={}, is_active=bool(settings_.get("is_active", True)) and not missing,
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
+    # The exported id when it is free, so that bindings, fallbacks and `resolved` read the
+    # same on both installs.
+    try:
+        import uuid
+
+        wanted = uuid.UUID(str(row.get("id")))
+    except ValueError:
+        wanted = None
+    if wanted is not None and not Connection.objects.filter(pk=wanted).exists():
+        conn.id = wanted
+    # The provider's default, also while it waits for its secrets (provider-string bindings
+    # resolve to it once they are entered), unless this install has another default already.
+    conn.is_default = bool(row.get("is_default")) and not Connection.objects.filter(
+        provider=provider, is_default=True).exists()
+    for key in TUNABLE[1:]:
+        if row.get(key) is not None:
+            setattr(conn, key, row[key])
+    from providers.default_params import clean_default_params
+
+    try:
+        conn.default_params = clean_default_params(conn.default_params)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), fields={"default_params": [str(exc)]}) from None
     # Not full_clean(): Connection.clean() requires the secrets, which an export never has.
     conn.clean_fields()
     conn.validate_unique()
@@ -129,9 +172,10 @@ def connections_import(*, data, actor=None) -> ImportReport:
 
     if not isinstance(data, Mapping) or data.get("format") != FORMAT:
         raise ValidationFailed(f"Not an llmconn export (expected \"format\": \"{FORMAT}\").")
-    if data.get("version") != VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise ValidationFailed(f"Unsupported export version {data.get('version')!r}; "
-                               f"this install reads version {VERSION}.")
+                               f"this install reads versions "
+                               f"{', '.join(map(str, READABLE_VERSIONS))}.")
     rows = data.get("connections")
     if not isinstance(rows, list):
         raise ValidationFailed("\"connections\" must be a list.")
@@ -142,13 +186,32 @@ def connections_import(*, data, actor=None) -> ImportReport:
             report.errors += 1
             continue
         name, creds = row["name"], row.get("credentials") or {}
-        existing = Connection.objects.filter(name=name).first()
+        existing = Connection.objects.filter(name=name, owner__isnull=True).first()
         if existing is not None:
+            tunable = {k: row[k] for k in TUNABLE if k in row}
+            current = _tunable(existing)
+            changes = {k: v for k, v in tunable.items() if current[k] != (
+                v if k != "default_params" else dict(v or {}))}
+            if changes:
+                try:
+                    from .services import connection_update
+
+                    connection_update(connection=existing, actor=actor, **changes)
+                except (ApplicationError, ValidationError) as exc:
+                    report.lines.append(f"error: {name} not updated: {_error_text(exc)}")
+                    report.errors += 1
+                    continue
+                report.changed = True
+                report.lines.append(f"updated: {name} ({', '.join(sorted(changes))})")
             diffs = [k for k in SETTINGS if k in row and getattr(existing, k) != row[k]]
             secrets = "same secrets" if _same_secrets(existing, creds) else (
                 "secrets differ or cannot be compared")
             state = "matches" if not diffs else f"differs in {', '.join(diffs)}"
-            report.lines.append(f"exists: {name} ({state}; {secrets}); left unchanged")
+            if not changes or diffs:
+                report.lines.append(f"exists: {name} ({state}; {secrets}); left unchanged"
+                                    if not changes else
+                                    f"exists: {name} ({state}; {secrets}); destination and "
+                                    "auth left unchanged")
             continue
         try:
             conn, missing = connection_import_one(row=row, actor=actor)
@@ -163,8 +226,6 @@ def connections_import(*, data, actor=None) -> ImportReport:
                                 f"{', '.join(missing)})")
         else:
             report.lines.append(f"created: {name}")
-            if row.get("is_default") and conn.is_active:
-                connection_set_default(connection=conn, actor=actor)
 
     for default in data.get("system_defaults") or []:
         if not isinstance(default, Mapping):
@@ -173,7 +234,7 @@ def connections_import(*, data, actor=None) -> ImportReport:
         if SystemDefault.objects.filter(role=role).exists():
             report.lines.append(f"exists: system default {role}; left unchanged")
             continue
-        conn = Connection.objects.filter(name=name).first()
+        conn = Connection.objects.filter(name=name, owner__isnull=True).first()
         if conn is None or not conn.is_active:
             report.lines.append(f"skipped: system default {role} -> {name}: that connection is "
                                 "missing or inactive (enter its secrets, activate it, then set "

@@ -119,6 +119,8 @@ LLMCONN_SWEEP_CONCURRENCY = env.int("LLMCONN_SWEEP_CONCURRENCY", default=200)
 # Gateway calls: seconds before a provider call counts as a timeout (and the binding's next
 # fallback is tried), unless the connection sets its own `timeout_seconds`.
 LLMCONN_PROVIDER_TIMEOUT = env.int("LLMCONN_PROVIDER_TIMEOUT", default=60)
+# Any signed-in user may hold personal connections (README "People and defaults"); false: 403.
+LLMCONN_PERSONAL_CONNECTIONS = env.bool("LLMCONN_PERSONAL_CONNECTIONS", default=True)
 
 INSTALLED_APPS = [
     "llmconn.apps.LlmconnAdminConfig",  # django.contrib.admin with the index order of llmconn

@@ -72,6 +72,7 @@ class Plan:
     candidates: tuple[Resolved, ...]
     first_call: dict | ProviderCallError | None = None  # litellm kwargs of candidates[0]
     revision: int | None = None
+    user_id: int | None = None  # who called (usage group_by=user)
 
 
 @dataclass
@@ -92,7 +93,8 @@ class CallFailed(Exception):
 
 
 def plan_call(*, resolved: Resolved, api_key_id: int | None, endpoint: str,
-              revision: int | None = None, with_call: bool = True) -> Plan:
+              revision: int | None = None, with_call: bool = True,
+              user_id: int | None = None) -> Plan:
     """Check the budgets and cool-downs of a resolved call and order its candidates (sync).
 
     Raises budgets.BudgetExceeded when the workspace's budget (or every candidate's
@@ -128,7 +130,7 @@ def plan_call(*, resolved: Resolved, api_key_id: int | None, endpoint: str,
             warm = [c for c in candidates if not flags.get(cooldown_key(c.connection_id))]
             candidates = warm + [c for c in candidates if all(c is not w for w in warm)]
     plan = Plan(workspace_id=resolved.workspace_id, api_key_id=api_key_id, endpoint=endpoint,
-                candidates=tuple(candidates), revision=revision)
+                candidates=tuple(candidates), revision=revision, user_id=user_id)
     if with_call:
         plan.first_call = _call_kwargs(candidates[0])
     return plan
@@ -250,9 +252,11 @@ def _record_many_sync(items: list[tuple[Plan, Attempt, dict]]) -> None:
             endpoint=plan.endpoint, stream=kw["stream"], status_code=kw["status"],
             error_class=kw["error_class"], input_tokens=kw["input_tokens"],
             output_tokens=kw["output_tokens"], cost=cost, latency_ms=kw["latency_ms"],
-            attempt=current.number))
+            attempt=current.number, user_id=plan.user_id or resolved.user_id,
+            workspace_name=resolved.workspace_name, connection_name=resolved.connection_name))
     try:
         services.usage_records_create(rows=rows)
+        services.connection_touch(connection_ids=[r["connection_id"] for r in rows])
     except Exception:  # noqa: BLE001 - a lost usage row must not fail the call
         logger.exception("Could not record usage for %d call(s) of workspace(s) %s", len(rows),
                          sorted({c.resolved.workspace_slug for _, c, _ in items}))

@@ -257,7 +257,8 @@ class WorkspaceClient:
 
         async def invoke(resolved: Resolved, call: dict):
             return await provider_gateway.chat(
-                call=call, params=body, label=_label(resolved), endpoint=resolved.endpoint,
+                call=call, params=resolved.chat_params(body), label=_label(resolved),
+                endpoint=resolved.endpoint,
                 timeout=self._timeout(resolved))
 
         try:
@@ -286,7 +287,8 @@ class WorkspaceClient:
 
         async def invoke(resolved_: Resolved, call: dict):
             return await provider_gateway.chat_stream(
-                call=call, params=body, label=_label(resolved_), endpoint=resolved_.endpoint,
+                call=call, params=resolved_.chat_params(body), label=_label(resolved_),
+                endpoint=resolved_.endpoint,
                 timeout=self._timeout(resolved_))
 
         try:

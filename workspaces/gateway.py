@@ -173,10 +173,10 @@ def _context(authorization: str | None, model: str, endpoint: str,
             raise gateway_throttled(counted[1])
     else:
         check_gateway_key(identity.key_id)  # 429 + Retry-After past LLMCONN_THROTTLE_GATEWAY
-    resolved = resolve_model(workspace_id=identity.workspace_id, model=model,
+    resolved = resolve_model(workspace_id=identity.scope_id, model=model,
                              endpoint=endpoint, revision=revision)
     plan = calls.plan_call(resolved=resolved, api_key_id=identity.key_id, endpoint=endpoint,
-                           revision=revision)
+                           revision=revision, user_id=identity.user_id)
     return identity, plan
 
 
@@ -316,18 +316,19 @@ def _context_warm(authorization: str | None, model: str, endpoint: str,
     revision = cached_revision
     if wait is not None:
         raise gateway_throttled(wait)
-    resolved = resolve_model_cached(workspace_id=identity.workspace_id, model=model,
+    resolved = resolve_model_cached(workspace_id=identity.scope_id, model=model,
                                     endpoint=endpoint, revision=revision)
     if resolved is None or resolved.fallback_chain:
         return counted
     budgets = cached_budgets(revision)
     if budgets is None:
         return counted
-    if budgets and (budgets.get(("workspace", str(identity.workspace_id)))
+    if budgets and (budgets.get(("workspace", str(identity.scope_id)))
                     or budgets.get(("connection", resolved.connection_id))):
         return counted
     return identity, calls.Plan(workspace_id=resolved.workspace_id, api_key_id=identity.key_id,
-                                endpoint=endpoint, candidates=(resolved,), revision=revision)
+                                endpoint=endpoint, candidates=(resolved,), revision=revision,
+                                user_id=identity.user_id)
 
 
 def _label(resolved: Resolved) -> str:
@@ -418,11 +419,14 @@ async def _plan_request(request, parse, endpoint: str):
     return parsed, plan
 
 
-async def _call(plan: calls.Plan, provider_call, params: dict, *, stream: bool = False):
+async def _call(plan: calls.Plan, provider_call, params: dict, *, stream: bool = False,
+                chat: bool = False):
     """(result, Attempt) of `provider_call` (providers.gateway.chat, chat_stream or embed) on the
-    plan's candidates, or the error response when none answered."""
+    plan's candidates, or the error response when none answered. `chat`: each candidate's
+    default_params are added under the request's own fields."""
     async def invoke(resolved: Resolved, call: dict):
-        return await provider_call(call=call, params=params, label=_label(resolved),
+        return await provider_call(call=call, params=resolved.chat_params(params) if chat
+                                   else params, label=_label(resolved),
                                    endpoint=resolved.endpoint, timeout=resolved.call_timeout)
 
     try:
@@ -443,7 +447,7 @@ async def chat_completions(request):
     params = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
 
     if not body.get("stream"):
-        called = await _call(plan, provider_gateway.chat, params)
+        called = await _call(plan, provider_gateway.chat, params, chat=True)
         if isinstance(called, JsonResponse):
             return called
         response, attempt = called
@@ -454,7 +458,7 @@ async def chat_completions(request):
 
     # chat_stream returns once the first chunk arrived: failures before it fall back, later
     # ones not.
-    called = await _call(plan, provider_gateway.chat_stream, params, stream=True)
+    called = await _call(plan, provider_gateway.chat_stream, params, stream=True, chat=True)
     if isinstance(called, JsonResponse):
         return called
     chunks, attempt = called
@@ -553,7 +557,7 @@ def _models_context(authorization: str | None) -> list[dict]:
     if identity is None:
         raise GatewayError(401, "Invalid or revoked API key.", code="invalid_api_key")
     services.api_key_touch(api_key_id=identity.key_id)
-    return workspace_models(workspace_id=identity.workspace_id, revision=revision)
+    return workspace_models(workspace_id=identity.scope_id, revision=revision)
 
 
 def _model_row(row: dict) -> dict:

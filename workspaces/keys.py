@@ -19,12 +19,24 @@ from .services import hash_api_key
 
 @dataclass(frozen=True)
 class KeyIdentity:
-    """Who is calling: an active API key of one workspace."""
+    """Who is calling: an active API key of one workspace, or a user's personal key
+    (`workspace_id` None, `personal` True)."""
 
     key_id: int
-    workspace_id: int
+    workspace_id: int | None
     workspace_slug: str
     prefix: str
+    user_id: int | None = None  # a personal key's owner; a workspace key's creator
+    personal: bool = False
+
+    @property
+    def scope_id(self) -> int:
+        """What resolution is keyed by: the workspace, or the user's personal scope."""
+        if self.personal:
+            from .resolution import personal_scope
+
+            return personal_scope(self.user_id)
+        return self.workspace_id
 
 
 _KEYS: dict[str, tuple[int, float, KeyIdentity]] = {}
@@ -52,13 +64,24 @@ def authenticate_key(raw_key: str | None, *, revision: int | None) -> KeyIdentit
             and now - hit[1] < RESOLUTION_MAX_AGE_SECONDS):
         return hit[2]
     row = (WorkspaceAPIKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
-           .select_related("workspace").only("id", "prefix", "workspace__id", "workspace__slug")
+           .select_related("workspace", "user")
+           .only("id", "prefix", "workspace__id", "workspace__slug", "user__id",
+                 "user__username", "user__is_active", "created_by_id")
            .first())
     if row is None:
         _KEYS.pop(digest, None)
         return None
-    identity = KeyIdentity(key_id=row.id, workspace_id=row.workspace_id,
-                           workspace_slug=row.workspace.slug, prefix=row.prefix)
+    if row.workspace_id is None:
+        if not row.user.is_active:  # a deactivated user's keys stop at once
+            _KEYS.pop(digest, None)
+            return None
+        identity = KeyIdentity(key_id=row.id, workspace_id=None,
+                               workspace_slug=f"~{row.user.get_username()}", prefix=row.prefix,
+                               user_id=row.user_id, personal=True)
+    else:
+        identity = KeyIdentity(key_id=row.id, workspace_id=row.workspace_id,
+                               workspace_slug=row.workspace.slug, prefix=row.prefix,
+                               user_id=row.created_by_id)
     if revision is not None:
         with _LOCK:
             if len(_KEYS) >= MAX_CACHED_KEYS:

@@ -41,8 +41,10 @@ class Workspace(models.Model):
 class WorkspaceBinding(models.Model):
     """The connection (None: the system default for the role) and model a workspace role uses.
 
-    `fallbacks` is an ordered list of {"connection": uuid, "model": str|None} tried on
-    retryable failures.
+    `provider` (instead of a connection): that provider's default connection (the one marked
+    by set-default), looked up at resolution. `fallbacks` is an ordered list of
+    {"connection": uuid, "model": str|None} tried on retryable failures. `default_params`:
+    request fields added to every chat call (over the connection's, under the request's).
     """
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="bindings")
@@ -51,8 +53,10 @@ class WorkspaceBinding(models.Model):
         "connections.Connection", null=True, blank=True, on_delete=models.PROTECT,
         related_name="bindings",
     )
+    provider = models.CharField(max_length=50, blank=True, default="")
     model = models.CharField(max_length=200, null=True, blank=True)
     fallbacks = models.JSONField(default=list, blank=True)
+    default_params = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -79,6 +83,28 @@ class SystemDefault(models.Model):
         return f"default {self.role}"
 
 
+class UserDefault(models.Model):
+    """A user's own default connection and model for a role: what their personal API keys call
+    (before the system default). The connection is shared or one of the user's personal ones."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="llm_defaults")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    connection = models.ForeignKey("connections.Connection", on_delete=models.CASCADE,
+                                   related_name="user_defaults")
+    model = models.CharField(max_length=200, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user", "role"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "role"], name="workspaces_one_user_default"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} / {self.role}"
+
+
 class MemberRole(models.TextChoices):
     MANAGER = "manager", "Manager"
     MEMBER = "member", "Member"
@@ -103,13 +129,17 @@ class Membership(models.Model):
 
 
 class WorkspaceAPIKey(models.Model):
-    """An API key apps use to call models through a workspace (`lck_...`).
+    """An API key apps use to call models through a workspace (`lck_...`), or a user's personal
+    key (`user` set, no workspace: calls resolve the user's defaults, then the system's).
 
     Only a SHA-256 hash of the key is stored (keys are long random strings, so a fast hash is
     enough); `prefix` (the first characters) lets people tell keys apart.
     """
 
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="api_keys")
+    workspace = models.ForeignKey(Workspace, null=True, blank=True, on_delete=models.CASCADE,
+                                  related_name="api_keys")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                             on_delete=models.CASCADE, related_name="personal_api_keys")
     name = models.CharField(max_length=100, blank=True, default="")
     prefix = models.CharField(max_length=16)
     key_hash = models.CharField(max_length=64, unique=True)
@@ -121,19 +151,33 @@ class WorkspaceAPIKey(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(workspace__isnull=False, user__isnull=True)
+                           | Q(workspace__isnull=True, user__isnull=False)),
+                name="workspaces_api_key_workspace_or_user"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.prefix}… ({self.workspace})"
+        return f"{self.prefix}… ({self.workspace or self.user})"
 
 
 class UsageRecord(models.Model):
-    """One model call made through a workspace, for usage and cost reports and budgets."""
+    """One model call made through a workspace (or a personal key), for usage and cost reports
+    and budgets. The workspace's and connection's names are copied in, so that a report still
+    names them after they were deleted (the foreign keys then become NULL)."""
 
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="usage")
+    workspace = models.ForeignKey(Workspace, null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="usage")
+    workspace_name = models.CharField(max_length=100, blank=True, default="")
     connection = models.ForeignKey("connections.Connection", null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="usage")
+    connection_name = models.CharField(max_length=100, blank=True, default="")
     api_key = models.ForeignKey(WorkspaceAPIKey, null=True, blank=True,
                                 on_delete=models.SET_NULL, related_name="usage")
+    # Who called: a personal key's owner, or the user who created the workspace key.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                             on_delete=models.SET_NULL, related_name="+")
     role = models.CharField(max_length=16, blank=True, default="")
     model = models.CharField(max_length=200, blank=True, default="")
     endpoint = models.CharField(max_length=32, default="chat")

@@ -28,11 +28,20 @@ from django.db import transaction
 from llmconn.errors import ApplicationError
 
 from .constants import MAX_CACHED_RESOLUTIONS, RESOLUTION_MAX_AGE_SECONDS, REVISION_CACHE_KEY
-from .models import Role, SystemDefault, Workspace, WorkspaceBinding
+from .models import Role, SystemDefault, UserDefault, Workspace, WorkspaceBinding
 
 logger = logging.getLogger(__name__)
 
 ROLES = tuple(Role.values)
+
+
+def personal_scope(user_id: int) -> int:
+    """The scope id under which a user's personal API keys resolve: minus the user id.
+
+    Resolution is keyed by (scope id, role); workspace ids are positive, so a user's personal
+    scope never meets a workspace's (and resolves only the user's defaults and the system's,
+    never a workspace binding)."""
+    return -int(user_id)
 
 
 class ResolutionError(ApplicationError):
@@ -105,10 +114,10 @@ def bump_revision() -> None:
 class Resolved:
     """Everything needed to call the model of one workspace role. Immutable; holds secrets."""
 
-    workspace_id: int
+    workspace_id: int  # negative: a user's personal scope (personal_scope)
     workspace_slug: str
     role: str
-    source: str  # "binding" or "system_default"
+    source: str  # "binding", "provider_default", "user_default", "system_default", "fallback"
     connection_id: str
     connection_name: str
     provider: str
@@ -127,6 +136,21 @@ class Resolved:
     # The binding's fallbacks that can be called, resolved like this one (source "fallback"),
     # in the order they are tried after this connection.
     fallback_chain: tuple = field(default=(), repr=False)
+    workspace_name: str = ""
+    # Request fields added to chat calls: the connection's, overridden by the binding's
+    # (the request's own fields override both, at call time).
+    default_params: dict = field(default_factory=dict)
+
+    @property
+    def user_id(self) -> int | None:
+        """The user of a personal scope (None for a workspace)."""
+        return -self.workspace_id if self.workspace_id < 0 else None
+
+    def chat_params(self, params: dict) -> dict:
+        """A chat call's parameters: default_params overridden by the request's."""
+        if not self.default_params:
+            return params
+        return {**self.default_params, **params}
 
     @property
     def provider_label(self) -> str:
@@ -203,8 +227,10 @@ class Resolved:
             "connection_name": self.connection_name,
             "model": self.model,
             "litellm_model": self.litellm_model,
+            "default_params": dict(self.default_params),
             "fallbacks": [{"connection": f.connection_id, "connection_name": f.connection_name,
-                           "provider": f.provider, "model": f.model}
+                           "provider": f.provider, "model": f.model,
+                           "default_params": dict(f.default_params)}
                           for f in self.fallback_chain],
         }
 
@@ -221,11 +247,18 @@ def _offered(connection, *extra: str | None) -> frozenset[str]:
 
 
 def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
-    """Resolve from the database (ResolutionError when the role cannot be called)."""
+    """Resolve from the database (ResolutionError when the role cannot be called).
+
+    Order for a workspace: the binding's connection; else the default connection of the
+    binding's provider (a provider-string binding); else the system default. For a personal
+    scope (negative id, personal_scope): the user's default, else the system default.
+    """
     if role not in ROLES:
         raise ResolutionError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.",
                               code="unknown_role")
-    workspace = Workspace.objects.filter(pk=workspace_id).only("id", "slug").first()
+    if workspace_id < 0:
+        return _resolve_personal(user_id=-workspace_id, role=role)
+    workspace = Workspace.objects.filter(pk=workspace_id).only("id", "slug", "name").first()
     if workspace is None:
         raise ResolutionError("The workspace no longer exists.", code="workspace_not_found")
     binding = (WorkspaceBinding.objects.select_related("connection")
@@ -233,6 +266,18 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
     connection, model, source = None, None, "binding"
     if binding is not None and binding.connection_id:
         connection = binding.connection
+        model = binding.model or connection.default_model
+    elif binding is not None and binding.provider:
+        from connections.models import Connection
+
+        connection = Connection.objects.filter(provider=binding.provider, is_default=True,
+                                               owner__isnull=True).first()
+        if connection is None:
+            raise ResolutionError(
+                f"Workspace {workspace.slug!r} binds role {role!r} to provider "
+                f"{binding.provider!r}, which has no default connection: an admin must mark "
+                "one with set-default.", code="provider_default_missing")
+        source = "provider_default"
         model = binding.model or connection.default_model
     else:
         default = SystemDefault.objects.select_related("connection").filter(role=role).first()
@@ -245,15 +290,67 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
         connection, source = default.connection, "system_default"
         model = (binding.model if binding is not None and binding.model else None) \
             or default.model or connection.default_model
+    if connection.owner_id is not None:  # never bound (services refuse it); never used either
+        raise ResolutionError(f"Role {role!r} names a personal connection, which workspaces "
+                              "cannot use.", code="personal_connection")
     fallbacks = tuple(binding.fallbacks or ()) if binding is not None else ()
+    binding_params = dict(binding.default_params or {}) if binding is not None else {}
     primary = _resolved_connection(workspace=workspace, role=role, source=source,
-                                   connection=connection, model=model)
+                                   connection=connection, model=model,
+                                   binding_params=binding_params)
     return dataclasses.replace(primary, fallbacks=fallbacks, fallback_chain=_fallback_chain(
-        workspace=workspace, role=role, fallbacks=fallbacks, primary=primary))
+        workspace=workspace, role=role, fallbacks=fallbacks, primary=primary,
+        binding_params=binding_params))
+
+
+@dataclass(frozen=True)
+class _PersonalScope:
+    """What _resolved_connection needs of a workspace, for a user's personal scope."""
+
+    id: int
+    slug: str
+    name: str = ""
+
+
+def _resolve_personal(*, user_id: int, role: str) -> Resolved:
+    """A personal key's call: the user's default for the role, else the system default."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise ResolutionError("The key's user no longer exists or is inactive.",
+                              code="user_inactive")
+    scope = _PersonalScope(id=personal_scope(user_id), slug=f"~{user.get_username()}")
+    default = UserDefault.objects.select_related("connection").filter(
+        user_id=user_id, role=role).first()
+    if default is not None:
+        connection, source = default.connection, "user_default"
+        model = default.model or connection.default_model
+        if connection.owner_id is not None:
+            from django.conf import settings
+
+            if connection.owner_id != user_id:  # (services refuse it; never used either)
+                raise ResolutionError("Your default names a connection you cannot use.",
+                                      code="connection_not_yours")
+            if not getattr(settings, "LLMCONN_PERSONAL_CONNECTIONS", True):
+                raise ResolutionError(
+                    f"Your default for role {role!r} is a personal connection and personal "
+                    "connections are turned off on this server.",
+                    code="personal_connections_disabled")
+    else:
+        system = SystemDefault.objects.select_related("connection").filter(role=role).first()
+        if system is None:
+            raise ResolutionError(
+                f"You have no default for role {role!r} and there is no system default for it: "
+                f"set one with PUT /api/v1/me/defaults/{role}/.", code="role_not_configured")
+        connection, source = system.connection, "system_default"
+        model = system.model or connection.default_model
+    return _resolved_connection(workspace=scope, role=role, source=source,
+                                connection=connection, model=model, binding_params={})
 
 
 def _resolved_connection(*, workspace, role: str, source: str, connection,
-                         model: str | None) -> Resolved:
+                         model: str | None, binding_params: dict | None = None) -> Resolved:
     """A Resolved for one connection, or ResolutionError saying why it cannot be called."""
     if not connection.is_active:
         raise ResolutionError(
@@ -293,11 +390,13 @@ def _resolved_connection(*, workspace, role: str, source: str, connection,
         timeout=connection.timeout_seconds,
         input_cost_per_million=connection.input_cost_per_million_tokens,
         output_cost_per_million=connection.output_cost_per_million_tokens,
+        workspace_name=getattr(workspace, "name", "") or "",
+        default_params={**(connection.default_params or {}), **(binding_params or {})},
     )
 
 
-def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved
-                    ) -> tuple[Resolved, ...]:
+def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved,
+                    binding_params: dict | None = None) -> tuple[Resolved, ...]:
     """The fallbacks that can be called now, resolved (model null: the connection's default).
 
     One that cannot (deleted, inactive, unreadable, no model) is left out with a warning: a
@@ -308,7 +407,7 @@ def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved
     if not fallbacks:
         return ()
     ids = [str(item.get("connection")) for item in fallbacks if isinstance(item, dict)]
-    found = {str(c.pk): c for c in Connection.objects.filter(pk__in=ids)}
+    found = {str(c.pk): c for c in Connection.objects.filter(pk__in=ids, owner__isnull=True)}
     chain: list[Resolved] = []
     seen = {(primary.connection_id, primary.model)}
     for item in fallbacks:
@@ -322,7 +421,8 @@ def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved
         model = item.get("model") or connection.default_model
         try:
             resolved = _resolved_connection(workspace=workspace, role=role, source="fallback",
-                                            connection=connection, model=model)
+                                            connection=connection, model=model,
+                                            binding_params=binding_params)
         except ResolutionError as exc:
             logger.warning("Workspace %s role %s: fallback skipped: %s", workspace.slug, role,
                            exc.message)

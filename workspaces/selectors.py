@@ -31,6 +31,14 @@ def bindings_using_connection(*, connection) -> list[dict]:
          "fallback": False}
         for d in SystemDefault.objects.filter(connection=connection).order_by("role")
     ]
+    if connection.is_default and connection.owner_id is None:
+        # Provider-string bindings rely on whichever connection is their provider's default.
+        rows += [
+            {"workspace": b.workspace.slug, "workspace_name": b.workspace.name, "role": b.role,
+             "system_default": False, "fallback": False, "provider": b.provider}
+            for b in WorkspaceBinding.objects.filter(provider=connection.provider)
+            .select_related("workspace").order_by("workspace__name", "role")
+        ]
     return rows
 
 
@@ -76,8 +84,10 @@ def bindings_of(*, workspace) -> dict:
         result[role] = {
             "connection": str(b.connection_id) if b and b.connection_id else None,
             "connection_name": b.connection.name if b and b.connection_id else None,
+            "provider": (b.provider or None) if b else None,
             "model": b.model if b else None,
             "fallbacks": list(b.fallbacks) if b else [],
+            "default_params": dict(b.default_params or {}) if b else {},
         }
     return result
 

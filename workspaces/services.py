@@ -39,6 +39,7 @@ from .models import (
     Role,
     SystemDefault,
     UsageRecord,
+    UserDefault,
     Workspace,
     WorkspaceAPIKey,
     WorkspaceBinding,
@@ -78,11 +79,38 @@ def _connection_for_binding(value, *, where: str) -> Connection | None:
             raise ValidationFailed(f"{where}: there is no connection {pk}.",
                                    code="unknown_connection",
                                    fields={where: ["Unknown connection."]})
+    if connection.owner_id is not None:
+        raise ValidationFailed(
+            f"{where}: connection {connection.name!r} is a personal connection: only shared "
+            "connections can be bound in workspaces and system defaults.",
+            code="personal_connection", fields={where: ["Personal connection."]})
     if not connection.is_active:
         raise ValidationFailed(
             f"{where}: connection {connection.name!r} is inactive and cannot be bound.",
             code="inactive_connection", fields={where: ["Inactive connection."]})
     return connection
+
+
+def _clean_provider(value, *, where: str) -> str:
+    """A provider name of the catalog for a provider-string binding ("" stays "")."""
+    from providers.base import find_provider
+
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str) or find_provider(value) is None:
+        raise ValidationFailed(f"{where}: unknown provider {value!r} (see /api/v1/providers/).",
+                               code="unknown_provider", fields={where: ["Unknown provider."]})
+    return value
+
+
+def _clean_params(value, *, where: str) -> dict:
+    from providers.default_params import clean_default_params
+
+    try:
+        return clean_default_params(value, where=where)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), code="invalid_default_params",
+                               fields={where: [str(exc)]}) from None
 
 
 def _clean_model(value, *, where: str) -> str | None:
@@ -125,6 +153,9 @@ def _effective_embedding(workspace: Workspace) -> tuple[str, str] | None:
     binding = (WorkspaceBinding.objects.select_related("connection")
                .filter(workspace=workspace, role=Role.EMBEDDING).first())
     connection = binding.connection if binding and binding.connection_id else None
+    if connection is None and binding is not None and binding.provider:
+        connection = Connection.objects.filter(provider=binding.provider, is_default=True,
+                                               owner__isnull=True).first()
     model = binding.model if binding else None
     if connection is None:
         default = SystemDefault.objects.select_related("connection").filter(
@@ -160,17 +191,31 @@ def _apply_bindings(*, workspace: Workspace, bindings: dict) -> None:
             workspace=workspace, role=role).first() or WorkspaceBinding(workspace=workspace,
                                                                         role=role)
         if value is None:
-            value = {"connection": None, "model": None, "fallbacks": []}
+            value = {"connection": None, "provider": "", "model": None, "fallbacks": [],
+                     "default_params": {}}
         if not isinstance(value, dict):
             raise ValidationFailed(f"{where} must be an object or null.",
                                    fields={where: ["Must be an object or null."]})
-        extra = set(value) - {"connection", "model", "fallbacks"}
+        extra = set(value) - {"connection", "provider", "model", "fallbacks", "default_params"}
         if extra:
             raise ValidationFailed(f"{where}: unknown field(s) {', '.join(sorted(extra))}.",
                                    fields={where: [f"Unknown: {', '.join(sorted(extra))}."]})
+        if value.get("connection") not in (None, "") and value.get("provider") not in (None, ""):
+            raise ValidationFailed(
+                f"{where}: name a connection or a provider, not both.",
+                fields={where: ["Either connection or provider."]})
         if "connection" in value:
             binding.connection = _connection_for_binding(value["connection"],
                                                          where=f"{where}.connection")
+            if binding.connection is not None:
+                binding.provider = ""
+        if "provider" in value:
+            binding.provider = _clean_provider(value["provider"], where=f"{where}.provider")
+            if binding.provider:
+                binding.connection = None
+        if "default_params" in value:
+            binding.default_params = _clean_params(value["default_params"],
+                                                   where=f"{where}.default_params")
         if "model" in value:
             binding.model = _clean_model(value["model"], where=f"{where}.model")
         if "fallbacks" in value:
@@ -240,7 +285,8 @@ def workspace_update(*, workspace: Workspace, name: str = _UNSET, slug: str = _U
 
 @transaction.atomic
 def workspace_delete(*, workspace: Workspace, actor=None) -> None:
-    """Delete a workspace with its bindings, members, API keys and usage records."""
+    """Delete a workspace with its bindings, members and API keys; its usage records stay
+    (workspace NULL, its name kept in `workspace_name`)."""
     target = ("workspace", str(workspace.pk), workspace.slug)
     Workspace.objects.filter(pk=workspace.pk).delete()
     audit_record(action="workspace.delete", target=target, actor=actor)
@@ -292,6 +338,91 @@ def system_default_clear(*, role: str, actor=None) -> None:
     audit_record(action="system_default.clear", target=("system_default", role, role),
                  actor=actor)
     bump_revision()
+
+
+# --- people: user defaults and personal API keys ----------------------------------------------
+
+def personal_connections_enabled() -> bool:
+    """LLMCONN_PERSONAL_CONNECTIONS (default on): users may hold their own connections."""
+    from django.conf import settings
+
+    return bool(getattr(settings, "LLMCONN_PERSONAL_CONNECTIONS", True))
+
+
+def _connection_for_user_default(value, *, user) -> Connection:
+    """A connection a user may make their default: shared and active, or their own personal
+    one (active). Another user's personal connection is reported as unknown (404-like 400)."""
+    try:
+        pk = uuid.UUID(str(value))
+    except ValueError:
+        raise ValidationFailed(f"connection: {value!r} is not a connection id.",
+                               fields={"connection": ["Not a valid connection id (UUID)."]}
+                               ) from None
+    connection = Connection.objects.filter(pk=pk).first()
+    if connection is None or (connection.owner_id is not None
+                              and connection.owner_id != user.pk):
+        raise ValidationFailed(f"connection: there is no connection {pk}.",
+                               code="unknown_connection",
+                               fields={"connection": ["Unknown connection."]})
+    if connection.owner_id is not None and not personal_connections_enabled():
+        raise ValidationFailed("Personal connections are turned off on this server.",
+                               code="personal_connections_disabled",
+                               fields={"connection": ["Personal connections are off."]})
+    if not connection.is_active:
+        raise ValidationFailed(f"connection: connection {connection.name!r} is inactive.",
+                               code="inactive_connection",
+                               fields={"connection": ["Inactive connection."]})
+    return connection
+
+
+@transaction.atomic
+def user_default_set(*, user, role: str, connection, model: str | None = None,
+                     actor=None) -> UserDefault:
+    """Set a user's own default connection and model for a role (what their personal API
+    keys call first)."""
+    if role not in ROLES:
+        raise NotFound(f"Unknown role {role!r}: roles are {', '.join(ROLES)}.")
+    conn = _connection_for_user_default(connection, user=user)
+    default = UserDefault.objects.select_for_update().filter(user=user, role=role).first() \
+        or UserDefault(user=user, role=role)
+    default.connection = conn
+    default.model = _clean_model(model, where="model")
+    default.full_clean(validate_unique=False, validate_constraints=False)
+    default.save()
+    audit_record(action="user_default.set", target=("user", str(user.pk), user.get_username()),
+                 actor=actor or user, changed_fields=["connection", "model"],
+                 extra={"role": role, "connection": str(conn.pk), "model": default.model})
+    bump_revision()
+    return default
+
+
+@transaction.atomic
+def user_default_clear(*, user, role: str, actor=None) -> None:
+    """Remove a user's default for a role (their keys then use the system default)."""
+    if role not in ROLES:
+        raise NotFound(f"Unknown role {role!r}: roles are {', '.join(ROLES)}.")
+    deleted, _ = UserDefault.objects.filter(user=user, role=role).delete()
+    if not deleted:
+        raise NotFound(f"You have no default for role {role!r}.")
+    audit_record(action="user_default.clear", target=("user", str(user.pk), user.get_username()),
+                 actor=actor or user, extra={"role": role})
+    bump_revision()
+
+
+@transaction.atomic
+def personal_api_key_create(*, user, name: str = "") -> tuple[WorkspaceAPIKey, str]:
+    """Create a user's personal gateway key; returns the row and the key (shown once)."""
+    raw = API_KEY_PREFIX + secrets.token_urlsafe(API_KEY_RANDOM_BYTES)
+    key = WorkspaceAPIKey(
+        user=user, name=(name or "").strip()[:100],
+        prefix=raw[:API_KEY_SHOWN_PREFIX_LENGTH], key_hash=hash_api_key(raw), created_by=user)
+    key.full_clean()
+    key.save()
+    audit_record(action="user.api_key_create",
+                 target=("user", str(user.pk), user.get_username()), actor=user,
+                 changed_fields=["api_keys"], extra={"key_id": key.pk, "prefix": key.prefix,
+                                                     "name": key.name})
+    return key, raw
 
 
 # --- memberships ------------------------------------------------------------------------------
@@ -360,7 +491,10 @@ def api_key_revoke(*, api_key: WorkspaceAPIKey, actor=None) -> WorkspaceAPIKey:
     if current.revoked_at is None:
         current.revoked_at = timezone.now()
         current.save(update_fields=["revoked_at"])
-        audit_record(action="workspace.api_key_revoke", target=current.workspace, actor=actor,
+        target = current.workspace if current.workspace_id else (
+            "user", str(current.user_id), current.user.get_username())
+        audit_record(action="workspace.api_key_revoke" if current.workspace_id
+                     else "user.api_key_revoke", target=target, actor=actor,
                      changed_fields=["api_keys"], extra={"key_id": current.pk,
                                                          "prefix": current.prefix})
     bump_revision()
@@ -393,49 +527,84 @@ def api_key_touch(*, api_key_id: int) -> None:
     ).update(last_used_at=stamp)
 
 
+_CONNECTION_TOUCHED: dict[str, float] = {}
+
+
+def connection_touch(*, connection_ids) -> None:
+    """Record that connections answered calls: `last_used_at`, at most one write per connection
+    per API_KEY_TOUCH_INTERVAL_SECONDS per process (and none for rows another process wrote in
+    that interval), so a busy connection costs one UPDATE a minute, not one per call."""
+    now = time.monotonic()
+    due = []
+    for cid in {str(c) for c in connection_ids if c}:
+        last = _CONNECTION_TOUCHED.get(cid)
+        if last is None or now - last >= API_KEY_TOUCH_INTERVAL_SECONDS:
+            due.append(cid)
+    if not due:
+        return
+    if len(_CONNECTION_TOUCHED) > 10000:
+        _CONNECTION_TOUCHED.clear()
+    for cid in due:
+        _CONNECTION_TOUCHED[cid] = now
+    stamp = timezone.now()
+    Connection.objects.filter(pk__in=due).filter(
+        Q(last_used_at__isnull=True)
+        | Q(last_used_at__lt=stamp - timedelta(seconds=API_KEY_TOUCH_INTERVAL_SECONDS))
+    ).update(last_used_at=stamp)
+
+
 # --- usage ------------------------------------------------------------------------------------
 
-def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key_id: int | None,
-                        role: str, model: str, endpoint: str, stream: bool, status_code: int,
-                        error_class: str = "", input_tokens: int = 0, output_tokens: int = 0,
+def usage_record_create(*, workspace_id: int | None, connection_id: str | None,
+                        api_key_id: int | None, role: str, model: str, endpoint: str,
+                        stream: bool, status_code: int, error_class: str = "",
+                        input_tokens: int = 0, output_tokens: int = 0,
                         cost: Decimal | float | None = None, latency_ms: int = 0,
-                        attempt: int = 1) -> UsageRecord | None:
-    """Record one call made through a workspace (for usage reports and budgets).
+                        attempt: int = 1, user_id: int | None = None,
+                        workspace_name: str = "", connection_name: str = ""
+                        ) -> UsageRecord | None:
+    """Record one call made through a workspace or a personal key (for usage reports and
+    budgets).
 
-    One INSERT. The connection and key are written through subqueries, so a connection or key
-    deleted while the call ran leaves NULL instead of failing; None if the workspace is gone.
+    One INSERT. The workspace, connection, key and user are written through subqueries, so one
+    deleted while the call ran leaves NULL instead of failing; the names copied in keep the
+    row readable (usage outlives the workspaces and connections it was made through).
     """
     return usage_records_create(rows=[dict(
         workspace_id=workspace_id, connection_id=connection_id, api_key_id=api_key_id,
         role=role, model=model, endpoint=endpoint, stream=stream, status_code=status_code,
         error_class=error_class, input_tokens=input_tokens, output_tokens=output_tokens,
-        cost=cost, latency_ms=latency_ms, attempt=attempt)])[0]
+        cost=cost, latency_ms=latency_ms, attempt=attempt, user_id=user_id,
+        workspace_name=workspace_name, connection_name=connection_name)])[0]
 
 
 def usage_records_create(*, rows: list[dict]) -> list[UsageRecord | None]:
     """Record several calls at once (the gateway's group commit, workspaces/calls.py): one
     INSERT, one commit. Each row takes `usage_record_create`'s keyword arguments; the result is
-    what `usage_record_create` would return for each, in order (None for a row whose workspace
-    was deleted while the call ran; the other rows are written)."""
+    what `usage_record_create` would return for each, in order."""
     records = [_usage_record(**row) for row in rows]
     try:
         _insert_usage(records, rows)
-    except IntegrityError:  # a workspace was deleted while a call ran
+    except IntegrityError:  # (a constraint of another kind: write what can be written)
         if len(rows) == 1:
             return [None]
         return [usage_record_create(**row) for row in rows]  # one by one
     return records
 
 
-def _usage_record(*, workspace_id: int, connection_id: str | None, api_key_id: int | None,
-                  role: str, model: str, endpoint: str, stream: bool, status_code: int,
-                  error_class: str = "", input_tokens: int = 0, output_tokens: int = 0,
-                  cost: Decimal | float | None = None, latency_ms: int = 0,
-                  attempt: int = 1) -> UsageRecord:
+def _usage_record(*, workspace_id: int | None, connection_id: str | None,
+                  api_key_id: int | None, role: str, model: str, endpoint: str, stream: bool,
+                  status_code: int, error_class: str = "", input_tokens: int = 0,
+                  output_tokens: int = 0, cost: Decimal | float | None = None,
+                  latency_ms: int = 0, attempt: int = 1, user_id: int | None = None,
+                  workspace_name: str = "", connection_name: str = "") -> UsageRecord:
     """The unsaved UsageRecord of one call (values clamped)."""
     return UsageRecord(
-        workspace_id=workspace_id, connection_id=connection_id or None,
-        api_key_id=api_key_id or None,
+        workspace_id=workspace_id if workspace_id and workspace_id > 0 else None,
+        connection_id=connection_id or None,
+        api_key_id=api_key_id or None, user_id=user_id or None,
+        workspace_name=(workspace_name or "")[:100],
+        connection_name=(connection_name or "")[:100],
         role=role or "", model=(model or "")[:200], endpoint=endpoint, stream=stream,
         status_code=status_code, error_class=(error_class or "")[:32],
         input_tokens=max(0, int(input_tokens or 0)), output_tokens=max(0, int(output_tokens or 0)),
@@ -445,7 +614,8 @@ def _usage_record(*, workspace_id: int, connection_id: str | None, api_key_id: i
 
 
 _USAGE_SQL: dict[str, tuple[str, str, str]] = {}
-_USAGE_REFS = {"workspace": Workspace, "connection": Connection, "api_key": WorkspaceAPIKey}
+_USAGE_REFS = {"workspace": Workspace, "connection": Connection, "api_key": WorkspaceAPIKey,
+               "user": None}  # the user model, filled in at first use (_usage_statement)
 
 
 def _usage_statement(conn) -> tuple[str, str, str]:
@@ -454,6 +624,7 @@ def _usage_statement(conn) -> tuple[str, str, str]:
     gateway call. Each id is written through a subquery (NULL when that row is gone)."""
     statement = _USAGE_SQL.get(conn.vendor)
     if statement is None:
+        _USAGE_REFS["user"] = get_user_model()
         q = conn.ops.quote_name
         values = []
         for f in _usage_fields():
@@ -496,7 +667,7 @@ def _insert_usage(records: list[UsageRecord], rows: list[dict]) -> None:
         record.created_at = now
         for f in fields:
             if f.name in _USAGE_REFS:
-                value = row.get(f"{f.name}_id")
+                value = getattr(record, f.attname)
                 params.append(None if value is None else f.target_field.get_db_prep_save(
                     f.target_field.to_python(value), conn))
             else:

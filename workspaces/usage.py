@@ -11,13 +11,14 @@ matching calls, and the report says `latency_sampled: true` when there were more
 from __future__ import annotations
 
 import math
+import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db import connection as db_connection
-from django.db.models import Aggregate, Count, FloatField, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Aggregate, CharField, Count, FloatField, Q, Sum, Value
+from django.db.models.functions import Cast, Coalesce, Concat, TruncDate
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -25,11 +26,13 @@ from llmconn.errors import ValidationFailed
 
 from .models import UsageRecord, Workspace
 
-GROUPS = ("workspace", "connection", "model", "day")
+GROUPS = ("workspace", "connection", "model", "day", "api_key", "user")
 DEFAULT_DAYS = 30
 LATENCY_SAMPLE_ROWS = 100_000
-_KEY = {"workspace": "workspace_id", "connection": "connection_id", "model": "model",
-        "day": "day"}
+# Workspaces and connections are grouped by id, or by the name kept on the row once they were
+# deleted ("~name"), so that deleted ones stay apart and named.
+_KEY = {"workspace": "ws_key", "connection": "conn_key", "model": "model", "day": "day",
+        "api_key": "api_key_id", "user": "user_id"}
 _ANSWERED = Q(status_code=200)
 
 
@@ -99,7 +102,13 @@ def _records(*, since: datetime, until: datetime, workspace_ids=None, connection
         rows = rows.filter(workspace_id__in=list(workspace_ids))
     if connection_id is not None:
         rows = rows.filter(connection_id=connection_id)
-    return rows.annotate(day=TruncDate("created_at", tzinfo=UTC)).order_by()
+    return rows.annotate(
+        day=TruncDate("created_at", tzinfo=UTC),
+        ws_key=Coalesce(Cast("workspace_id", CharField()),
+                        Concat(Value("~"), "workspace_name", output_field=CharField())),
+        conn_key=Coalesce(Cast("connection_id", CharField()),
+                          Concat(Value("~"), "connection_name", output_field=CharField())),
+    ).order_by()
 
 
 def _totals_of(rows, postgres: bool) -> dict:
@@ -149,36 +158,71 @@ def usage_report(*, group_by: list[str], since: datetime | None = None,
     if not postgres:
         sampled = _python_percentiles(records, keys, grouped, totals)
 
-    workspaces = {w.pk: w for w in Workspace.objects.filter(
-        pk__in={r["workspace_id"] for r in grouped if r.get("workspace_id")})} \
-        if "workspace" in group_by else {}
-    connections = {}
-    if "connection" in group_by:
-        from connections.models import Connection
-
-        connections = dict(Connection.objects.filter(
-            pk__in={r["connection_id"] for r in grouped if r.get("connection_id")})
-            .values_list("pk", "name"))
+    names = _group_names(group_by, grouped)
     rows = []
     for row in grouped:
         out = {}
         for group in group_by:
             if group == "workspace":
-                ws = workspaces.get(row["workspace_id"])
-                out["workspace"] = ws.slug if ws else None
-                out["workspace_name"] = ws.name if ws else None
+                key = row["ws_key"]
+                if key is None or key.startswith("~"):  # deleted: the name kept on the rows
+                    out["workspace"], out["workspace_name"] = None, (key or "~")[1:] or None
+                else:
+                    ws = names["workspace"].get(int(key))
+                    out["workspace"] = ws.slug if ws else None
+                    out["workspace_name"] = ws.name if ws else None
             elif group == "connection":
-                cid = row["connection_id"]
-                out["connection"] = str(cid) if cid else None
-                out["connection_name"] = connections.get(cid)
+                key = row["conn_key"]
+                if key is None or key.startswith("~"):
+                    out["connection"], out["connection_name"] = None, (key or "~")[1:] or None
+                else:
+                    cid = uuid.UUID(key)
+                    out["connection"] = str(cid)
+                    out["connection_name"] = names["connection"].get(cid)
             elif group == "model":
                 out["model"] = row["model"]
+            elif group == "api_key":
+                key = names["api_key"].get(row["api_key_id"])
+                out["api_key"] = row["api_key_id"]
+                out["api_key_name"] = key.name if key else None
+                out["api_key_prefix"] = key.prefix if key else None
+            elif group == "user":
+                out["user"] = names["user"].get(row["user_id"])
+                out["user_id"] = row["user_id"]
             else:
                 out["day"] = row["day"].isoformat() if isinstance(row["day"], date) else None
         out.update(_clean(row))
         rows.append(out)
     return {"group_by": group_by, "since": _iso(since), "until": _iso(until), "rows": rows,
             "totals": _clean(totals), "latency_sampled": sampled}
+
+
+def _group_names(group_by: list[str], grouped: list[dict]) -> dict:
+    """The rows that name each group (one query per kind of group asked for)."""
+    from django.contrib.auth import get_user_model
+
+    from connections.models import Connection
+
+    from .models import WorkspaceAPIKey
+
+    names: dict = {"workspace": {}, "connection": {}, "api_key": {}, "user": {}}
+    if "workspace" in group_by:
+        ids = {int(r["ws_key"]) for r in grouped if r["ws_key"] and r["ws_key"][0] != "~"}
+        names["workspace"] = {w.pk: w for w in Workspace.objects.filter(pk__in=ids)}
+    if "connection" in group_by:
+        ids = {uuid.UUID(r["conn_key"]) for r in grouped
+               if r["conn_key"] and r["conn_key"][0] != "~"}
+        names["connection"] = dict(Connection.objects.filter(pk__in=ids)
+                                   .values_list("pk", "name"))
+    if "api_key" in group_by:
+        ids = {r["api_key_id"] for r in grouped if r["api_key_id"]}
+        names["api_key"] = {k.pk: k for k in WorkspaceAPIKey.objects.filter(pk__in=ids)
+                            .only("id", "name", "prefix")}
+    if "user" in group_by:
+        ids = {r["user_id"] for r in grouped if r["user_id"]}
+        names["user"] = dict(get_user_model().objects.filter(pk__in=ids)
+                             .values_list("pk", "username"))
+    return names
 
 
 def _iso(moment: datetime) -> str:

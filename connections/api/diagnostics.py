@@ -7,10 +7,12 @@ runs it; clients poll `GET /api/v1/connection-tests/{id}/`. Each view makes one 
 
 from __future__ import annotations
 
+from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,7 +20,13 @@ from connections import diagnostics
 from connections.models import Connection, ConnectionTest, DiscoveredModel
 from llmconn.throttling import ConnectionTestThrottle
 
-from .permissions import is_staff, is_workspace_manager
+from .permissions import (
+    IsAuthenticatedForConnections,
+    connection_for_owner_or_staff,
+    is_staff,
+    personal_enabled,
+    reads_shared,
+)
 
 
 # --- serializers -------------------------------------------------------------------------------
@@ -95,7 +103,8 @@ class DiscoveredModelSerializer(serializers.ModelSerializer):
 
 
 class StaffOrManagerReading(BasePermission):
-    """Staff; or, for reads, users who manage a workspace."""
+    """Staff; or, for reads, users who may read shared connections (workspace managers, and
+    everyone when personal connections are on) or own the connection (checked by the view)."""
 
     message = "Only staff and workspace managers may read a connection's models."
 
@@ -103,7 +112,14 @@ class StaffOrManagerReading(BasePermission):
         user = request.user
         if not (user and user.is_authenticated):
             return False
-        return user.is_staff or (request.method in SAFE_METHODS and is_workspace_manager(request))
+        return user.is_staff or (request.method in SAFE_METHODS
+                                 and (reads_shared(request) or personal_enabled()))
+
+
+def _may_use_personal(request) -> None:
+    """Non-staff act only on their own personal connections (403 when the feature is off)."""
+    if not is_staff(request) and not personal_enabled():
+        raise PermissionDenied("Only staff test connections.")
 
 
 # --- views -------------------------------------------------------------------------------------
@@ -115,13 +131,13 @@ def _accepted(test: ConnectionTest) -> Response:
 class ConnectionTestStartView(APIView):
     """POST /api/v1/connections/{id}/test/: test a saved connection."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAuthenticatedForConnections]
     throttle_classes = [ConnectionTestThrottle]  # POSTs per user (LLMCONN_THROTTLE_TESTS)
 
     @extend_schema(summary="Test a saved connection", request=ConnectionTestStartSerializer,
                    responses={202: ConnectionTestSerializer})
     def post(self, request, pk):
-        connection = get_object_or_404(Connection, pk=pk)
+        connection = connection_for_owner_or_staff(request, pk)
         body = ConnectionTestStartSerializer(data=request.data or {})
         body.is_valid(raise_exception=True)
         test = diagnostics.connection_test_request(
@@ -132,16 +148,22 @@ class ConnectionTestStartView(APIView):
 class ConnectionTestListCreateView(generics.ListAPIView):
     """GET/POST /api/v1/connection-tests/: list jobs; test unsaved settings."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAuthenticatedForConnections]
     throttle_classes = [ConnectionTestThrottle]  # POSTs per user (LLMCONN_THROTTLE_TESTS)
     serializer_class = ConnectionTestSerializer
     filter_backends: list = []
 
     def get_queryset(self):
+        _may_use_personal(self.request)
         connection_id = self.request.query_params.get("connection")
         if connection_id:
             serializers.UUIDField().run_validation(connection_id)
-        return diagnostics.connection_test_list(connection_id=connection_id)
+        tests = diagnostics.connection_test_list(connection_id=connection_id)
+        if not is_staff(self.request):  # their own connections' tests and their own unsaved
+            user = self.request.user
+            tests = tests.filter(Q(connection__owner=user)
+                                 | Q(connection__isnull=True, requested_by=user))
+        return tests
 
     @extend_schema(summary="List connection tests and discovery jobs", parameters=[
         OpenApiParameter("connection", str, description="Only this connection's (UUID).")])
@@ -151,9 +173,12 @@ class ConnectionTestListCreateView(generics.ListAPIView):
     @extend_schema(summary="Test unsaved connection settings", request=UnsavedTestSerializer,
                    responses={202: ConnectionTestSerializer})
     def post(self, request):
+        _may_use_personal(request)
         body = UnsavedTestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
+        if data.get("connection") is not None:  # its stored secrets: staff or its owner
+            connection_for_owner_or_staff(request, data["connection"].pk)
         model = data.pop("model", "") or data.pop("default_model", "")
         data.pop("default_model", None)
         test = diagnostics.connection_test_request_unsaved(
@@ -164,24 +189,32 @@ class ConnectionTestListCreateView(generics.ListAPIView):
 class ConnectionTestDetailView(APIView):
     """GET /api/v1/connection-tests/{id}/: poll a job."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAuthenticatedForConnections]
 
     @extend_schema(summary="Read a connection test or discovery job",
                    responses={200: ConnectionTestSerializer})
     def get(self, request, pk):
-        return Response(ConnectionTestSerializer(diagnostics.connection_test_get(test_id=pk)).data)
+        _may_use_personal(request)
+        test = diagnostics.connection_test_get(test_id=pk)
+        if not is_staff(request):
+            owner = test.connection.owner_id if test.connection_id else None
+            mine = owner == request.user.pk if test.connection_id else \
+                test.requested_by_id == request.user.pk
+            if not mine:
+                raise NotFound("No such connection test.")
+        return Response(ConnectionTestSerializer(test).data)
 
 
 class DiscoverModelsView(APIView):
     """POST /api/v1/connections/{id}/discover-models/: list the models a connection offers."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAuthenticatedForConnections]
     throttle_classes = [ConnectionTestThrottle]  # POSTs per user (LLMCONN_THROTTLE_TESTS)
 
     @extend_schema(summary="Discover a connection's models", request=None,
                    responses={202: ConnectionTestSerializer})
     def post(self, request, pk):
-        connection = get_object_or_404(Connection, pk=pk)
+        connection = connection_for_owner_or_staff(request, pk)
         return _accepted(diagnostics.connection_discover_models_request(
             connection=connection, actor=request.user))
 
@@ -196,8 +229,15 @@ class ConnectionModelsView(generics.ListAPIView):
     filter_backends: list = []
 
     def get_queryset(self):
-        staff = is_staff(self.request)
-        qs = Connection.objects.all() if staff else Connection.objects.filter(is_active=True)
+        if is_staff(self.request):
+            qs = Connection.objects.all()
+        else:
+            visible = Q(pk__in=[])
+            if personal_enabled():
+                visible |= Q(owner_id=self.request.user.pk)
+            if reads_shared(self.request):
+                visible |= Q(owner__isnull=True, is_active=True)
+            qs = Connection.objects.filter(visible)
         connection = get_object_or_404(qs, pk=self.kwargs["pk"])
         return diagnostics.connection_models(connection=connection)
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connections.models import Connection
+
+from .permissions import IsAuthenticatedForConnections, connection_for_owner_or_staff
 from connections.rotation import connection_rollback_secret, connection_rotate_secret
 from llmconn.errors import ApplicationError, ValidationFailed
 from llmconn.throttling import ConnectionTestThrottle
@@ -55,11 +55,13 @@ ERROR = OpenApiResponse(description="The one error shape.")
 
 
 class _StaffConnectionView(APIView):
-    permission_classes = [IsAdminUser]
+    """Staff on shared connections; the owner on their personal one."""
+
+    permission_classes = [IsAuthenticatedForConnections]
     audit_target_type = "connection"
 
     def connection(self, pk) -> Connection:
-        return get_object_or_404(Connection, pk=pk)
+        return connection_for_owner_or_staff(self.request, pk)
 
 
 class RotateSecretView(_StaffConnectionView):

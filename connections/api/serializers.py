@@ -51,13 +51,16 @@ class ConnectionPublicSerializer(serializers.ModelSerializer):
     last_test = serializers.SerializerMethodField()
     models_count = serializers.IntegerField(read_only=True, default=0)
     used_by_count = serializers.IntegerField(read_only=True, default=0)
+    owner = serializers.IntegerField(source="owner_id", read_only=True, allow_null=True,
+                                     help_text="Null: shared. A user id: that user's personal "
+                                               "connection.")
 
     class Meta:
         model = Connection
         fields = [
-            "id", "name", "provider", "auth_method", "base_url", "default_model", "is_default",
-            "is_active", "status", "last_tested_at", "last_test", "models_count", "used_by_count",
-            "created_at", "updated_at",
+            "id", "name", "owner", "provider", "auth_method", "base_url", "default_model",
+            "is_default", "is_active", "status", "last_tested_at", "last_used_at", "last_test",
+            "models_count", "used_by_count", "created_at", "updated_at",
         ]
         read_only_fields = fields
 
@@ -69,24 +72,56 @@ class ConnectionPublicSerializer(serializers.ModelSerializer):
         return LastTestSerializer(tests[0]).data if tests else None
 
 
-class ConnectionSerializer(ConnectionPublicSerializer):
-    """A connection as staff see it: config and credential hints, never a secret value."""
+@extend_schema_field(serializers.DictField(child=CredentialStateSerializer()))
+class CredentialSummaryField(serializers.Field):
+    """`{field: {"set": true, "hint": "…WXYZ"}}` for each stored secret; never a value."""
 
-    credentials = serializers.SerializerMethodField(
-        help_text='{field: {"set": true, "hint": "…WXYZ"}} for each stored secret.')
+    def __init__(self, **kwargs):
+        kwargs["source"] = "*"
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: Connection) -> dict:
+        return value.credential_summary()
+
+
+class ConnectionSerializer(ConnectionPublicSerializer):
+    """A connection as staff see a shared one and an owner their personal one: config and
+    credential hints, never a secret value. Rows the caller may not see in full (another
+    user's personal connection seen by staff; a shared one seen by others) are rendered as
+    ConnectionPublicSerializer renders them, so the fields below are documented as optional.
+
+    Output only (the input is ConnectionInputSerializer): the optional fields are declared
+    writable so that the schema does not list them as always present.
+    """
+
+    config = serializers.JSONField(required=False)
+    credentials = CredentialSummaryField(
+        required=False, help_text='{field: {"set": true, "hint": "…WXYZ"}} for each stored '
+                                  'secret.')
     credentials_readable = serializers.BooleanField(
-        read_only=True,
+        required=False,
         help_text="False when no configured Fernet key decrypts the stored secrets: send them again.")
+    input_cost_per_million_tokens = serializers.DecimalField(
+        max_digits=14, decimal_places=6, required=False, allow_null=True)
+    output_cost_per_million_tokens = serializers.DecimalField(
+        max_digits=14, decimal_places=6, required=False, allow_null=True)
+    timeout_seconds = serializers.IntegerField(required=False, allow_null=True)
+    default_params = serializers.JSONField(required=False)
 
     class Meta(ConnectionPublicSerializer.Meta):
         fields = ConnectionPublicSerializer.Meta.fields[:6] + [
             "config", "credentials", "credentials_readable"] + ConnectionPublicSerializer.Meta.fields[6:] + [
-            "input_cost_per_million_tokens", "output_cost_per_million_tokens", "timeout_seconds"]
-        read_only_fields = fields
+            "input_cost_per_million_tokens", "output_cost_per_million_tokens", "timeout_seconds",
+            "default_params"]
+        read_only_fields = ConnectionPublicSerializer.Meta.fields
 
-    @extend_schema_field(serializers.DictField(child=CredentialStateSerializer()))
-    def get_credentials(self, obj: Connection) -> dict:
-        return obj.credential_summary()
+    def to_representation(self, instance):
+        from .permissions import sees_in_full
+
+        request = self.context.get("request")
+        if request is None or not sees_in_full(request.user, instance):
+            return ConnectionPublicSerializer(instance, context=self.context).data
+        return super().to_representation(instance)
 
 
 class StrictInputSerializer(serializers.Serializer):
@@ -187,6 +222,10 @@ class ConnectionInputSerializer(StrictInputSerializer):
         min_value=1, max_value=600, required=False, allow_null=True,
         help_text="Gateway call timeout (then the binding's next fallback is tried). Null: "
                   "LLMCONN_PROVIDER_TIMEOUT.")
+    default_params = serializers.DictField(
+        required=False, help_text="Request fields added to every chat call (temperature, "
+                                  "top_p, max_tokens, stop, seed, ...); the binding's and the "
+                                  "request's override them.")
 
 
 class FromPresetInputSerializer(StrictInputSerializer):

@@ -6,10 +6,12 @@ output serializer renders a row from `connection_list_detailed()` (constant quer
 
 from __future__ import annotations
 
+from django.db.models import Q
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import filters, mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from connections.filters import BoundedSearchFilter, ConnectionFilter
@@ -29,10 +31,9 @@ from connections.services import (
 )
 from llmconn.errors import ValidationFailed
 
-from .permissions import IsStaffOrManagerReading, is_staff
+from .permissions import IsStaffOrManagerReading, is_staff, personal_enabled, reads_shared
 from .serializers import (
     ConnectionInputSerializer,
-    ConnectionPublicSerializer,
     ConnectionSerializer,
     DependentsSerializer,
     ErrorSerializer,
@@ -47,7 +48,8 @@ UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-
 # credentials left out are kept, as with PATCH).
 PUT_DEFAULTS = {"auth_method": None, "base_url": None, "default_model": "", "config": {},
                 "is_active": True, "input_cost_per_million_tokens": None,
-                "output_cost_per_million_tokens": None, "timeout_seconds": None}
+                "output_cost_per_million_tokens": None, "timeout_seconds": None,
+                "default_params": {}}
 
 ERROR = OpenApiResponse(ErrorSerializer, description="The one error shape.")
 WRITE_ERRORS = {400: ERROR, 401: ERROR, 403: ERROR}
@@ -57,8 +59,10 @@ DETAIL_ERRORS = {401: ERROR, 403: ERROR, 404: ERROR}
 @extend_schema_view(
     list=extend_schema(
         summary="List connections",
-        description="Staff see every connection with config and credential hints; workspace "
-                    "managers see active connections without them.",
+        description="Staff see every shared connection with config and credential hints, and "
+                    "users' personal connections without them; other users see their own "
+                    "personal connections in full and the active shared ones without config "
+                    "or hints (with personal connections off: workspace managers only).",
         responses={200: ConnectionSerializer(many=True), 401: ERROR, 403: ERROR},
     ),
     retrieve=extend_schema(summary="Read a connection",
@@ -91,12 +95,16 @@ class ConnectionViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Provider connections: staff manage them; workspace managers list and read them."""
+    """Provider connections: staff manage shared ones; workspace managers (and, with personal
+    connections on, every signed-in user) list and read the active shared ones; users manage
+    their own personal connections."""
 
     queryset = Connection.objects.all()
     serializer_class = ConnectionSerializer
     permission_classes = [IsStaffOrManagerReading]
     manager_actions = ("list", "retrieve")
+    personal_actions = ("list", "retrieve", "create", "update", "partial_update", "destroy",
+                        "from_preset", "dependents")
     lookup_value_regex = UUID_PATTERN
     filter_backends = [DjangoFilterBackend, BoundedSearchFilter, filters.OrderingFilter]
     filterset_class = ConnectionFilter
@@ -106,10 +114,16 @@ class ConnectionViewSet(
     ordering = ["name"]
 
     def get_queryset(self):
-        active_only = not is_staff(self.request)
-        if self.action in ("list", "retrieve"):
-            return connection_list_detailed(active_only=active_only)
-        return connection_list(active_only=active_only)  # writes re-read with _present()
+        qs = connection_list_detailed() if self.action in ("list", "retrieve") \
+            else connection_list()  # writes re-read with _present()
+        if is_staff(self.request):
+            return qs
+        visible = Q(pk__in=[])
+        if personal_enabled():
+            visible |= Q(owner_id=self.request.user.pk)
+        if reads_shared(self.request):
+            visible |= Q(owner__isnull=True, is_active=True)
+        return qs.filter(visible)
 
     def get_serializer_class(self):
         # By method, not action, so that the browsable API's forms get the input shape.
@@ -121,9 +135,7 @@ class ConnectionViewSet(
         if method in ("POST", "PUT", "PATCH") and self.action in (
                 "create", "update", "partial_update", "retrieve", "list", None):
             return ConnectionInputSerializer
-        if self.request is not None and not is_staff(self.request):
-            return ConnectionPublicSerializer
-        return ConnectionSerializer
+        return ConnectionSerializer  # rows the caller may not see in full are trimmed by it
 
     def _present(self, connection: Connection, status_code: int = status.HTTP_200_OK) -> Response:
         """The output representation of a connection just written (re-read with its counts)."""
@@ -137,15 +149,23 @@ class ConnectionViewSet(
         serializer.is_valid(raise_exception=True)
         return dict(serializer.validated_data)
 
+    def _owner(self):
+        """Staff create shared connections; everyone else their own personal ones."""
+        return None if is_staff(self.request) else self.request.user
+
     def create(self, request, *args, **kwargs):
         data = self._input(ConnectionInputSerializer)
-        connection = connection_create(actor=request.user, **data)
+        connection = connection_create(actor=request.user, owner=self._owner(), **data)
         return self._present(connection, status.HTTP_201_CREATED)
 
     def update(self, request, *args, **kwargs):
         partial = kwargs.pop("partial", False)
         connection = self.get_object()
         data = self._input(ConnectionInputSerializer, partial=partial)
+        if connection.owner_id not in (None, request.user.pk) and (
+                not partial or set(request.data) != {"is_active"} or data.get("is_active")):
+            raise PermissionDenied("Staff may only deactivate another user's personal "
+                                   "connection (PATCH {\"is_active\": false}).")
         credentials = data.pop("credentials", None)
         changes = data if partial else {**PUT_DEFAULTS, **data}
         connection = connection_update(connection=connection, actor=request.user,
@@ -164,7 +184,8 @@ class ConnectionViewSet(
     @action(detail=False, methods=["post"], url_path="from-preset", url_name="from-preset")
     def from_preset(self, request):
         data = self._input(FromPresetInputSerializer)
-        connection = connection_create_from_preset(actor=request.user, **data)
+        connection = connection_create_from_preset(actor=request.user, owner=self._owner(),
+                                                   **data)
         return self._present(connection, status.HTTP_201_CREATED)
 
     @extend_schema(

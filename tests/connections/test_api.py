@@ -29,6 +29,7 @@ OUTPUT_FIELDS = {
     "credentials", "credentials_readable", "is_default", "is_active", "status",
     "last_tested_at", "last_test", "models_count", "used_by_count", "created_at", "updated_at",
     "input_cost_per_million_tokens", "output_cost_per_million_tokens", "timeout_seconds",
+    "owner", "default_params", "last_used_at",
 }
 
 

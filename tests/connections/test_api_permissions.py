@@ -1,9 +1,14 @@
 """Who may do what with connections: anonymous 401, signed-in strangers and members 403,
-workspace managers read active connections without config or hints, staff everything."""
+workspace managers read active connections without config or hints, staff everything.
+
+With personal connections switched off (LLMCONN_PERSONAL_CONNECTIONS=false) this is the whole
+story; with them on (the default) every signed-in user also reads the active shared connections
+and manages personal ones (tests/workspaces/test_people.py, the authorization matrix)."""
 
 from __future__ import annotations
 
 import pytest
+from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -56,16 +61,19 @@ def test_anonymous_gets_401_everywhere(api_client, conn):
         assert response["WWW-Authenticate"].startswith("Token")
 
 
+@override_settings(LLMCONN_PERSONAL_CONNECTIONS=False)
 def test_signed_in_user_without_a_managed_workspace_gets_403_everywhere(user_client, conn):
     for method, path, body in requests_for(conn):
         assert_error(call(user_client, method, path, body), 403, "permission_denied")
 
 
+@override_settings(LLMCONN_PERSONAL_CONNECTIONS=False)
 def test_workspace_member_who_is_not_a_manager_gets_403(member_client, conn):
     for method, path, body in requests_for(conn):
         assert_error(call(member_client, method, path, body), 403)
 
 
+@override_settings(LLMCONN_PERSONAL_CONNECTIONS=False)
 def test_manager_may_only_list_and_read(manager_client, conn):
     for method, path, body in requests_for(conn):
         response = call(manager_client, method, path, body)

@@ -65,8 +65,9 @@ def test_import_into_an_empty_install_reports_the_secrets_to_enter(install, tmp_
     ollama = Connection.objects.get(name="local-ollama")
     assert ollama.is_active is True
     assert SystemDefault.objects.get(role="chat").connection == ollama
-    assert "skipped: system default embedding -> prod-openai" in text
-    assert not SystemDefault.objects.filter(role="embedding").exists()
+    # The default points at the connection waiting for its secrets (works once entered).
+    assert "set: system default embedding -> prod-openai" in text
+    assert SystemDefault.objects.get(role="embedding").connection == openai
 
     # Entering the secret later makes it usable.
     from connections.services import connection_update

@@ -5,6 +5,7 @@ in test_tasks_worker.py.)"""
 from __future__ import annotations
 
 import pytest
+from django.test import override_settings
 from django.urls import reverse
 
 from connections.models import Connection, ConnectionTest
@@ -249,6 +250,7 @@ def test_discovery_without_a_listing_uses_the_catalog(staff_client, django_captu
     assert conn.discovered_models.count() == 2 and sources == {"catalog"}
 
 
+@override_settings(LLMCONN_PERSONAL_CONNECTIONS=False)  # (on: tests/workspaces/test_people.py)
 def test_only_staff_start_tests(user_client, conn):
     assert user_client.post(f"/api/v1/connections/{conn.pk}/test/").status_code == 403
     assert user_client.post("/api/v1/connection-tests/", {}, format="json").status_code == 403
@@ -259,6 +261,7 @@ def test_anonymous_gets_401(api_client, conn):
     assert api_client.get(f"/api/v1/connections/{conn.pk}/models/").status_code in (401, 403)
 
 
+@override_settings(LLMCONN_PERSONAL_CONNECTIONS=False)  # (on: tests/workspaces/test_people.py)
 def test_workspace_managers_read_models_of_active_connections(user_client, plain_user, conn):
     from workspaces.models import MemberRole, Membership, Workspace
 

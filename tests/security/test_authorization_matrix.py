@@ -57,6 +57,9 @@ class World:
     member_id: int
     audit_id: int
     budget_id: int
+    mine: object = None  # plain's personal connection
+    mine_test_id: str = ""
+    my_key_id: int = 0  # plain's personal gateway key
 
 
 @pytest.fixture
@@ -89,9 +92,21 @@ def world(db) -> World:
     budget = Budget.objects.create(scope="workspace", workspace=workspace, period="month",
                                    metric="cost", limit=10)
     Group.objects.create(name="group")
+    # People and defaults: "plain" owns a personal connection and a personal key; every user
+    # has a default for chat (so that DELETE /me/defaults/chat/ has something to remove).
+    mine = ConnectionFactory(name="mine", owner=users["plain"])
+    mine_test = ConnectionTest.objects.create(kind="test", connection=mine,
+                                              provider=mine.provider,
+                                              auth_method=mine.auth_method, status="failed")
+    my_key, _ = services.personal_api_key_create(user=users["plain"], name="mine")
+    from workspaces.models import UserDefault
+
+    for user in users.values():
+        UserDefault.objects.create(user=user, role="chat", connection=conn)
     return World(tokens=tokens, users=users, conn=conn, spare=spare, test_id=str(test.pk),
                  workspace=workspace, key_id=key.pk, member_id=member.pk,
-                 audit_id=AuditEvent.objects.order_by("id").first().pk, budget_id=budget.pk)
+                 audit_id=AuditEvent.objects.order_by("id").first().pk, budget_id=budget.pk,
+                 mine=mine, mine_test_id=str(mine_test.pk), my_key_id=my_key.pk)
 
 
 def api_client(world: World, role: str) -> APIClient:
@@ -127,11 +142,18 @@ def _s(w):
     return f"{C}{w.spare.pk}/"
 
 
+def _m(w):
+    return f"{C}{w.mine.pk}/"
+
+
 # (anonymous, inactive, plain, member, manager, staff)
 PUBLIC = (200, 200, 200, 200, 200, 200)
 SIGNED_IN = (401, 401, 200, 200, 200, 200)
 STAFF = lambda ok: (401, 401, 403, 403, 403, ok)  # noqa: E731
 MANAGER_READS = (401, 401, 403, 403, 200, 200)
+# A personal connection of "plain": the owner acts, other users get 404 (not disclosed),
+# staff see metadata (reads) and are refused the rest (403).
+OWNER = lambda ok, staff=403: (401, 401, ok, 404, 404, staff)  # noqa: E731
 GATEWAY = (401, 401, 401, 401, 401, 401)  # a user's DRF token is not a workspace API key
 
 API = [
@@ -145,13 +167,15 @@ API = [
     Row("provider-list", "GET", lambda w: "/api/v1/providers/", None, SIGNED_IN),
     Row("provider-detail", "GET", lambda w: "/api/v1/providers/openai/", None, SIGNED_IN),
     Row("preset-list", "GET", lambda w: "/api/v1/presets/", None, SIGNED_IN),
-    Row("connection-list", "GET", lambda w: C, None, MANAGER_READS),
+    # With personal connections on (the default) every signed-in user reads the active shared
+    # connections (as managers do) and creates personal ones (staff create shared ones).
+    Row("connection-list", "GET", lambda w: C, None, SIGNED_IN),
     Row("connection-list", "POST", lambda w: C, {"name": "new", "provider": "openai",
                                                  "credentials": {"api_key": "sk-" + "n" * 20}},
-        STAFF(201)),
+        (401, 401, 201, 201, 201, 201)),
     Row("connection-from-preset", "POST", lambda w: f"{C}from-preset/",
-        {"preset": "ollama", "name": "n"}, STAFF(201)),
-    Row("connection-detail", "GET", _c, None, MANAGER_READS),
+        {"preset": "ollama", "name": "n"}, (401, 401, 201, 201, 201, 201)),
+    Row("connection-detail", "GET", _c, None, SIGNED_IN),
     Row("connection-detail", "PATCH", _c, {"default_model": "x"}, STAFF(200)),
     Row("connection-detail", "PUT", _s, lambda w: {
         "name": "spare", "provider": "openai_compatible", "auth_method": "api_key",
@@ -169,12 +193,52 @@ API = [
     Row("connection-test", "POST", lambda w: f"{_c(w)}test/", {}, STAFF(202)),
     Row("connection-discover-models", "POST", lambda w: f"{_c(w)}discover-models/", None,
         STAFF(202)),
-    Row("connection-models", "GET", lambda w: f"{_c(w)}models/", None, MANAGER_READS),
-    Row("connection-tests", "GET", lambda w: "/api/v1/connection-tests/", None, STAFF(200)),
+    Row("connection-models", "GET", lambda w: f"{_c(w)}models/", None, SIGNED_IN),
+    # Non-staff list only their own connections' tests (and their unsaved ones).
+    Row("connection-tests", "GET", lambda w: "/api/v1/connection-tests/", None, SIGNED_IN),
     Row("connection-tests", "POST", lambda w: "/api/v1/connection-tests/",
         lambda w: {"connection": str(w.conn.pk)}, STAFF(202)),
     Row("connection-test-detail", "GET", lambda w: f"/api/v1/connection-tests/{w.test_id}/",
-        None, STAFF(200)),
+        None, (401, 401, 404, 404, 404, 200)),
+    # "plain"'s personal connection: everything as for a shared one, for its owner only.
+    Row("connection-detail", "GET", _m, None, OWNER(200, staff=200)),
+    Row("connection-detail", "PATCH", _m, {"default_model": "x"}, OWNER(200)),
+    Row("connection-detail", "PATCH", _m, {"is_active": False}, OWNER(200, staff=200)),
+    Row("connection-detail", "PUT", _m, lambda w: {
+        "name": "mine", "provider": "openai_compatible", "auth_method": "api_key",
+        "base_url": w.mine.base_url}, OWNER(200)),
+    Row("connection-detail", "DELETE", _m, None, OWNER(204)),
+    Row("connection-set-default", "POST", lambda w: f"{_m(w)}set-default/", None,
+        (401, 401, 403, 403, 403, 403)),
+    Row("connection-dependents", "GET", lambda w: f"{_m(w)}dependents/", None,
+        OWNER(200, staff=200)),
+    Row("connection-move-bindings", "POST", lambda w: f"{_m(w)}move-bindings/",
+        lambda w: {"to": str(w.spare.pk)}, (401, 401, 403, 403, 403, 403)),
+    Row("connection-rotate-secret", "POST", lambda w: f"{_m(w)}rotate-secret/", NEW_KEY,
+        OWNER(400)),
+    Row("connection-rollback-secret", "POST", lambda w: f"{_m(w)}rollback-secret/", None,
+        OWNER(409)),
+    Row("connection-test", "POST", lambda w: f"{_m(w)}test/", {}, OWNER(202)),
+    Row("connection-discover-models", "POST", lambda w: f"{_m(w)}discover-models/", None,
+        OWNER(202)),
+    Row("connection-models", "GET", lambda w: f"{_m(w)}models/", None, OWNER(200, staff=200)),
+    Row("connection-tests", "POST", lambda w: "/api/v1/connection-tests/",
+        lambda w: {"connection": str(w.mine.pk)}, OWNER(202)),
+    Row("connection-test-detail", "GET",
+        lambda w: f"/api/v1/connection-tests/{w.mine_test_id}/", None, OWNER(200, staff=200)),
+    # The caller's own defaults and personal gateway keys.
+    Row("me-default", "GET", lambda w: "/api/v1/me/defaults/chat/", None, SIGNED_IN),
+    Row("me-default", "PUT", lambda w: "/api/v1/me/defaults/chat/",
+        lambda w: {"connection": str(w.conn.pk), "model": "m"}, SIGNED_IN),
+    Row("me-default", "PUT", lambda w: "/api/v1/me/defaults/agent/",
+        lambda w: {"connection": str(w.mine.pk)}, (401, 401, 200, 400, 400, 400)),
+    Row("me-default", "DELETE", lambda w: "/api/v1/me/defaults/chat/", None,
+        (401, 401, 204, 204, 204, 204)),
+    Row("me-api-keys", "GET", lambda w: "/api/v1/me/api-keys/", None, SIGNED_IN),
+    Row("me-api-keys", "POST", lambda w: "/api/v1/me/api-keys/", {"name": "k"},
+        (401, 401, 201, 201, 201, 201)),
+    Row("me-api-key", "DELETE", lambda w: f"/api/v1/me/api-keys/{w.my_key_id}/", None,
+        (401, 401, 204, 404, 404, 404)),
     Row("workspace-list", "GET", lambda w: "/api/v1/workspaces/", None, SIGNED_IN),
     Row("workspace-list", "POST", lambda w: "/api/v1/workspaces/", {"name": "New"},
         STAFF(201)),

@@ -58,7 +58,8 @@ def test_staff_creates_workspace_with_bindings(staff_client, conn):
     assert body["bindings"]["chat"]["connection"] == str(conn.pk)
     assert body["bindings"]["chat"]["model"] == "m-chat"
     assert body["bindings"]["agent"] == {"connection": None, "connection_name": None,
-                                         "model": None, "fallbacks": []}
+                                         "provider": None, "model": None, "fallbacks": [],
+                                         "default_params": {}}
 
 
 def test_duplicate_workspace_name_is_a_400_or_409(staff_client, ws):
@@ -100,7 +101,8 @@ def test_patch_changes_only_the_roles_sent(staff_client, ws, conn, other_conn):
     bindings = response.json()["bindings"]
     assert bindings["chat"]["connection"] == str(conn.pk)
     assert bindings["agent"] == {"connection": str(other_conn.pk), "connection_name": "other",
-                                 "model": "big", "fallbacks": []}
+                                 "provider": None, "model": "big", "fallbacks": [],
+                                 "default_params": {}}
     response = staff_client.patch(f"{URL}team-a/", {"bindings": {"agent": None}}, format="json")
     assert response.json()["bindings"]["agent"]["connection"] is None
 

@@ -270,14 +270,15 @@ def test_a_record_returns_once_its_row_is_committed(setup):
     assert UsageRecord.objects.get().output_tokens == 7
 
 
-def test_a_batch_with_a_deleted_workspace_keeps_the_other_rows(setup):
+def test_a_batch_with_a_deleted_workspace_keeps_every_row(setup):
     row = dict(workspace_id=setup["ws"].pk, connection_id=str(setup["conn"].pk), api_key_id=None,
                role="chat", model="test-model", endpoint="chat", stream=False, status_code=200,
                input_tokens=3)
-    gone = {**row, "workspace_id": setup["ws"].pk + 10_000}
+    gone = {**row, "workspace_id": setup["ws"].pk + 10_000, "workspace_name": "Gone"}
     results = services.usage_records_create(rows=[row, gone, row])
-    assert results[1] is None and results[0] is not None and results[2] is not None
-    assert UsageRecord.objects.count() == 2
+    assert None not in results
+    assert UsageRecord.objects.count() == 3
+    assert UsageRecord.objects.get(pk=results[1].pk).workspace_name == "Gone"
 
 
 def test_a_caller_cancelled_as_its_turn_to_write_comes_loses_no_row(monkeypatch):

@@ -93,11 +93,13 @@ def test_cost_is_recorded_when_litellm_knows_the_price(gateway, upstream, make_c
     assert unknown.cost is None
 
 
-def test_usage_for_a_deleted_workspace_is_dropped_not_an_error(ws):
+def test_usage_of_a_call_whose_workspace_was_deleted_meanwhile_is_kept_with_its_name(ws):
     from workspaces.services import workspace_delete
 
     workspace_id = ws.pk
     workspace_delete(workspace=ws)
-    assert usage_record_create(workspace_id=workspace_id, connection_id=None, api_key_id=None,
-                               role="chat", model="m", endpoint="chat", stream=False,
-                               status_code=200) is None
+    record = usage_record_create(workspace_id=workspace_id, connection_id=None,
+                                 api_key_id=None, role="chat", model="m", endpoint="chat",
+                                 stream=False, status_code=200, workspace_name="Gone")
+    stored = UsageRecord.objects.get(pk=record.pk)
+    assert stored.workspace_id is None and stored.workspace_name == "Gone"

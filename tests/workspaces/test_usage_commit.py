@@ -49,15 +49,16 @@ def test_a_batch_is_one_statement_committed_when_it_returns(row):
         assert cursor.fetchone()[0] == "on"
 
 
-def test_a_row_whose_workspace_is_gone_is_skipped_and_the_others_kept(row):
-    gone = {**row, "workspace_id": row["workspace_id"] + 10_000}
+def test_a_row_whose_workspace_is_gone_is_kept_without_it_and_the_others_too(row):
+    gone = {**row, "workspace_id": row["workspace_id"] + 10_000, "workspace_name": "Gone"}
     results = services.usage_records_create(rows=[row, gone, row])
-    assert results[1] is None and None not in (results[0], results[2])
-    assert _committed_count() == 2
-    assert services.usage_record_create(**gone) is None
+    assert None not in results
+    assert _committed_count() == 3
+    assert services.usage_record_create(**gone) is not None
     info = db_connection.connection.info
     assert info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # no aborted block
-    assert UsageRecord.objects.count() == 2
+    kept = UsageRecord.objects.filter(workspace__isnull=True)
+    assert kept.count() == 2 and {r.workspace_name for r in kept} == {"Gone"}
 
 
 def test_with_server_side_binding_the_statements_go_one_by_one(row, monkeypatch):
