@@ -28,6 +28,8 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import response_for_exception
 from django.http import JsonResponse
 
+from llmconn import metrics
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmconn.settings")
 # Web processes use psycopg's connection pool on PostgreSQL (llmconn/settings.py, DB_POOL).
 os.environ.setdefault("DB_POOL", "true")
@@ -66,7 +68,7 @@ class GatewayFirstHandler(ASGIHandler):
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
-            await self.handle_gateway(scope, receive, send)
+            await metrics.observe_gateway(self.handle_gateway, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 

@@ -90,6 +90,12 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Hosts/CIDRs that connections may reach although private (loopback, RFC 1918...).
 LLMCONN_EGRESS_ALLOW = env.list("LLMCONN_EGRESS_ALLOW", default=[])
 
+# Addresses (IPs or CIDRs) that may scrape GET /metrics without signing in (a Prometheus
+# server); staff sessions and tokens may always. Empty: staff only.
+LLMCONN_METRICS_ALLOW = env.list("LLMCONN_METRICS_ALLOW", default=[])
+# Distinct values each metric label keeps per process; later ones are counted as "other".
+LLMCONN_METRICS_MAX_LABEL_VALUES = env.int("LLMCONN_METRICS_MAX_LABEL_VALUES", default=500)
+
 # Key of the audit log's secret fingerprints (HMAC-SHA256), separate from SECRET_KEY and
 # FERNET_KEYS. Unset: derived from SECRET_KEY (a system check warns when DEBUG is off).
 AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="")

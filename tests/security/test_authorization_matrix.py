@@ -137,6 +137,8 @@ GATEWAY = (401, 401, 401, 401, 401, 401)  # a user's DRF token is not a workspac
 API = [
     Row("healthz", "GET", lambda w: "/healthz", None, PUBLIC),
     Row("readyz", "GET", lambda w: "/readyz", None, PUBLIC),
+    # Prometheus scrapes: staff, or an address in LLMCONN_METRICS_ALLOW (empty here).
+    Row("metrics", "GET", lambda w: "/metrics", None, STAFF(200)),
     Row("schema", "GET", lambda w: "/api/schema/", None, (200, 401, 200, 200, 200, 200)),
     Row("swagger-ui", "GET", lambda w: "/api/docs/", None, (200, 401, 200, 200, 200, 200)),
     Row("login", "GET", lambda w: "/api-auth/login/", None, PUBLIC),
