@@ -2,7 +2,8 @@
 
 prometheus-client's multiprocess mode is used when `PROMETHEUS_MULTIPROC_DIR` is set (gunicorn's
 workers and the Celery worker each write their samples to files there; a scrape of any web worker
-sums them). Without it (`make run`, one process) the samples live in this process's registry.
+sums them, and those of LLMCONN_METRICS_EXTRA_DIRS: the Celery worker's directory). Without it
+(`make run`, one process) the samples live in this process's registry.
 https://prometheus.github.io/client_python/multiprocess/
 
 Label values are bounded: they come from our own rows (workspace slug, connection name, provider,
@@ -283,7 +284,12 @@ class _Scrape:
 
     def collect(self):
         if _MULTIPROC_DIR:
-            files = glob.glob(os.path.join(_MULTIPROC_DIR, "*.db"))
+            from django.conf import settings
+
+            files = []
+            for directory in [_MULTIPROC_DIR, *getattr(settings, "LLMCONN_METRICS_EXTRA_DIRS",
+                                                       ())]:
+                files += glob.glob(os.path.join(directory, "*.db"))
             yield from MultiProcessCollector.merge(files, accumulate=True)
         else:
             yield from REGISTRY.collect()

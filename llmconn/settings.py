@@ -93,6 +93,9 @@ LLMCONN_EGRESS_ALLOW = env.list("LLMCONN_EGRESS_ALLOW", default=[])
 # Addresses (IPs or CIDRs) that may scrape GET /metrics without signing in (a Prometheus
 # server); staff sessions and tokens may always. Empty: staff only.
 LLMCONN_METRICS_ALLOW = env.list("LLMCONN_METRICS_ALLOW", default=[])
+# With PROMETHEUS_MULTIPROC_DIR: other services' sample directories that /metrics adds up too
+# (the Celery worker's, on a volume shared with the web service; see docker-compose.yml).
+LLMCONN_METRICS_EXTRA_DIRS = env.list("LLMCONN_METRICS_EXTRA_DIRS", default=[])
 # Distinct values each metric label keeps per process; later ones are counted as "other".
 LLMCONN_METRICS_MAX_LABEL_VALUES = env.int("LLMCONN_METRICS_MAX_LABEL_VALUES", default=500)
 
