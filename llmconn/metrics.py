@@ -146,6 +146,20 @@ _request: contextvars.ContextVar[_Request | None] = contextvars.ContextVar(
 _ENDPOINTS = {"chat/completions": "chat", "embeddings": "embeddings", "models": "models"}
 
 
+_enabled: bool | None = None
+
+
+def enabled() -> bool:
+    """LLMCONN_METRICS_ENABLED (read once): off, /v1 calls are not instrumented (the A/B switch
+    of bench/metrics.py)."""
+    global _enabled
+    if _enabled is None:
+        from django.conf import settings
+
+        _enabled = bool(getattr(settings, "LLMCONN_METRICS_ENABLED", True))
+    return _enabled
+
+
 def _endpoint(path: str) -> str:
     rest = path[len("/v1/"):]
     if rest.startswith("models/"):
@@ -157,6 +171,9 @@ async def observe_gateway(handle, scope, receive, send) -> None:
     """Run `handle(scope, receive, send)` (an ASGI /v1 request) and count it: status from the
     response, labels from the provider attempts made meanwhile, latencies from the first and
     last bytes sent."""
+    if not enabled():
+        await handle(scope, receive, send)
+        return
     req = _Request(_endpoint(scope["path"]))
 
     async def timed_send(message):
@@ -201,6 +218,8 @@ def observe_attempt(resolved, *, started: float, answered: float | None, status:
     `started`/`answered`: perf_counter times of the call and of the provider's answer, None
     when it failed, i.e. now). Also tells the /v1 request running it, if any, what it
     resolved to."""
+    if not enabled():
+        return
     labels = (bounded("workspace", resolved.workspace_slug),
               bounded("connection", resolved.connection_name),
               bounded("provider", resolved.provider), bounded("model", resolved.model))

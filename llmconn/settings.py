@@ -93,6 +93,8 @@ LLMCONN_EGRESS_ALLOW = env.list("LLMCONN_EGRESS_ALLOW", default=[])
 # Addresses (IPs or CIDRs) that may scrape GET /metrics without signing in (a Prometheus
 # server); staff sessions and tokens may always. Empty: staff only.
 LLMCONN_METRICS_ALLOW = env.list("LLMCONN_METRICS_ALLOW", default=[])
+# Off: /v1 calls are not instrumented (for measuring what metrics cost, bench/metrics.py).
+LLMCONN_METRICS_ENABLED = env.bool("LLMCONN_METRICS_ENABLED", default=True)
 # With PROMETHEUS_MULTIPROC_DIR: other services' sample directories that /metrics adds up too
 # (the Celery worker's, on a volume shared with the web service; see docker-compose.yml).
 LLMCONN_METRICS_EXTRA_DIRS = env.list("LLMCONN_METRICS_EXTRA_DIRS", default=[])

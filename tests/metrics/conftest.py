@@ -35,12 +35,23 @@ def asgi_app():
 def asgi_request(app, method: str, path: str, **kwargs) -> httpx.Response:
     """One request through the ASGI app in this process (sync work on this thread, so it sees
     the test's transaction)."""
+    from django.core import signals
+    from django.db import close_old_connections
+
     async def run():
         transport = httpx.ASGITransport(app=app, client=kwargs.pop("client", ("127.0.0.1", 5)))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
             return await c.request(method, path, **kwargs)
 
-    return async_to_sync(run)()
+    # As Django's test client does: the test's connection (in its transaction) must not be
+    # closed by Django's request signals.
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        return async_to_sync(run)()
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
 
 
 def parse(text: str) -> dict[tuple[str, frozenset], float]:
