@@ -7,15 +7,19 @@ concurrency 1 with bench/loadgen.py: direct to the upstream, then through llmcon
 LLMCONN_METRICS_ENABLED=false and =true, and =true in multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR), alternating rounds (ABCABC...) so that drift of a noisy machine
 falls on every variant alike. "Added" is llmconn's p50 minus the direct p50 of the same round.
-Prints a table; appends it to bench/RESULTS.md unless --no-record.
+Also the CPU time of the instrumentation itself per call, in-process (`--micro`), which a
+noisy machine disturbs far less than the end-to-end A/B. Prints a table; appends it to
+bench/RESULTS.md unless --no-record.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,12 +49,63 @@ def serve(env_extra: dict) -> tuple:
     return process, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
+def micro(calls: int = 20_000) -> float:
+    """CPU time (µs) of the instrumentation of one /v1 call, in this process: the ASGI wrapper
+    around a handler that answers at once, and one provider attempt with tokens and cost."""
+    import asyncio
+    from types import SimpleNamespace
+
+    run.django_setup()
+    from llmconn import metrics
+
+    resolved = SimpleNamespace(workspace_slug="bench", connection_name="bench-upstream",
+                               provider="openai_compatible", model="bench-model")
+    scope = {"type": "http", "path": "/v1/chat/completions"}
+
+    async def handle(scope, receive, send):
+        metrics.observe_attempt(resolved, started=0.0, answered=0.0, status=200,
+                                input_tokens=10, output_tokens=20, cost=0.0001)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def send(message):
+        pass
+
+    async def bare():
+        for _ in range(calls):
+            await handle(scope, None, send)
+
+    async def instrumented():
+        for _ in range(calls):
+            await metrics.observe_gateway(handle, scope, None, send)
+
+    # The bare loop calls observe_attempt too: measure it alone as well.
+    async def attempt_only():
+        for _ in range(calls):
+            metrics.observe_attempt(resolved, started=0.0, answered=0.0, status=200,
+                                    input_tokens=10, output_tokens=20, cost=0.0001)
+
+    def timed(coro_fn) -> float:
+        asyncio.run(coro_fn())  # warm
+        start = time.process_time()
+        asyncio.run(coro_fn())
+        return (time.process_time() - start) / calls * 1e6
+
+    wrapper = timed(instrumented) - timed(bare)
+    return wrapper + timed(attempt_only)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8)
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--micro", action="store_true",
+                        help="only print the instrumentation's CPU µs per call (this process)")
     args = parser.parse_args()
+    if args.micro:
+        print(f"{micro():.2f}")
+        return
 
     run.ensure_services()
     up_port = run.free_port()
@@ -86,6 +141,13 @@ def main() -> None:
     finally:
         run.stop_all()
 
+    micro_us = {}
+    for mode, extra in (("one process", {}), ("multiprocess", {
+            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="llmconn-bench-prom-")})):
+        env = {k: v for k, v in run.ENV.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        out = subprocess.run([run.PY, __file__, "--micro"], env={**env, **extra},
+                             capture_output=True, text=True, check=True, cwd=run.ROOT)
+        micro_us[mode] = float(out.stdout.strip().splitlines()[-1])
     off = statistics.median(added["metrics off"])
     lines = ["| variant | added p50, c=1 (ms), median of rounds | vs off (ms) | rounds (ms) | "
              "req/s c=1 |", "|---|---|---|---|---|"]
@@ -94,7 +156,9 @@ def main() -> None:
         lines.append(f"| {name} | {med:.3f} | {med - off:+.3f} | "
                      f"{', '.join(f'{v:.3f}' for v in added[name])} | "
                      f"{statistics.median(rps[name]):.0f} |")
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\nCPU time of the instrumentation of one call, measured " \
+        "in-process (`--micro`): " + ", ".join(f"{mode} {us:.1f} µs" for mode, us in
+                                                 micro_us.items()) + "."
     print(table)
     if not args.no_record:
         machine = run.machine()

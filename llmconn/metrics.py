@@ -116,6 +116,19 @@ def bounded(label: str, value: object) -> str:
     return text
 
 
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *values: str):
+    """`metric.labels(*values)`, kept: prometheus-client validates and locks on every
+    `labels()` call; the children are as many as the bounded label combinations."""
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 def status_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status < 600 else OTHER
 
@@ -203,12 +216,12 @@ def _finish(req: _Request) -> None:
         error_class = ("budget_exceeded" if req.budget else
                        _REFUSALS.get(req.status, "internal" if req.status >= 500 else OTHER))
     stream = "true" if req.stream else "false"
-    GATEWAY_REQUESTS.labels(req.endpoint, *req.labels, status_class(req.status),
+    _child(GATEWAY_REQUESTS, req.endpoint, *req.labels, status_class(req.status),
                             error_class or NONE).inc()
-    GATEWAY_DURATION.labels(req.endpoint, stream).observe(end - req.started)
+    _child(GATEWAY_DURATION, req.endpoint, stream).observe(end - req.started)
     first = (req.first_byte or end) - req.started
-    GATEWAY_FIRST_BYTE.labels(req.endpoint, stream).observe(first)
-    GATEWAY_ADDED.labels(req.endpoint, stream).observe(max(0.0, first - req.provider_seconds))
+    _child(GATEWAY_FIRST_BYTE, req.endpoint, stream).observe(first)
+    _child(GATEWAY_ADDED, req.endpoint, stream).observe(max(0.0, first - req.provider_seconds))
 
 
 def observe_attempt(resolved, *, started: float, answered: float | None, status: int,
@@ -223,13 +236,13 @@ def observe_attempt(resolved, *, started: float, answered: float | None, status:
     labels = (bounded("workspace", resolved.workspace_slug),
               bounded("connection", resolved.connection_name),
               bounded("provider", resolved.provider), bounded("model", resolved.model))
-    PROVIDER_CALLS.labels(*labels, status_class(status), error_class or NONE).inc()
+    _child(PROVIDER_CALLS, *labels, status_class(status), error_class or NONE).inc()
     if input_tokens:
-        TOKENS.labels(*labels, "input").inc(input_tokens)
+        _child(TOKENS, *labels, "input").inc(input_tokens)
     if output_tokens:
-        TOKENS.labels(*labels, "output").inc(output_tokens)
+        _child(TOKENS, *labels, "output").inc(output_tokens)
     if cost:
-        COST.labels(*labels).inc(float(cost))
+        _child(COST, *labels).inc(float(cost))
     req = _request.get()
     if req is not None:
         req.labels, req.error_class, req.stream = labels, error_class, stream

@@ -6,8 +6,6 @@ import pytest
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
-from tests.conftest import UPSTREAM_KEY
-
 from .conftest import asgi_request, parse, value
 
 pytestmark = [pytest.mark.django_db]
