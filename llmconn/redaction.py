@@ -5,11 +5,10 @@ encrypted field, and `redact()` replaces any remembered secret, and anything sha
 bearer token or provider key, with `[REDACTED]`.
 
 Matching is compiled: the remembered secrets are held in Aho-Corasick automatons
-(pyahocorasick), built when the set changes, so a log record costs one pass over its text
-whatever the number of secrets, and reading takes no lock. A new secret goes into a small
-automaton of recent secrets (rebuilt at once, cheap); when that one grows past a quarter of the
-large one, both are merged into a new large one, so the total build work stays proportional to
-the number of secrets.
+(pyahocorasick), built when the set changes, so a log record costs a pass over its text per
+automaton (a handful) whatever the number of secrets, and reading takes no lock. New secrets
+are built into a new automaton at the next log record, merged with the newest existing ones
+of comparable size (see _Matcher), so the total build work stays O(n log n).
 
 `RedactingFilter` is the logging filter that applies it to a record: message and arguments, the
 stack, and the exception, which stays on the record (`exc_info`, so error trackers still get
@@ -31,7 +30,6 @@ import ahocorasick
 REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 8
 MAX_REMEMBERED = 20_000
-RECENT_MIN = 256  # the recent automaton is merged into the large one past max(this, large/4)
 
 # Things that are secrets whatever they are: bearer tokens, provider-style keys, our own keys.
 _PATTERNS = [
@@ -57,14 +55,20 @@ def _automaton(secrets) -> ahocorasick.Automaton | None:
 
 
 class _Matcher:
-    """The remembered secrets: an LRU set (what is remembered) and the two automatons built
-    from it (what is matched). Writers hold the lock; readers take `automatons` as it is."""
+    """The remembered secrets: an LRU set (what is remembered) and automatons built from it
+    (what is matched).
+
+    `add` only queues a new secret (cheap: a burst of decryptions costs no build); the next
+    `spans` builds the queued ones into a new automaton, merged with the newest existing ones
+    while those are not more than twice its size, so sizes fall geometrically: a secret is
+    rebuilt O(log n) times in all and a line is matched against O(log n) automatons. Readers
+    take no lock unless something is queued."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.known: OrderedDict[str, None] = OrderedDict()
-        self.large_words: set[str] = set()
-        self.recent_words: set[str] = set()
+        self.pending: list[str] = []
+        self.levels: list[set[str]] = []
         self.automatons: tuple = ()
 
     def add(self, value: str) -> None:
@@ -75,21 +79,32 @@ class _Matcher:
             self.known[value] = None
             while len(self.known) > MAX_REMEMBERED:
                 self.known.popitem(last=False)
-            self.recent_words.add(value)
-            if len(self.recent_words) > max(RECENT_MIN, len(self.large_words) // 4):
-                # Merge: forgotten (evicted) secrets leave the large automaton here.
-                self.large_words = set(self.known)
-                self.recent_words = set()
-                large, recent = _automaton(self.large_words), None
-            else:
-                large = self.automatons[0] if self.automatons else None
-                recent = _automaton(self.recent_words)
-            self.automatons = tuple(a for a in (large, recent) if a is not None)
+            self.pending.append(value)
+
+    def _build(self) -> None:
+        with self.lock:
+            if not self.pending:
+                return
+            words, self.pending = set(self.pending), []
+            levels = list(self.levels)
+            while levels and len(levels[-1]) <= 2 * len(words):
+                words |= levels.pop()
+            # Forgotten (evicted) secrets leave at a merge.
+            words = {w for w in words if w in self.known}
+            levels.append(words)
+            automatons = list(self.automatons[:len(levels) - 1])
+            automatons.append(_automaton(words))
+            self.levels = levels
+            self.automatons = tuple(automatons)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Merged (start, end) spans of every remembered secret found in `text`."""
+        if self.pending:
+            self._build()
         found = []
         for automaton in self.automatons:
+            if automaton is None:
+                continue
             for end, length in automaton.iter(text):
                 found.append((end + 1 - length, end + 1))
         if len(found) < 2:

@@ -96,3 +96,15 @@ def test_thousands_of_secrets_are_all_matched_including_overlapping_ones():
     remember("abcdefgh-12345678")
     remember("12345678-zzzzzzzz")  # overlaps the first one's end
     assert redact("x abcdefgh-12345678-zzzzzzzz y") == f"x {REDACTED} y"
+
+
+def test_secrets_remembered_between_log_lines_are_matched_and_automatons_stay_few():
+    from llmconn import redaction
+
+    values = [f"step{n:04d}-" + "x" * 12 for n in range(600)]
+    for n, value in enumerate(values):
+        remember(value)
+        assert redact(f"a {value} b") == f"a {REDACTED} b"  # built at once for the next line
+    assert redact(" ".join(values[::50])) == " ".join([REDACTED] * len(values[::50]))
+    # Merged geometrically: a few automatons, not one per secret.
+    assert len(redaction._matcher.automatons) <= 2 * len(values).bit_length()
