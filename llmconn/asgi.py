@@ -28,8 +28,6 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import response_for_exception
 from django.http import JsonResponse
 
-from llmconn import metrics
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmconn.settings")
 # Web processes use psycopg's connection pool on PostgreSQL (llmconn/settings.py, DB_POOL).
 os.environ.setdefault("DB_POOL", "true")
@@ -61,14 +59,16 @@ class GatewayFirstHandler(ASGIHandler):
 
     def __init__(self):
         super().__init__()
+        from llmconn import metrics  # after settings: PROMETHEUS_MULTIPROC_DIR may be in .env
         from workspaces import gateway
 
         self._gateway = gateway
+        self._observe = metrics.observe_gateway
         self._last_db_check = 0.0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
-            await metrics.observe_gateway(self.handle_gateway, scope, receive, send)
+            await self._observe(self.handle_gateway, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 

@@ -32,16 +32,16 @@ MIN_SECRET_LENGTH = 8
 MAX_REMEMBERED = 20_000
 
 # Things that are secrets whatever they are: bearer tokens, provider-style keys, our own keys.
+# Each with the literals it cannot match without (lower case when the pattern ignores case):
+# a substring test is far cheaper than a regex search, so a clean line costs a few µs.
 _PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"(?i)((?:api[-_]?key|x-api-key|x-litellm-api-key|authorization|client_secret|"
-               r"access_token|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}"),
-    re.compile(r"\b(sk-[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{8,}"),
-    re.compile(r"\b(lck_)[A-Za-z0-9_-]{8,}"),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), ("bearer",), True),
+    (re.compile(r"(?i)((?:api[-_]?key|x-api-key|x-litellm-api-key|authorization|client_secret|"
+                r"access_token|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}"),
+     ("key", "authorization", "secret", "token", "password"), True),
+    (re.compile(r"\b(sk-[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{8,}"), ("sk-",), False),
+    (re.compile(r"\b(lck_)[A-Za-z0-9_-]{8,}"), ("lck_",), False),
 ]
-# One pass for all of them: a quick test before any substitution.
-_ANY_PATTERN = re.compile("|".join(f"(?:{p.pattern.replace('(?i)', '')})" for p in _PATTERNS),
-                          re.IGNORECASE)
 
 
 def _automaton(secrets) -> ahocorasick.Automaton | None:
@@ -146,10 +146,23 @@ def redact(text: str) -> str:
             last = end
         parts.append(text[last:])
         text = "".join(parts)
-    if _ANY_PATTERN.search(text):
-        for pattern in _PATTERNS:
-            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    lower = None
+    for pattern, literals, ignore_case in _PATTERNS:
+        if ignore_case:
+            if lower is None:
+                lower = text.lower()
+            haystack = lower
+        else:
+            haystack = text
+        if any(literal in haystack for literal in literals):
+            replaced = pattern.sub(_keep_prefix, text)
+            if replaced != text:
+                text, lower = replaced, None
     return text
+
+
+def _keep_prefix(match: re.Match) -> str:
+    return match.group(1) + REDACTED
 
 
 # --- exceptions ---------------------------------------------------------------------------
