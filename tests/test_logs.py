@@ -102,3 +102,33 @@ def test_every_line_of_a_v1_call_carries_its_request_id(
                                                               "llmconn"))]
     assert any("trying fallback 'traced-up'" in r.getMessage() for r in during)
     assert {r.request_id for r in during} == {request_id}
+
+
+def _process(log_format: str, code: str):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, LOG_FORMAT=log_format, DJANGO_SETTINGS_MODULE="llmconn.settings",
+               DEBUG="false", SECRET_KEY="a-production-secret-key-0123456789abcdef",
+               FERNET_KEYS="a-production-fernet-key", LOG_LEVEL="INFO")
+    return subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_log_format_json_prints_one_object_per_line_with_the_request_id():
+    result = _process("json", (
+        "import django, logging; django.setup()\n"
+        "from llmconn.tracing import set_request_id\n"
+        "set_request_id('req_from_env')\n"
+        "logging.getLogger('llmconn.x').warning('hello %s', 'there')\n"))
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert line["message"] == "hello there" and line["request_id"] == "req_from_env"
+    assert line["logger"] == "llmconn.x" and line["level"] == "WARNING"
+
+
+def test_an_unknown_log_format_stops_start_up_naming_the_variable():
+    result = _process("xml", "import django; django.setup()")
+    assert result.returncode != 0 and "LOG_FORMAT must be plain or json" in result.stderr
