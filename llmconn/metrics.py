@@ -22,8 +22,10 @@ restarts and processes.
 from __future__ import annotations
 
 import contextvars
+import functools
 import glob
 import ipaddress
+import logging
 import os
 import threading
 import time
@@ -86,6 +88,21 @@ CELERY_TASK_DURATION = Histogram("llmconn_celery_task_duration_seconds",
 
 
 # --- bounded label values ------------------------------------------------------------------
+
+logger = logging.getLogger(__name__)
+
+
+def _never_fails(fn):
+    """Metrics must not fail what they count (a full disk under PROMETHEUS_MULTIPROC_DIR...):
+    an error is logged, the call goes on."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("Metrics not recorded (%s): %s", fn.__name__, type(exc).__name__)
+    return wrapper
+
 
 _seen: dict[str, set[str]] = {}
 _seen_lock = threading.Lock()
@@ -208,6 +225,7 @@ async def observe_gateway(handle, scope, receive, send) -> None:
         _finish(req)
 
 
+@_never_fails
 def _finish(req: _Request) -> None:
     end = time.perf_counter()
     # The last attempt's error class (a stream may fail after its 200), else ours.
@@ -224,6 +242,7 @@ def _finish(req: _Request) -> None:
     _child(GATEWAY_ADDED, req.endpoint, stream).observe(max(0.0, first - req.provider_seconds))
 
 
+@_never_fails
 def observe_attempt(resolved, *, started: float, answered: float | None, status: int,
                     error_class: str = "", stream: bool = False, input_tokens: int = 0,
                     output_tokens: int = 0, cost=None) -> None:
@@ -253,6 +272,7 @@ def observe_attempt(resolved, *, started: float, answered: float | None, status:
 
 # --- connection tests and Celery tasks ---------------------------------------------------------
 
+@_never_fails
 def observe_connection_test(*, kind: str, connection_name: str | None, provider: str, ok: bool,
                             error_class: str = "") -> None:
     """Count one finished connection test or model discovery."""

@@ -170,3 +170,22 @@ def test_metrics_refuse_anonymous_and_non_staff_outside_the_allow_list(
         outside = asgi_request(asgi_app, "GET", "/metrics", client=("10.2.0.1", 5),
                                headers={"X-Forwarded-For": "10.1.2.3"})
         assert outside.status_code == 401
+
+
+def test_a_metrics_failure_never_fails_the_call(
+        asgi_app, upstream, make_connection, make_workspace, make_key, monkeypatch, caplog):
+    from llmconn import metrics
+
+    from workspaces.models import UsageRecord
+
+    ws = make_workspace("Metrics Broken", chat=make_connection(upstream, name="metrics-broken"))
+    key = make_key(ws)
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(metrics, "_child", broken)
+    response = chat(asgi_app, key)
+    assert response.status_code == 200 and response.json()["choices"]
+    assert UsageRecord.objects.filter(workspace=ws, status_code=200).count() == 1
+    assert any("Metrics not recorded" in r.getMessage() for r in caplog.records)
