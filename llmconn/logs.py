@@ -2,10 +2,10 @@
 of work it belongs to (llmconn.tracing: a /v1 call, a connection test), and an optional JSON
 format for log shippers (`LOG_FORMAT=json`).
 
-`install()` wraps the log record factory, so both filters run when a record is created, in the
-context (and thread) of the code that logs, before any handler sees it: caplog's, Celery's,
-an error tracker's. The same filters are also declared on the LOGGING handlers (settings.py),
-where they find the record already done.
+`install()` wraps the log record factory, so that when a record is created, in the context
+(and thread) of the code that logs and before any handler sees it (caplog's, Celery's, an error
+tracker's), it is redacted and the request id of its context is noted. The LOGGING handlers
+(settings.py) declare both filters: `RequestIdFilter` gives formatters `%(request_id)s`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,23 @@ NO_REQUEST = "-"
 
 
 class RequestIdFilter(logging.Filter):
-    """Set `record.request_id` from llmconn.tracing's context variable ("-" outside a unit of
-    work); a record that already has one keeps it."""
+    """Set `record.request_id` for formatters: the id of the unit of work the record was created
+    in (llmconn.tracing's context variable, read by `install`'s factory at creation), else the
+    current one, else "-"; a record given one by its caller (`extra=`) keeps it.
+
+    The factory keeps the id under a private name: a public `request_id` set at creation would
+    make `logger.info(..., extra={"request_id": ...})` raise (logging refuses to overwrite)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            record.request_id = current_request_id() or NO_REQUEST
+        if "request_id" not in record.__dict__:
+            record.request_id = (getattr(record, "_llmconn_request_id", None)
+                                 or current_request_id() or NO_REQUEST)
+        return True
+
+
+class _CaptureRequestId(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record._llmconn_request_id = current_request_id()
         return True
 
 
@@ -41,7 +52,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", NO_REQUEST),
+            "request_id": record.__dict__.get("request_id")
+            or getattr(record, "_llmconn_request_id", None) or NO_REQUEST,
         }
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
@@ -52,13 +64,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-_FILTERS = (RequestIdFilter(), RedactingFilter())
+_FILTERS = (_CaptureRequestId(), RedactingFilter())
 _installed = False
 
 
 def install() -> None:
-    """Run the request-id and redaction filters on every log record as it is created (a
-    record factory wraps the current one). Idempotent."""
+    """On every log record as it is created (a record factory wraps the current one): note
+    the request id of its context and redact it. Idempotent."""
     global _installed
     if _installed:
         return

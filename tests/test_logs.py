@@ -6,7 +6,7 @@ import json
 import logging
 
 import pytest
-from llmconn.logs import JsonFormatter
+from llmconn.logs import JsonFormatter, RequestIdFilter
 from llmconn.redaction import REDACTED, remember
 from llmconn.tracing import new_request_id, reset_request_id, set_request_id
 from tests.metrics.conftest import asgi_app  # noqa: F401 - imports llmconn.asgi at set-up
@@ -15,6 +15,12 @@ from tests.workspaces.conftest import (  # noqa: F401 - the gateway tests' fixtu
     make_connection,
     make_key,
 )
+
+
+def request_id_of(record: logging.LogRecord) -> str:
+    """The request id the console handler prints for `record` (its RequestIdFilter)."""
+    RequestIdFilter().filter(record)
+    return record.request_id
 
 
 def test_json_lines_carry_the_request_id_and_a_redacted_traceback(canary, caplog):
@@ -39,7 +45,7 @@ def test_json_lines_carry_the_request_id_and_a_redacted_traceback(canary, caplog
 def test_a_line_outside_any_unit_of_work_says_so(caplog):
     with caplog.at_level(logging.INFO):
         logging.getLogger("llmconn.test").info("idle")
-    assert caplog.records[-1].request_id == "-"
+    assert request_id_of(caplog.records[-1]) == "-"
 
 
 def test_plain_format_shows_the_request_id(caplog):
@@ -52,7 +58,19 @@ def test_plain_format_shows_the_request_id(caplog):
             logging.getLogger("llmconn.test").info("hello")
     finally:
         reset_request_id(token)
-    assert "[req_plain]: hello" in fmt.format(caplog.records[-1])
+    record = caplog.records[-1]
+    RequestIdFilter().filter(record)
+    assert "[req_plain]: hello" in fmt.format(record)
+
+
+def test_a_caller_may_still_pass_its_own_request_id_as_extra(caplog):
+    token = set_request_id("req_context")
+    try:
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("llmconn.test").info("mine", extra={"request_id": "req_mine"})
+    finally:
+        reset_request_id(token)
+    assert request_id_of(caplog.records[-1]) == "req_mine"
 
 
 @pytest.mark.django_db
@@ -69,7 +87,7 @@ def test_every_line_of_a_connection_test_carries_the_tests_id(
             test_id = staff_client.post(f"/api/v1/connections/{conn.pk}/test/").json()["id"]
     during = [r for r in caplog.records if r.name.startswith(("connections", "providers"))]
     assert any(f"Connection test {test_id}" in r.getMessage() for r in during)
-    assert during and {r.request_id for r in during} == {test_id}
+    assert during and {request_id_of(r) for r in during} == {test_id}
 
 
 @pytest.mark.django_db
@@ -101,7 +119,7 @@ def test_every_line_of_a_v1_call_carries_its_request_id(
     during = [r for r in caplog.records if r.name.startswith(("workspaces", "providers",
                                                               "llmconn"))]
     assert any("trying fallback 'traced-up'" in r.getMessage() for r in during)
-    assert {r.request_id for r in during} == {request_id}
+    assert {request_id_of(r) for r in during} == {request_id}
 
 
 def _process(log_format: str, code: str):
