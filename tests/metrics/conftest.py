@@ -9,7 +9,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.workspaces.conftest import (  # noqa: F401 - fixtures shared with the gateway tests
     _fresh_resolution_cache,
-    gateway_server,
     make_connection,
     make_key,
     make_workspace,
