@@ -35,6 +35,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from audit.services import audit_record, secret_fingerprints
+from llmconn import metrics
 from llmconn.errors import NotFound, ServiceUnavailable, ValidationFailed
 from providers import client
 from providers.base import find_provider, host_of
@@ -390,7 +391,16 @@ def _finish(test: ConnectionTest, *, ok: bool, error_class: str = "", message: s
         if update_connection and current.connection_id and current.connection_revision is not None:
             _record_status(current.connection_id, current.connection_revision, ok,
                            current.error_class, now)
+    _count(current, ok)
     return current
+
+
+def _count(test: ConnectionTest, ok: bool) -> None:
+    """Count a finished test or discovery in the metrics (llmconn/metrics.py)."""
+    connection = test.connection if test.connection_id else None
+    metrics.observe_connection_test(kind=test.kind, provider=test.provider, ok=ok,
+                                    connection_name=connection.name if connection else "",
+                                    error_class=test.error_class)
 
 
 def _record_status(connection_id, revision, ok: bool, error_class: str, when) -> None:
@@ -581,6 +591,8 @@ def connection_health_sweep(
                 Connection.objects.filter(match).update(
                     status=ConnectionStatus.OK if ok else ConnectionStatus.FAILED,
                     last_tested_at=finished, last_error_class=error_class)
+    for row in rows:
+        _count(row, row.status == TestStatus.SUCCEEDED)
     return rows
 
 

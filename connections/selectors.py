@@ -96,3 +96,12 @@ def connection_dependents(*, connection: Connection) -> list[dict]:
     from workspaces.selectors import bindings_using_connection
 
     return bindings_using_connection(connection=connection)
+
+
+def connection_health_metrics():
+    """Prometheus families of the active connections' last test results (for /metrics)."""
+    from llmconn.metrics import connection_health
+
+    rows = (Connection.objects.filter(is_active=True)
+            .values_list("name", "provider", "status", "last_error_class", "last_tested_at"))
+    return connection_health(rows.iterator())

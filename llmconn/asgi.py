@@ -59,14 +59,16 @@ class GatewayFirstHandler(ASGIHandler):
 
     def __init__(self):
         super().__init__()
+        from llmconn import metrics  # after settings: PROMETHEUS_MULTIPROC_DIR may be in .env
         from workspaces import gateway
 
         self._gateway = gateway
+        self._observe = metrics.observe_gateway
         self._last_db_check = 0.0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
-            await self.handle_gateway(scope, receive, send)
+            await self._observe(self.handle_gateway, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 

@@ -13,3 +13,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmconn.settings")
 app = Celery("llmconn")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _count_tasks(sender, **kwargs):
+    """Task outcome metrics (llmconn/metrics.py), connected once Django's settings are read."""
+    from .metrics import connect_celery_signals
+
+    connect_celery_signals()

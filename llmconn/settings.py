@@ -90,6 +90,17 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Hosts/CIDRs that connections may reach although private (loopback, RFC 1918...).
 LLMCONN_EGRESS_ALLOW = env.list("LLMCONN_EGRESS_ALLOW", default=[])
 
+# Addresses (IPs or CIDRs) that may scrape GET /metrics without signing in (a Prometheus
+# server); staff sessions and tokens may always. Empty: staff only.
+LLMCONN_METRICS_ALLOW = env.list("LLMCONN_METRICS_ALLOW", default=[])
+# Off: /v1 calls are not instrumented (for measuring what metrics cost, bench/metrics.py).
+LLMCONN_METRICS_ENABLED = env.bool("LLMCONN_METRICS_ENABLED", default=True)
+# With PROMETHEUS_MULTIPROC_DIR: other services' sample directories that /metrics adds up too
+# (the Celery worker's, on a volume shared with the web service; see docker-compose.yml).
+LLMCONN_METRICS_EXTRA_DIRS = env.list("LLMCONN_METRICS_EXTRA_DIRS", default=[])
+# Distinct values each metric label keeps per process; later ones are counted as "other".
+LLMCONN_METRICS_MAX_LABEL_VALUES = env.int("LLMCONN_METRICS_MAX_LABEL_VALUES", default=500)
+
 # Key of the audit chain and of the audit log's secret fingerprints (HMAC-SHA256), separate
 # from SECRET_KEY and FERNET_KEYS: whoever can write the database but lacks this key cannot
 # rewrite the chain unnoticed. Required in production; a development key under var/ with DEBUG.
@@ -239,6 +250,9 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
     "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
                      "interval_max": 0.5},
 }
+# The worker logs through LOGGING above (request ids, redaction, LOG_FORMAT), not a root
+# logger set up by Celery.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 
@@ -315,11 +329,22 @@ SPECTACULAR_SETTINGS = {
 }
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# LOG_FORMAT: "plain" (default) or "json" (one object per line, for log shippers). Each line
+# carries the request id of its /v1 call or connection test ("-" outside one).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "llmconn.logs.RequestIdFilter"},
+                "redact": {"()": "llmconn.redaction.RedactingFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
+        "json": {"()": "llmconn.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
+                             "filters": ["request_id", "redact"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # litellm logs request bodies and headers at DEBUG; keep it quiet unless asked.

@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 
 from . import errors, health
 from .docs import SchemaView, SwaggerView
+from .metrics_view import metrics_view
 
 handler400 = "llmconn.errors.json_400"
 handler404 = "llmconn.errors.json_404"
@@ -22,6 +23,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SchemaView.as_view(), name="schema"),
     path("api/docs/", SwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include((api_v1, "api"), namespace="v1")),

@@ -35,6 +35,7 @@ from decimal import Decimal
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
+from llmconn import metrics
 from llmconn.errors import ApplicationError
 from providers import gateway as provider_gateway
 from providers.errors import RETRYABLE
@@ -82,6 +83,7 @@ class Attempt:
     resolved: Resolved
     number: int
     started: float
+    answered: float | None = None  # when the provider answered (a stream: its first chunk)
 
 
 class CallFailed(Exception):
@@ -173,6 +175,7 @@ async def attempt(plan: Plan, invoke: Callable[[Resolved, dict], Awaitable], *,
             else:
                 call = await _acall_kwargs(resolved)
             result = await invoke(resolved, call)
+            current.answered = time.perf_counter()
         except ProviderCallError as err:
             await record(plan, current, stream=stream, status=err.status,
                          error_class=err.error_class)
@@ -336,6 +339,10 @@ async def record(plan: Plan, current: Attempt, *, stream: bool, status: int,
                  error_class: str = "", input_tokens: int = 0, output_tokens: int = 0) -> None:
     """Record one attempt: its UsageRecord, budget counters and cool-down count (returns once
     they are written; concurrent calls are written together, see _GroupCommit)."""
+    metrics.observe_attempt(current.resolved, started=current.started, answered=current.answered,
+                            status=status, error_class=error_class, stream=stream,
+                            input_tokens=input_tokens, output_tokens=output_tokens,
+                            cost=cost_of(current.resolved, input_tokens, output_tokens))
     item = (plan, current, {
         "stream": stream, "status": status, "error_class": error_class,
         "input_tokens": input_tokens, "output_tokens": output_tokens,

@@ -159,6 +159,8 @@ GATEWAY = (401, 401, 401, 401, 401, 401)  # a user's DRF token is not a workspac
 API = [
     Row("healthz", "GET", lambda w: "/healthz", None, PUBLIC),
     Row("readyz", "GET", lambda w: "/readyz", None, PUBLIC),
+    # Prometheus scrapes: staff, or an address in LLMCONN_METRICS_ALLOW (empty here).
+    Row("metrics", "GET", lambda w: "/metrics", None, STAFF(200)),
     # Signed-in users only (issue #16); the docs page sends others to the login page.
     Row("schema", "GET", lambda w: "/api/schema/", None, SIGNED_IN),
     Row("swagger-ui", "GET", lambda w: "/api/docs/", None, (302, 302, 200, 200, 200, 200)),

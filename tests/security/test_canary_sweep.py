@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import time
+import traceback
 
 import pytest
 from django.conf import settings
@@ -339,6 +340,9 @@ def run_sweep(*, staff_user, upstream, gateway, caplog, capfd, tmp_path, redis=N
         scan(f"log {record.name}", record.getMessage())
         if record.exc_text:
             scan(f"log traceback {record.name}", record.exc_text)
+        if record.exc_info and record.exc_info[1] is not None:  # what error trackers read
+            scan(f"log exception {record.name}",
+                 "".join(traceback.format_exception(*record.exc_info)))
     out, err = capfd.readouterr()
     scan("stdout", out)
     scan("stderr", err)
