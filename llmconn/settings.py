@@ -183,6 +183,21 @@ else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Usage rows (workspaces/services.py usage_records_create) go through a second alias of the
+    # same database whose sessions commit without waiting for the WAL flush: a PostgreSQL crash
+    # may lose the last fraction of a second of them, nothing is corrupted, and nothing else is
+    # written that way (https://www.postgresql.org/docs/current/wal-async-commit.html). A plain
+    # connection kept by its thread, not the pool: while the database is down a write fails at
+    # once (and the row goes to the spool, workspaces/usage_spool.py) instead of waiting for the
+    # pool's timeout, and a broken one is closed at its first failure.
+    _usage = {k: v for k, v in DATABASES["default"].items() if k not in ("OPTIONS", "TEST")}
+    _options = {k: v for k, v in DATABASES["default"].get("OPTIONS", {}).items() if k != "pool"}
+    _options["options"] = (_options.get("options", "") + " -c synchronous_commit=off").strip()
+    _options.setdefault("connect_timeout", 2)
+    DATABASES["usage"] = {**_usage, "OPTIONS": _options, "CONN_MAX_AGE": None,
+                          "CONN_HEALTH_CHECKS": False, "TEST": {"MIRROR": "default"}}
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -88,3 +88,19 @@ def pytest_unconfigure(config):
     import logging
 
     logging.disable(logging.CRITICAL)
+
+
+def pytest_collection_modifyitems(items):
+    """Every database test may also use the `usage` alias (llmconn/settings.py): the same test
+    database (a test mirror of `default`), through which usage rows are written outside a
+    transaction. pytest-django allows only `default` unless a test names its databases."""
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is not None and "databases" in marker.kwargs:
+            continue
+        if marker is None and not {"db", "transactional_db", "live_server"} & set(
+                getattr(item, "fixturenames", ())):
+            continue
+        kwargs = {**(marker.kwargs if marker else {}), "databases": "__all__"}
+        args = marker.args if marker else ()
+        item.own_markers.insert(0, pytest.mark.django_db(*args, **kwargs).mark)

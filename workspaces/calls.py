@@ -29,13 +29,15 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
+from django.utils import timezone
 
 from llmconn.errors import ApplicationError
+from llmconn.tracing import current_request_id, new_request_id
 from providers import gateway as provider_gateway
 from providers.errors import RETRYABLE
 from providers.gateway import ProviderCallError
@@ -72,6 +74,9 @@ class Plan:
     candidates: tuple[Resolved, ...]
     first_call: dict | ProviderCallError | None = None  # litellm kwargs of candidates[0]
     revision: int | None = None
+    # The call's x-request-id (llmconn.tracing), on each of its usage rows; made here when no
+    # request set one (the Python client), so every row can be written again idempotently.
+    request_id: str = field(default_factory=lambda: current_request_id() or new_request_id())
 
 
 @dataclass
@@ -250,7 +255,7 @@ def _record_many_sync(items: list[tuple[Plan, Attempt, dict]]) -> None:
             endpoint=plan.endpoint, stream=kw["stream"], status_code=kw["status"],
             error_class=kw["error_class"], input_tokens=kw["input_tokens"],
             output_tokens=kw["output_tokens"], cost=cost, latency_ms=kw["latency_ms"],
-            attempt=current.number))
+            attempt=current.number, request_id=plan.request_id, created_at=kw["at"]))
     try:
         services.usage_records_create(rows=rows)
     except Exception:  # noqa: BLE001 - a lost usage row must not fail the call
@@ -335,7 +340,8 @@ async def record(plan: Plan, current: Attempt, *, stream: bool, status: int,
     item = (plan, current, {
         "stream": stream, "status": status, "error_class": error_class,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
-        "latency_ms": int((time.perf_counter() - current.started) * 1000)})
+        "latency_ms": int((time.perf_counter() - current.started) * 1000),
+        "at": timezone.now()})
     loop = asyncio.get_running_loop()
     writer = _WRITERS.get(loop)
     if writer is None:
