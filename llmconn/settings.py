@@ -174,6 +174,9 @@ elif env.bool("DB_POOL", default=False):
     # PostgreSQL connection per request. llmconn/asgi.py turns it on for web processes; Celery
     # workers and commands keep plain connections (a pool must not be inherited across fork).
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them
+    # The pool checks a connection before handing it out (one empty query): after a database
+    # restart its idle connections are dead, and none of them reaches a request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=20),

@@ -259,9 +259,16 @@ def _record_many_sync(items: list[tuple[Plan, Attempt, dict]]) -> None:
             attempt=current.number, request_id=plan.request_id, created_at=kw["at"]))
     recorded = _write_or_spool(rows)
     for (plan, current, kw), cost in zip(items, costs, strict=True):
-        _after_usage(plan, current.resolved, error_class=kw["error_class"],
-                     input_tokens=kw["input_tokens"], output_tokens=kw["output_tokens"],
-                     cost=cost, recorded=recorded)
+        try:
+            _after_usage(plan, current.resolved, error_class=kw["error_class"],
+                         input_tokens=kw["input_tokens"], output_tokens=kw["output_tokens"],
+                         cost=cost, recorded=recorded)
+        except Exception as exc:  # noqa: BLE001 - the call was made: it is answered anyway
+            if not is_database_outage(exc):
+                raise
+            logger.warning("Budget counters not updated for a call (database unavailable: "
+                           "%s); the reconcile job counts it from its usage row.",
+                           exc.__class__.__name__)
 
 
 SPOOL_LOG_INTERVAL_SECONDS = 5.0
