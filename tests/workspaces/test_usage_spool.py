@@ -144,3 +144,21 @@ def test_budgets_count_a_spooled_call_and_reconcile_waits_for_its_row(spool, row
     budget_reconcile_task()  # writes the spooled row first, then reconciles from the rows
     assert UsageRecord.objects.get().request_id == plan.request_id
     assert budgets.read([state], [])[0][state.id] == 42
+
+
+def test_unlike_usage_a_credential_change_whose_audit_row_cannot_be_written_fails_whole(
+        upstream, make_connection, monkeypatch):
+    """Audit events are not spooled: the change and its event commit together or not at all."""
+    from connections import services as connection_services
+    from connections.models import Connection
+
+    conn = make_connection(upstream, name="audited", key="sk-old-0000")
+
+    def audit_down(**kwargs):
+        raise OperationalError("audit table unreachable")
+
+    monkeypatch.setattr(connection_services, "audit_record", audit_down)
+    with pytest.raises(OperationalError):
+        connection_services.connection_update(connection=Connection.objects.get(pk=conn.pk),
+                                              credentials={"api_key": "sk-new-1111"})
+    assert Connection.objects.get(pk=conn.pk).secrets["api_key"] == "sk-old-0000"
