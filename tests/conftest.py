@@ -90,6 +90,17 @@ def pytest_unconfigure(config):
     logging.disable(logging.CRITICAL)
 
 
+@pytest.fixture(autouse=True)
+def _close_usage_connection():
+    """The `usage` alias keeps its connection (CONN_MAX_AGE None); close the test thread's
+    after each test, so the test database can be dropped at the end of the session."""
+    yield
+    from django.db import connections
+
+    if "usage" in connections.databases and connections["usage"].connection is not None:
+        connections["usage"].close()
+
+
 def pytest_collection_modifyitems(items):
     """Every database test may also use the `usage` alias (llmconn/settings.py): the same test
     database (a test mirror of `default`), through which usage rows are written outside a
