@@ -162,3 +162,19 @@ def test_unlike_usage_a_credential_change_whose_audit_row_cannot_be_written_fail
         connection_services.connection_update(connection=Connection.objects.get(pk=conn.pk),
                                               credentials={"api_key": "sk-new-1111"})
     assert Connection.objects.get(pk=conn.pk).secrets["api_key"] == "sk-old-0000"
+
+
+def test_a_usage_connection_that_broke_is_replaced_on_the_next_write(spool, row):
+    """As after a PostgreSQL restart: the first write fails on the dead connection and is
+    spooled; the next one opens a fresh connection and is written (no run of failures)."""
+    from django.db import connections
+
+    usage = connections["usage"]
+    services.usage_records_create(rows=_rows(row, 1, prefix="warm"))  # the connection is open
+    usage.connection.close()  # its socket is gone
+    assert calls._write_or_spool(_rows(row, 1, prefix="during")) is False
+    assert usage.connection is None
+    assert calls._write_or_spool(_rows(row, 1, prefix="after")) is True
+    assert set(UsageRecord.objects.values_list("request_id", flat=True)) == {"warm_0", "after_0"}
+    usage_spool.drain()
+    assert UsageRecord.objects.count() == 3
