@@ -431,20 +431,20 @@ def usage_records_create(*, rows: list[dict], replay: bool = False) -> list[Usag
     """
     records = [_usage_record(**row) for row in rows]
     default = transaction.get_connection()
-    if default.in_atomic_block or USAGE_DB_ALIAS not in connections.databases:
-        alias = default.alias
-        # Checked first: PostgreSQL checks foreign keys at commit, which is the caller's.
-        kept = _usage_checked(records, alias=alias, replay=replay)
-        with transaction.atomic(using=alias):
-            UsageRecord.objects.using(alias).bulk_create(
+    if default.in_atomic_block:
+        # Checked first: foreign keys are checked at commit, which is the caller's.
+        kept = _usage_checked(records, alias=default.alias, replay=replay)
+        with transaction.atomic(using=default.alias):
+            UsageRecord.objects.using(default.alias).bulk_create(
                 [r for r in kept if r is not None], ignore_conflicts=replay)
         return kept
-    manager = UsageRecord.objects.using(USAGE_DB_ALIAS)
+    alias = USAGE_DB_ALIAS if USAGE_DB_ALIAS in connections.databases else default.alias
+    manager = UsageRecord.objects.using(alias)
     try:
         manager.bulk_create(records, ignore_conflicts=replay)
         return records
     except IntegrityError:  # rare: a row deleted while the call ran, a request id used again
-        kept = _usage_checked(records, alias=USAGE_DB_ALIAS, replay=replay)
+        kept = _usage_checked(records, alias=alias, replay=replay)
         manager.bulk_create([r for r in kept if r is not None], ignore_conflicts=replay)
         return kept
 
