@@ -197,7 +197,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _usage = {k: v for k, v in DATABASES["default"].items() if k not in ("OPTIONS", "TEST")}
     _options = {k: v for k, v in DATABASES["default"].get("OPTIONS", {}).items() if k != "pool"}
     _options["options"] = (_options.get("options", "") + " -c synchronous_commit=off").strip()
-    _options.setdefault("connect_timeout", 2)
+    _options.setdefault("connect_timeout", 5)
     DATABASES["usage"] = {**_usage, "OPTIONS": _options, "CONN_MAX_AGE": None,
                           "CONN_HEALTH_CHECKS": False, "TEST": {"MIRROR": "default"}}
 

@@ -97,20 +97,26 @@ def _close_usage_connection():
     yield
     from django.db import connections
 
-    if "usage" in connections.databases and connections["usage"].connection is not None:
-        connections["usage"].close()
+    usage = connections["usage"] if "usage" in connections.databases else None
+    if usage is not None and usage.connection is not None and not usage.in_atomic_block:
+        usage.close()
 
 
 def pytest_collection_modifyitems(items):
-    """Every database test may also use the `usage` alias (llmconn/settings.py): the same test
-    database (a test mirror of `default`), through which usage rows are written outside a
-    transaction. pytest-django allows only `default` unless a test names its databases."""
+    """Transactional database tests may also use the `usage` alias (llmconn/settings.py): the
+    same test database (a test mirror of `default`), through which usage rows are written
+    outside a transaction. pytest-django allows only `default` unless a test names its
+    databases. Other database tests run inside a transaction, where usage rows are written on
+    the default connection (and Django would open a transaction on every allowed alias)."""
     for item in items:
         marker = item.get_closest_marker("django_db")
         if marker is not None and "databases" in marker.kwargs:
             continue
-        if marker is None and not {"db", "transactional_db", "live_server"} & set(
-                getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        transactional = bool(marker and (marker.kwargs.get("transaction") or (
+            marker.args and marker.args[0]))) or bool({"transactional_db", "live_server"}
+                                                       & fixtures)
+        if not transactional:
             continue
         kwargs = {**(marker.kwargs if marker else {}), "databases": "__all__"}
         args = marker.args if marker else ()
