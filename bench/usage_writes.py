@@ -86,7 +86,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f}; {args.seconds:.0f} s per run")
     # One row written alone, sync: bulk_create (BEGIN, INSERT, COMMIT: Django wraps it in a
     # transaction) against the same INSERT sent alone in autocommit (QuerySet._insert, the
-    # private step bulk_create calls: one round trip).
+    # private step bulk_create calls: one round trip) and Model.save(force_insert=True) (one
+    # INSERT in autocommit too: save() opens no transaction for a model without parents).
     row = dict(workspace_id=ws.pk, connection_id=None, api_key_id=None, role="chat",
                model="m", endpoint="chat", stream=False, status_code=200, input_tokens=1)
     manager = UsageRecord.objects.using("usage")
@@ -95,8 +96,15 @@ def main() -> None:
     def one_statement():
         manager._insert([services._usage_record(**row)], fields=fields, using="usage")
 
-    for name, write in (("bulk_create", lambda: services.usage_records_create(rows=[row])),
-                        ("one INSERT", one_statement)):
+    def bulk():
+        manager.bulk_create([services._usage_record(**row)])
+
+    def save():
+        services._usage_record(**row).save(using="usage", force_insert=True)
+
+    for name, write in (("service", lambda: services.usage_records_create(rows=[row])),
+                        ("bulk_create", bulk), ("one INSERT", one_statement),
+                        ("save()", save)):
         took = []
         for _ in range(300):
             t0 = time.perf_counter()

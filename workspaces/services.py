@@ -424,8 +424,9 @@ def usage_records_create(*, rows: list[dict], replay: bool = False) -> list[Usag
     written again from the spool counts once.
 
     Outside a caller's transaction the rows go through the `usage` database alias (PostgreSQL:
-    commits without waiting for the WAL flush, llmconn/settings.py), in autocommit: one INSERT,
-    committed when this returns. Inside a caller's transaction they are written in it, on its
+    commits without waiting for the WAL flush, llmconn/settings.py): `bulk_create` (one INSERT
+    in a transaction), or for a row alone `save()` (one INSERT in autocommit), committed when
+    this returns. Inside a caller's transaction they are written in it, on its
     connection, and commit with it as that transaction would anyway. Database errors other
     than the integrity cases above are raised (the caller spools the rows).
     """
@@ -441,7 +442,13 @@ def usage_records_create(*, rows: list[dict], replay: bool = False) -> list[Usag
     alias = USAGE_DB_ALIAS if USAGE_DB_ALIAS in connections.databases else default.alias
     manager = UsageRecord.objects.using(alias)
     try:
-        manager.bulk_create(records, ignore_conflicts=replay)
+        if len(records) == 1 and not replay:
+            # One INSERT in autocommit, one round trip: save() opens no transaction for a
+            # model without parents, where bulk_create wraps its INSERT in BEGIN ... COMMIT
+            # (measured: bench/usage_writes.py). Most rows are written alone at low load.
+            records[0].save(using=alias, force_insert=True)
+        else:
+            manager.bulk_create(records, ignore_conflicts=replay)
         return records
     except IntegrityError:  # rare: a row deleted while the call ran, a request id used again
         kept = _usage_checked(records, alias=alias, replay=replay)
