@@ -16,6 +16,7 @@ import asyncio
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -126,7 +127,7 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                with psycopg_free_socket(self.port):
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -137,12 +138,6 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
-
-
-def psycopg_free_socket(port: int):
-    import socket
-
-    return socket.create_connection(("127.0.0.1", port), timeout=0.5)
 
 
 @pytest.fixture(scope="module")
