@@ -10,7 +10,8 @@ its database connection instead of opening one per request. Everything else (adm
 /healthz) goes through Django's full ASGIHandler.
 
 Because request_started/request_finished are not sent for /v1, this handler closes a broken
-database connection of that thread itself (at most once a second, after an error).
+database connection of that thread itself: right after a call that failed for the database,
+else at most once a second (usage writes close theirs at once too, workspaces/calls.py).
 """
 
 import asyncio
@@ -27,6 +28,8 @@ from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import response_for_exception
 from django.http import JsonResponse
+
+from llmconn.outage import outage_response
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmconn.settings")
 # Web processes use psycopg's connection pool on PostgreSQL (llmconn/settings.py, DB_POOL).
@@ -135,21 +138,24 @@ class GatewayFirstHandler(ASGIHandler):
 
         view, kwargs = self.route(request.path_info)
 
+        outage = False
+
         async def process():
+            nonlocal outage
             try:
                 result = await view(request, **kwargs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - logged; the caller gets a JSON 500
+                result = outage_response(request, exc)  # logs one line, no traceback
+                if result is not None:  # a 503 in the path's format
+                    outage = True
+                    return await self._send(result, send)
                 logger.exception("Unhandled error in %s", request.path_info)
                 result = response_for_exception(request, exc)
                 if not isinstance(result, JsonResponse) and result.status_code >= 500:
                     result = _error(500, "Internal error.", "internal_error")
-            try:
-                await self.send_response(result, send)
-            except asyncio.CancelledError:
-                pass  # the client went away while we were sending
-            return result
+            return await self._send(result, send)
 
         # As Django's handler: a client that disconnects cancels the view (and a stream).
         tasks = [asyncio.create_task(self.listen_for_disconnect(receive)),
@@ -172,12 +178,22 @@ class GatewayFirstHandler(ASGIHandler):
             for closer in response._resource_closers:
                 closer()
         body_file.close()
-        await self.check_database()
+        await self.check_database(now=outage)
 
-    async def check_database(self) -> None:
-        now = time.monotonic()
-        if now - self._last_db_check >= DB_CHECK_INTERVAL_SECONDS:
-            self._last_db_check = now
+    async def _send(self, response, send):
+        try:
+            await self.send_response(response, send)
+        except asyncio.CancelledError:
+            pass  # the client went away while we were sending
+        return response
+
+    async def check_database(self, *, now: bool = False) -> None:
+        """Close broken connections of the sync thread: at once after a database error (the
+        next call opens a fresh one instead of failing on the closed one), else at most once
+        a second."""
+        at = time.monotonic()
+        if now or at - self._last_db_check >= DB_CHECK_INTERVAL_SECONDS:
+            self._last_db_check = at
             await sync_to_async(_close_broken_connections)()
 
 

@@ -1,7 +1,9 @@
 """Health endpoints: /healthz says the process is up, /readyz checks what requests depend on.
 
 /readyz answers 503 naming each dependency that is down (database, cache, broker); it never
-includes connection strings or exception text, which could carry passwords.
+includes connection strings or exception text, which could carry passwords. It also reports
+`usage_spool`: usage rows kept while the database was unavailable, not yet written
+({"redis": n, "file": n}).
 """
 
 from __future__ import annotations
@@ -65,6 +67,19 @@ def _named(check: str) -> str:
     return f"{check} (Redis)" if check in ("cache", "broker") and settings.REDIS_URL else check
 
 
+def spool_depth() -> dict[str, int | None]:
+    """Usage rows waiting in the spool to be written (workspaces/usage_spool.py): not a
+    readiness failure (calls are answered and their rows kept), but what an operator watches
+    during and after a database outage. None where a count cannot be read."""
+    from workspaces import usage_spool
+
+    try:
+        return usage_spool.depth()
+    except Exception:  # noqa: BLE001 - never fail the probe over a count
+        logger.warning("usage spool depth unreadable", exc_info=False)
+        return {"redis": None, "file": None}
+
+
 @never_cache
 @require_GET
 def readyz(request):
@@ -75,6 +90,7 @@ def readyz(request):
             {
                 "status": "unavailable",
                 "checks": results,
+                "usage_spool": spool_depth(),
                 "error": {
                     "code": "unavailable",
                     "message": f"Not ready: {', '.join(_named(n) for n in down)} unreachable.",
@@ -83,4 +99,4 @@ def readyz(request):
             },
             status=503,
         )
-    return JsonResponse({"status": "ok", "checks": results})
+    return JsonResponse({"status": "ok", "checks": results, "usage_spool": spool_depth()})

@@ -201,6 +201,9 @@ elif env.bool("DB_POOL", default=False):
     # PostgreSQL connection per request. llmconn/asgi.py turns it on for web processes; Celery
     # workers and commands keep plain connections (a pool must not be inherited across fork).
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them
+    # The pool checks a connection before handing it out (one empty query): after a database
+    # restart its idle connections are dead, and none of them reaches a request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
@@ -209,6 +212,21 @@ elif env.bool("DB_POOL", default=False):
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Usage rows (workspaces/services.py usage_records_create) go through a second alias of the
+    # same database whose sessions commit without waiting for the WAL flush: a PostgreSQL crash
+    # may lose the last fraction of a second of them, nothing is corrupted, and nothing else is
+    # written that way (https://www.postgresql.org/docs/current/wal-async-commit.html). A plain
+    # connection kept by its thread, not the pool: while the database is down a write fails at
+    # once (and the row goes to the spool, workspaces/usage_spool.py) instead of waiting for the
+    # pool's timeout, and a broken one is closed at its first failure.
+    _usage = {k: v for k, v in DATABASES["default"].items() if k not in ("OPTIONS", "TEST")}
+    _options = {k: v for k, v in DATABASES["default"].get("OPTIONS", {}).items() if k != "pool"}
+    _options["options"] = (_options.get("options", "") + " -c synchronous_commit=off").strip()
+    _options.setdefault("connect_timeout", 5)
+    DATABASES["usage"] = {**_usage, "OPTIONS": _options, "CONN_MAX_AGE": None,
+                          "CONN_HEALTH_CHECKS": False, "TEST": {"MIRROR": "default"}}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -88,3 +88,36 @@ def pytest_unconfigure(config):
     import logging
 
     logging.disable(logging.CRITICAL)
+
+
+@pytest.fixture(autouse=True)
+def _close_usage_connection():
+    """The `usage` alias keeps its connection (CONN_MAX_AGE None); close the test thread's
+    after each test, so the test database can be dropped at the end of the session."""
+    yield
+    from django.db import connections
+
+    usage = connections["usage"] if "usage" in connections.databases else None
+    if usage is not None and usage.connection is not None and not usage.in_atomic_block:
+        usage.close()
+
+
+def pytest_collection_modifyitems(items):
+    """Transactional database tests may also use the `usage` alias (llmconn/settings.py): the
+    same test database (a test mirror of `default`), through which usage rows are written
+    outside a transaction. pytest-django allows only `default` unless a test names its
+    databases. Other database tests run inside a transaction, where usage rows are written on
+    the default connection (and Django would open a transaction on every allowed alias)."""
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is not None and "databases" in marker.kwargs:
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        transactional = bool(marker and (marker.kwargs.get("transaction") or (
+            marker.args and marker.args[0]))) or bool({"transactional_db", "live_server"}
+                                                       & fixtures)
+        if not transactional:
+            continue
+        kwargs = {**(marker.kwargs if marker else {}), "databases": "__all__"}
+        args = marker.args if marker else ()
+        item.own_markers.insert(0, pytest.mark.django_db(*args, **kwargs).mark)

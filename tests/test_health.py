@@ -30,3 +30,15 @@ def test_readyz_names_the_database_when_it_is_down(client, monkeypatch):
     assert body["checks"]["database"] == "down"
     assert "database" in body["error"]["message"]
     assert "hunter2" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_readyz_reports_the_usage_spools_depth(client, settings, tmp_path):
+    from workspaces import usage_spool
+
+    settings.VAR_DIR = tmp_path
+    usage_spool._append(tmp_path / "usage-spool" / "spool.jsonl", ['{"a": 1}', '{"a": 2}'])
+    body = client.get("/readyz").json()
+    assert body["usage_spool"]["file"] == 2
+    if settings.REDIS_URL:
+        assert isinstance(body["usage_spool"]["redis"], int)

@@ -267,9 +267,11 @@ def exceeded(state: BudgetState, used_units: int) -> BudgetExceeded | None:
 
 
 def add_usage(*, workspace_id, connection_id, input_tokens: int, output_tokens: int,
-              cost: Decimal | None, revision: int | None = None) -> None:
+              cost: Decimal | None, revision: int | None = None,
+              recorded: bool = True) -> None:
     """Count one recorded call in the counters of the budgets it falls under (after its
-    UsageRecord was written: a rebuilt counter already includes it)."""
+    UsageRecord was written: a rebuilt counter already includes it; `recorded=False`: its row
+    is in the usage spool, so a rebuilt counter adds it)."""
     states = budgets_for(workspace_id=workspace_id,
                          connection_ids=[connection_id] if connection_id else (),
                          revision=revision)
@@ -283,7 +285,7 @@ def add_usage(*, workspace_id, connection_id, input_tokens: int, output_tokens: 
             try:
                 value = cache.incr(state.key(start), amount)
             except ValueError:  # missing: rebuild from the records (which include this call)
-                value = _spent_in_database(state, start, end)
+                value = _spent_in_database(state, start, end) + (0 if recorded else amount)
                 if not cache.add(state.key(start), value, timeout=_TTL[state.period]):
                     value = cache.incr(state.key(start), amount)
         except Exception:  # noqa: BLE001 - a cache outage must not fail the call

@@ -29,19 +29,22 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
+from django.utils import timezone
 
 from llmconn import metrics
 from llmconn.errors import ApplicationError
+from llmconn.outage import is_database_outage
+from llmconn.tracing import current_request_id, new_request_id
 from providers import gateway as provider_gateway
 from providers.errors import RETRYABLE
 from providers.gateway import ProviderCallError
 
-from . import budgets, services
+from . import budgets, services, usage_spool
 from .constants import COOLDOWN_FAILURES, COOLDOWN_SECONDS, COOLDOWN_WINDOW_SECONDS
 from .resolution import Resolved
 
@@ -74,6 +77,9 @@ class Plan:
     first_call: dict | ProviderCallError | None = None  # litellm kwargs of candidates[0]
     revision: int | None = None
     user_id: int | None = None  # who called (usage group_by=user)
+    # The call's x-request-id (llmconn.tracing), on each of its usage rows; made here when no
+    # request set one (the Python client), so every row can be written again idempotently.
+    request_id: str = field(default_factory=lambda: current_request_id() or new_request_id())
 
 
 @dataclass
@@ -230,11 +236,11 @@ def note_failure(connection_id: str) -> bool:
 
 
 def _after_usage(plan: Plan, resolved: Resolved, *, error_class: str, input_tokens: int,
-                 output_tokens: int, cost: Decimal | None) -> None:
+                 output_tokens: int, cost: Decimal | None, recorded: bool = True) -> None:
     if input_tokens or output_tokens:
         budgets.add_usage(workspace_id=plan.workspace_id, connection_id=resolved.connection_id,
                           input_tokens=input_tokens, output_tokens=output_tokens, cost=cost,
-                          revision=plan.revision)
+                          revision=plan.revision, recorded=recorded)
     if error_class in RETRYABLE and note_failure(resolved.connection_id):
         logger.warning("Connection %r failed %s times within %ss: skipped for %ss where it has "
                        "a fallback.", resolved.connection_name, COOLDOWN_FAILURES,
@@ -256,17 +262,59 @@ def _record_many_sync(items: list[tuple[Plan, Attempt, dict]]) -> None:
             error_class=kw["error_class"], input_tokens=kw["input_tokens"],
             output_tokens=kw["output_tokens"], cost=cost, latency_ms=kw["latency_ms"],
             attempt=current.number, user_id=plan.user_id or resolved.user_id,
-            workspace_name=resolved.workspace_name, connection_name=resolved.connection_name))
+            workspace_name=resolved.workspace_name, connection_name=resolved.connection_name,
+            request_id=plan.request_id, created_at=kw["at"]))
+    recorded = _write_or_spool(rows)
+    if recorded:
+        try:
+            services.connection_touch(connection_ids=[r["connection_id"] for r in rows])
+        except Exception:  # noqa: BLE001 - last_used_at is a hint; the call is answered anyway
+            logger.warning("Could not update connections' last_used_at.", exc_info=True)
+    for (plan, current, kw), cost in zip(items, costs, strict=True):
+        try:
+            _after_usage(plan, current.resolved, error_class=kw["error_class"],
+                         input_tokens=kw["input_tokens"], output_tokens=kw["output_tokens"],
+                         cost=cost, recorded=recorded)
+        except Exception as exc:  # noqa: BLE001 - the call was made: it is answered anyway
+            if not is_database_outage(exc):
+                raise
+            logger.warning("Budget counters not updated for a call (database unavailable: "
+                           "%s); the reconcile job counts it from its usage row.",
+                           exc.__class__.__name__)
+
+
+SPOOL_LOG_INTERVAL_SECONDS = 5.0
+_SPOOLED = [0, 0.0]  # rows spooled since the last log line, when it was written
+
+
+def _write_or_spool(rows: list[dict]) -> bool:
+    """Write usage rows now (True), or keep them in the spool (workspaces/usage_spool.py) to
+    be written once the database answers (False): a usage row is never dropped, and the call is
+    answered either way."""
     try:
         services.usage_records_create(rows=rows)
-        services.connection_touch(connection_ids=[r["connection_id"] for r in rows])
-    except Exception:  # noqa: BLE001 - a lost usage row must not fail the call
-        logger.exception("Could not record usage for %d call(s) of workspace(s) %s", len(rows),
-                         sorted({c.resolved.workspace_slug for _, c, _ in items}))
-    for (plan, current, kw), cost in zip(items, costs, strict=True):
-        _after_usage(plan, current.resolved, error_class=kw["error_class"],
-                     input_tokens=kw["input_tokens"], output_tokens=kw["output_tokens"],
-                     cost=cost)
+    except Exception as exc:  # noqa: BLE001 - kept, not lost; the call goes on
+        if is_database_outage(exc):
+            usage_spool.close_broken_connections()
+        else:
+            logger.exception("Could not write %d usage row(s); keeping them in the spool.",
+                             len(rows))
+        try:
+            where = usage_spool.push(rows)
+        except Exception:  # noqa: BLE001 - nowhere to keep them: say which in the log
+            logger.exception("Usage rows could not be written nor spooled: %s",
+                             [usage_spool._line(row) for row in rows])
+            return False
+        _SPOOLED[0] += len(rows)
+        now = time.monotonic()
+        if now - _SPOOLED[1] >= SPOOL_LOG_INTERVAL_SECONDS:  # one line per interval, not per row
+            logger.warning("Database unavailable (%s): %d usage row(s) kept in the spool (%s) "
+                           "to be written when it answers.", exc.__class__.__name__,
+                           _SPOOLED[0], where)
+            _SPOOLED[:] = [0, now]
+        return False
+    usage_spool.check_once()
+    return True
 
 
 _record_many_async = sync_to_async(_record_many_sync)
@@ -346,7 +394,8 @@ async def record(plan: Plan, current: Attempt, *, stream: bool, status: int,
     item = (plan, current, {
         "stream": stream, "status": status, "error_class": error_class,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
-        "latency_ms": int((time.perf_counter() - current.started) * 1000)})
+        "latency_ms": int((time.perf_counter() - current.started) * 1000),
+        "at": timezone.now()})
     loop = asyncio.get_running_loop()
     writer = _WRITERS.get(loop)
     if writer is None:

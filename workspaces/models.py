@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Role(models.TextChoices):
@@ -191,13 +192,23 @@ class UsageRecord(models.Model):
     # 1 for the binding's own connection, 2.. for the fallbacks tried after it: a request that
     # fell back leaves one row per connection it reached.
     attempt = models.PositiveSmallIntegerField(default=1)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # When the call was made (not when the row was written: a row kept in the spool while the
+    # database was down is written later with its call's time, in its period).
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    # The call's x-request-id (llmconn.tracing). With `attempt` it identifies the row, so a
+    # row written again from the spool (workspaces/usage_spool.py) is counted once.
+    request_id = models.CharField(max_length=160, null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["workspace", "created_at"]),
             models.Index(fields=["connection", "created_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["request_id", "attempt"],
+                                    condition=Q(request_id__isnull=False),
+                                    name="usage_request_id_attempt_unique"),
         ]
 
 

@@ -9,12 +9,12 @@ import hashlib
 import secrets
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
@@ -561,44 +561,78 @@ def usage_record_create(*, workspace_id: int | None, connection_id: str | None,
                         input_tokens: int = 0, output_tokens: int = 0,
                         cost: Decimal | float | None = None, latency_ms: int = 0,
                         attempt: int = 1, user_id: int | None = None,
-                        workspace_name: str = "", connection_name: str = ""
+                        workspace_name: str = "", connection_name: str = "",
+                        request_id: str | None = None, created_at: datetime | None = None
                         ) -> UsageRecord | None:
     """Record one call made through a workspace or a personal key (for usage reports and
     budgets).
 
-    One INSERT. The workspace, connection, key and user are written through subqueries, so one
-    deleted while the call ran leaves NULL instead of failing; the names copied in keep the
-    row readable (usage outlives the workspaces and connections it was made through).
+    The workspace, connection, key and user a row names may be deleted while the call ran:
+    their column is left NULL instead of failing, and the names copied in keep the row
+    readable (usage outlives the workspaces and connections it was made through).
     """
     return usage_records_create(rows=[dict(
         workspace_id=workspace_id, connection_id=connection_id, api_key_id=api_key_id,
         role=role, model=model, endpoint=endpoint, stream=stream, status_code=status_code,
         error_class=error_class, input_tokens=input_tokens, output_tokens=output_tokens,
         cost=cost, latency_ms=latency_ms, attempt=attempt, user_id=user_id,
-        workspace_name=workspace_name, connection_name=connection_name)])[0]
+        workspace_name=workspace_name, connection_name=connection_name, request_id=request_id,
+        created_at=created_at)])[0]
 
 
-def usage_records_create(*, rows: list[dict]) -> list[UsageRecord | None]:
-    """Record several calls at once (the gateway's group commit, workspaces/calls.py): one
-    INSERT, one commit. Each row takes `usage_record_create`'s keyword arguments; the result is
-    what `usage_record_create` would return for each, in order."""
+def usage_records_create(*, rows: list[dict], replay: bool = False) -> list[UsageRecord | None]:
+    """Record several calls at once (one INSERT): the gateway's batches (workspaces/calls.py)
+    and the spool's replays (workspaces/usage_spool.py).
+
+    Each row takes `usage_record_create`'s keyword arguments; the result has, in order, the
+    record, or None for a replayed row already written. With `replay` a row whose request id
+    and attempt are already written is left out (ON CONFLICT DO NOTHING): a row written again
+    from the spool counts once.
+
+    Outside a caller's transaction the rows go through the `usage` database alias (PostgreSQL:
+    commits without waiting for the WAL flush, llmconn/settings.py): `bulk_create` (one INSERT
+    in a transaction), or for a row alone `save()` (one INSERT in autocommit), committed when
+    this returns. Inside a caller's transaction they are written in it, on its
+    connection, and commit with it as that transaction would anyway. Database errors other
+    than the integrity cases above are raised (the caller spools the rows).
+    """
     records = [_usage_record(**row) for row in rows]
+    default = transaction.get_connection()
+    if default.in_atomic_block:
+        # Checked first: foreign keys are checked at commit, which is the caller's.
+        kept = _usage_checked(records, alias=default.alias, replay=replay)
+        with transaction.atomic(using=default.alias):
+            UsageRecord.objects.using(default.alias).bulk_create(
+                [r for r in kept if r is not None], ignore_conflicts=replay)
+        return kept
+    alias = USAGE_DB_ALIAS if USAGE_DB_ALIAS in connections.databases else default.alias
+    manager = UsageRecord.objects.using(alias)
     try:
-        _insert_usage(records, rows)
-    except IntegrityError:  # (a constraint of another kind: write what can be written)
-        if len(rows) == 1:
-            return [None]
-        return [usage_record_create(**row) for row in rows]  # one by one
-    return records
+        if len(records) == 1 and not replay:
+            # One INSERT in autocommit, one round trip: save() opens no transaction for a
+            # model without parents, where bulk_create wraps its INSERT in BEGIN ... COMMIT
+            # (measured: bench/usage_writes.py). Most rows are written alone at low load.
+            records[0].save(using=alias, force_insert=True)
+        else:
+            manager.bulk_create(records, ignore_conflicts=replay)
+        return records
+    except IntegrityError:  # rare: a row deleted while the call ran, a request id used again
+        kept = _usage_checked(records, alias=alias, replay=replay)
+        manager.bulk_create([r for r in kept if r is not None], ignore_conflicts=replay)
+        return kept
 
 
 def _usage_record(*, workspace_id: int | None, connection_id: str | None,
                   api_key_id: int | None, role: str, model: str, endpoint: str, stream: bool,
                   status_code: int, error_class: str = "", input_tokens: int = 0,
-                  output_tokens: int = 0, cost: Decimal | float | None = None,
+                  output_tokens: int = 0, cost: Decimal | float | str | None = None,
                   latency_ms: int = 0, attempt: int = 1, user_id: int | None = None,
-                  workspace_name: str = "", connection_name: str = "") -> UsageRecord:
+                  workspace_name: str = "", connection_name: str = "",
+                  request_id: str | None = None,
+                  created_at: datetime | str | None = None) -> UsageRecord:
     """The unsaved UsageRecord of one call (values clamped)."""
+    if isinstance(created_at, str):
+        created_at = datetime.fromisoformat(created_at)
     return UsageRecord(
         workspace_id=workspace_id if workspace_id and workspace_id > 0 else None,
         connection_id=connection_id or None,
@@ -610,92 +644,52 @@ def _usage_record(*, workspace_id: int | None, connection_id: str | None,
         input_tokens=max(0, int(input_tokens or 0)), output_tokens=max(0, int(output_tokens or 0)),
         cost=None if cost is None else Decimal(str(cost)).quantize(Decimal("0.00000001")),
         latency_ms=max(0, int(latency_ms)), attempt=max(1, min(int(attempt), 100)),
+        request_id=(request_id or None) and request_id[:REQUEST_ID_MAX],
+        created_at=created_at or timezone.now(),
     )
 
 
-_USAGE_SQL: dict[str, tuple[str, str, str]] = {}
-_USAGE_REFS = {"workspace": Workspace, "connection": Connection, "api_key": WorkspaceAPIKey,
-               "user": None}  # the user model, filled in at first use (_usage_statement)
+USAGE_DB_ALIAS = "usage"
+REQUEST_ID_MAX = 128  # tracing keeps client ids up to 128 characters; 160 leaves room below
 
 
-def _usage_statement(conn) -> tuple[str, str, str]:
-    """("INSERT INTO ... (columns) VALUES ", one row's "(...)", " RETURNING id" or ""), built
-    once per process: the ORM's compiler took more CPU than running the INSERT, on every
-    gateway call. Each id is written through a subquery (NULL when that row is gone)."""
-    statement = _USAGE_SQL.get(conn.vendor)
-    if statement is None:
-        _USAGE_REFS["user"] = get_user_model()
-        q = conn.ops.quote_name
-        values = []
-        for f in _usage_fields():
-            model = _USAGE_REFS.get(f.name)
-            values.append("%s" if model is None else
-                          f"(SELECT {q(model._meta.pk.column)} FROM {q(model._meta.db_table)}"
-                          f" WHERE {q(model._meta.pk.column)} = %s)")
-        returning = f" RETURNING {q(UsageRecord._meta.pk.column)}" \
-            if conn.features.can_return_columns_from_insert else ""
-        statement = _USAGE_SQL[conn.vendor] = (
-            f"INSERT INTO {q(UsageRecord._meta.db_table)} "
-            f"({', '.join(q(f.column) for f in _usage_fields())}) VALUES ",
-            f"({', '.join(values)})", returning)
-    return statement
+def _usage_checked(records: list[UsageRecord], *, alias: str,
+                   replay: bool) -> list[UsageRecord | None]:
+    """The records with references to deleted rows cleared (the copied names keep them
+    readable) and request ids that are already taken resolved: on a replay the row was
+    written (None); on a first write a client sent the same x-request-id again, and the row
+    gets a suffix (it is a call of its own and is counted)."""
+    def existing(model, ids):
+        ids = {i for i in ids if i is not None}
+        return {str(pk) for pk in model.objects.using(alias).filter(pk__in=ids)
+                .values_list("pk", flat=True)} if ids else set()
 
-
-def _usage_fields():
-    return [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
-
-
-def _insert_usage(records: list[UsageRecord], rows: list[dict]) -> None:
-    """INSERT the records (one statement), committed without waiting for the disk.
-
-    Usage rows are many and small: their commit need not wait for the WAL flush, which was most
-    of a gateway call's own time; a PostgreSQL crash may lose the last fraction of a second of
-    them, nothing is ever corrupted or half-written
-    (https://www.postgresql.org/docs/current/wal-async-commit.html). On PostgreSQL outside a
-    transaction (the gateway) that is one round trip: `SET LOCAL synchronous_commit TO OFF;
-    INSERT ...` sent as one query string, which PostgreSQL runs as one implicit transaction
-    (Django's psycopg backend binds parameters client-side unless OPTIONS server_side_binding is
-    set, so a string may hold several statements). Inside a transaction (tests, callers' own
-    atomic blocks), or with server-side binding, it is a transaction of its own statements.
-    """
-    conn = transaction.get_connection()
-    head, one, returning = _usage_statement(conn)
-    fields = _usage_fields()
-    now = timezone.now()
-    params = []
-    for record, row in zip(records, rows, strict=True):
-        record.created_at = now
-        for f in fields:
-            if f.name in _USAGE_REFS:
-                value = getattr(record, f.attname)
-                params.append(None if value is None else f.target_field.get_db_prep_save(
-                    f.target_field.to_python(value), conn))
-            else:
-                params.append(f.get_db_prep_save(getattr(record, f.attname), conn))
-    sql = head + ", ".join([one] * len(records)) + returning
-    postgres = conn.vendor == "postgresql"
-    client_side = not conn.settings_dict.get("OPTIONS", {}).get("server_side_binding")
-    if postgres and client_side and conn.get_autocommit() and not conn.in_atomic_block:
-        with conn.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF; " + sql, params)
-            cursor.nextset()
-            ids = [r[0] for r in cursor.fetchall()]
-    else:
-        with transaction.atomic(), conn.cursor() as cursor:
-            if postgres:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            if returning:
-                cursor.execute(sql, params)
-                ids = [r[0] for r in cursor.fetchall()]
-            else:  # a database without INSERT ... RETURNING: row by row
-                ids, n = [], len(fields)
-                for i in range(len(records)):
-                    cursor.execute(head + one, params[i * n:(i + 1) * n])
-                    ids.append(cursor.lastrowid)
-    for record, pk in zip(records, ids, strict=True):
-        record.pk = pk
-        record._state.adding = False
-        record._state.db = conn.alias
+    workspaces = existing(Workspace, [r.workspace_id for r in records])
+    conns = existing(Connection, [r.connection_id for r in records])
+    keys = existing(WorkspaceAPIKey, [r.api_key_id for r in records])
+    users = existing(get_user_model(), [r.user_id for r in records])
+    rids = {r.request_id for r in records if r.request_id}
+    taken = set(UsageRecord.objects.using(alias).filter(request_id__in=rids)
+                .values_list("request_id", "attempt")) if rids else set()
+    kept: list[UsageRecord | None] = []
+    for record in records:
+        if record.workspace_id is not None and str(record.workspace_id) not in workspaces:
+            record.workspace_id = None
+        if record.connection_id is not None and str(record.connection_id) not in conns:
+            record.connection_id = None
+        if record.api_key_id is not None and str(record.api_key_id) not in keys:
+            record.api_key_id = None
+        if record.user_id is not None and str(record.user_id) not in users:
+            record.user_id = None
+        pair = (record.request_id, record.attempt)
+        if record.request_id and pair in taken:
+            if replay:
+                kept.append(None)
+                continue
+            record.request_id = f"{record.request_id}.{uuid.uuid4().hex[:12]}"
+        taken.add((record.request_id, record.attempt))
+        kept.append(record)
+    return kept
 
 
 # --- connections ------------------------------------------------------------------------------
