@@ -106,6 +106,9 @@ class Provider:
       when a connection must name one (Azure's resource endpoint, a self-hosted server).
     - `wire`: the HTTP format the provider speaks, for direct forwarding of OpenAI-style calls.
     - `models`: a static list used when the provider offers no live model listing.
+    - `litellm_http_handler`: litellm calls this provider through its own httpx handler
+      (`AsyncHTTPHandler`), so the call gets `client=` providers.transport's handler; the
+      others go through the openai SDK, which uses `litellm.aclient_session` (also ours).
     """
 
     name: ClassVar[str]
@@ -119,6 +122,7 @@ class Provider:
     wire: ClassVar[str] = WIRE_OTHER
     models: ClassVar[tuple[str, ...]] = ()
     docs_url: ClassVar[str] = ""
+    litellm_http_handler: ClassVar[bool] = False
 
     @classmethod
     def auth_method(cls, name: str) -> AuthMethod | None:

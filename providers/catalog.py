@@ -75,6 +75,7 @@ class Anthropic(Provider):
     name = "anthropic"
     label = "Anthropic"
     litellm_prefix = "anthropic"
+    litellm_http_handler = True
     default_base_url = "https://api.anthropic.com"
     wire = WIRE_ANTHROPIC
     models = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
@@ -86,6 +87,7 @@ class Gemini(Provider):
     name = "gemini"
     label = "Google Gemini (AI Studio)"
     litellm_prefix = "gemini"
+    litellm_http_handler = True
     default_base_url = "https://generativelanguage.googleapis.com"
     capabilities = CHAT_AND_EMBEDDINGS
     models = ("gemini-2.5-pro", "gemini-2.5-flash", "text-embedding-004")
@@ -96,6 +98,7 @@ class VertexAI(Provider):
     name = "vertex_ai"
     label = "Google Vertex AI"
     litellm_prefix = "vertex_ai"
+    litellm_http_handler = True
     auth_methods = (
         AuthMethod(
             "service_account",
@@ -116,6 +119,7 @@ class Bedrock(Provider):
     name = "bedrock"
     label = "AWS Bedrock"
     litellm_prefix = "bedrock"
+    litellm_http_handler = True
     auth_methods = (
         AuthMethod(
             "aws_access_key",
