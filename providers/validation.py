@@ -71,6 +71,10 @@ def validate_connection_settings(
         add("config", "config must be an object of the provider's non-secret fields.")
         config = {}
     for key, value in config.items():
+        if key in OUTBOUND_CONFIG:  # every provider's: providers.headers says what fits
+            for problem in _outbound_problems(key, value, spec, auth_method, config):
+                add("config", problem)
+            continue
         known = fields.get(key)
         if known is None:
             allowed = ", ".join(sorted(f for f, d in fields.items() if not d.secret)) or "none"
@@ -103,6 +107,20 @@ def validate_connection_settings(
 
     if errors:
         raise ValidationError(errors)
+
+
+OUTBOUND_CONFIG = ("extra_headers", "ca_cert")
+
+
+def _outbound_problems(key: str, value, spec, auth_method: str, config: dict) -> list[str]:
+    from .headers import ca_cert_problems, extra_header_problems
+
+    if key == "ca_cert":
+        return ca_cert_problems(value) if value else []
+    auth_header = getattr(spec, "api_key_header", None) if auth_method == "api_key" else None
+    if auth_method == "custom_header":
+        auth_header = config.get("header_name") or "Authorization"
+    return extra_header_problems(value, auth_header=auth_header) if value else []
 
 
 def config_with_defaults(provider: str, auth_method: str, config: dict) -> dict:
