@@ -192,3 +192,22 @@ async def ainvalidate(**args) -> None:
     from asgiref.sync import sync_to_async
 
     await sync_to_async(invalidate, thread_sensitive=False)(**args)
+
+
+async def adrop_token(*, provider: str, auth_method: str, config: dict, secrets) -> bool:
+    """After a provider refused a call with an OAuth token (401/403): drop the cached token so
+    the next call fetches a new one. False when the auth method uses no token."""
+    from .params import oauth_args
+    from .validation import config_with_defaults
+
+    try:
+        args = oauth_args(auth_method=auth_method,
+                          config=config_with_defaults(provider, auth_method, config or {}),
+                          secrets=secrets)
+    except ProviderError:
+        return False
+    if not args:
+        return False
+    await ainvalidate(**args)
+    logger.info("Provider refused a cached OAuth token; fetching a new one")
+    return True

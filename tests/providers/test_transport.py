@@ -237,6 +237,25 @@ def test_the_name_is_resolved_once_checked_and_its_address_connected_to(upstream
     assert upstream.last_request.headers["host"] == f"rebind.test:{upstream.port}"
 
 
+def test_dns_rebinding_after_the_gateways_pre_check_is_refused(upstream, monkeypatch):
+    """The gateway's pre-check sees a public address; the connection's own resolution sees
+    loopback: the transport refuses it (checked at the address it would connect to)."""
+    real = socket.getaddrinfo
+    answers = iter(["93.184.216.34"] + ["127.0.0.1"] * 5)
+
+    def rebinding(host, *args, **kwargs):
+        if host == "rebind.test":
+            return real(next(answers), *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    gateway._EGRESS_OK.clear()
+    with override_settings(LLMCONN_EGRESS_ALLOW=[]), pytest.raises(ProviderCallError) as caught:
+        _chat(_call(f"http://rebind.test:{upstream.port}/v1"))
+    assert caught.value.error_class == "blocked" and "127.0.0.1" in caught.value.message
+    assert upstream.request_count == 0
+
+
 def test_an_ip_literal_is_checked_before_anything_is_sent(upstream):
     with override_settings(LLMCONN_EGRESS_ALLOW=[]), pytest.raises(ProviderCallError) as caught:
         _chat(_call(upstream.openai_url))
