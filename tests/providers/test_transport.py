@@ -338,3 +338,52 @@ def test_a_slow_reader_pauses_the_provider(upstream):
 
     sent = asyncio.run(run())
     assert 20 * 64 * 1024 < sent < 24 * 1024 * 1024
+
+
+# --- config.extra_headers ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("provider,path,model", [
+    ("openai_compatible", "/v1", "test-model"),
+    ("anthropic", "/anthropic", "claude-haiku-4-5"),
+])
+def test_extra_headers_are_sent_on_every_call(upstream, provider, path, model):
+    call = _call(upstream.url + path, provider=provider, model=model,
+                 config={"extra_headers": {"X-Team": "blue", "OpenAI-Project": "p1"}})
+    _chat(call)
+    sent = upstream.last_request.headers
+    assert (sent["x-team"], sent["openai-project"]) == ("blue", "p1")
+    assert upstream.last_request.key == UPSTREAM_KEY  # the credential is still ours
+
+
+@pytest.mark.parametrize("headers,problem", [
+    ({"Authorization": "Bearer x"}, "cannot be set here"),
+    ({"x-api-key": "k"}, "cannot be set here"),
+    ({"Cookie": "a=b"}, "cannot be set here"),
+    ({"Host": "evil.test"}, "cannot be set here"),
+    ({"Bad Name": "v"}, "not a valid header name"),
+    ({"X-Ok": "a\r\nX-Injected: 1"}, "without line breaks"),
+    ("not a dict", "must be an object"),
+])
+def test_refused_extra_headers_are_validation_errors(headers, problem):
+    from django.core.exceptions import ValidationError
+
+    from providers.validation import validate_connection_settings
+
+    with pytest.raises(ValidationError) as caught:
+        validate_connection_settings(provider="openai_compatible", auth_method="api_key",
+                                     base_url="https://llm.example/v1",
+                                     config={"extra_headers": headers},
+                                     secrets={"api_key": "sk-x"})
+    assert problem in str(caught.value.message_dict["config"])
+
+
+def test_a_ca_cert_that_is_not_pem_is_a_validation_error():
+    from django.core.exceptions import ValidationError
+
+    from providers.validation import validate_connection_settings
+
+    with pytest.raises(ValidationError) as caught:
+        validate_connection_settings(provider="openai_compatible", auth_method="api_key",
+                                     base_url="https://llm.example/v1",
+                                     config={"ca_cert": "hello"}, secrets={"api_key": "sk-x"})
+    assert "PEM" in str(caught.value.message_dict["config"])
