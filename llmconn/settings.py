@@ -106,6 +106,9 @@ LLMCONN_SWEEP_CONCURRENCY = env.int("LLMCONN_SWEEP_CONCURRENCY", default=200)
 # Gateway calls: seconds before a provider call counts as a timeout (and the binding's next
 # fallback is tried), unless the connection sets its own `timeout_seconds`.
 LLMCONN_PROVIDER_TIMEOUT = env.int("LLMCONN_PROVIDER_TIMEOUT", default=60)
+# That timeout bounds the connect, the first byte and every silence of a stream; a stream that
+# keeps producing runs up to this many seconds in all (providers/transport.py).
+LLMCONN_STREAM_MAX_SECONDS = env.int("LLMCONN_STREAM_MAX_SECONDS", default=3600)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -261,7 +261,8 @@ async def _post_json(url: str, headers: dict, body: dict, timeout: float,
     async with asyncio.timeout(timeout):
         response = await transport.send(
             "POST", url, headers={**headers, "content-type": "application/json"},
-            data=json.dumps(body).encode(), timeout=timeout, ca_cert=ca_cert)
+            data=json.dumps(body).encode(), timeout=timeout, ca_cert=ca_cert,
+            buffer=transport.WHOLE_BUFFER_BYTES)
         try:
             if response.status >= 300:
                 raise transport.status_error(

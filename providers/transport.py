@@ -23,12 +23,14 @@ The policy, set here once for every caller (README "Security"):
 
 Users of this module:
 - `send` / `read_body` / `lines` (aiohttp directly): the gateway's direct OpenAI-wire calls
-  (providers.gateway), the fastest path (aiohttp added ~0.4 ms to the first streamed line in
-  our measurement, httpx 1.7-2.4 ms; bench/RESULTS.md);
-- `GuardedTransport` (an httpx transport over `send`): the httpx clients handed to litellm
-  (`litellm_handler`, `httpx_client`), connection tests, model listings and OAuth / Azure AD
-  token fetches (providers.client, providers.oauth), so code written against httpx keeps its
-  API while its bytes leave here;
+  (providers.gateway), the fastest path (time to a stream's first line from a local upstream,
+  p50: aiohttp 0.41 ms, the former hand-written providers/h1.py 0.48-0.56 ms, httpx
+  1.7-2.4 ms; bench/RESULTS.md);
+- `GuardedTransport` (an httpx transport over `send`): the clients handed to litellm
+  (`litellm_clients`: `client=` for its httpx handler, `litellm.aclient_session` for its
+  openai-SDK paths), and `httpx_client` for connection tests, model listings and OAuth /
+  Azure AD token fetches (providers.client, providers.oauth): code written against httpx
+  keeps its API while its bytes leave here;
 - `run_sync`: sync callers (Celery tasks, commands, the sync OAuth fetch).
 
 One aiohttp session per event loop (`session()`); `run_sync` closes the one it made.
@@ -51,7 +53,8 @@ from aiohttp.abc import AbstractResolver
 
 from . import egress
 
-READ_BUFFER_BYTES = 64 * 1024  # aiohttp pauses the socket past twice this, unread
+READ_BUFFER_BYTES = 64 * 1024  # aiohttp pauses the socket past twice this, unread (streams)
+WHOLE_BUFFER_BYTES = 1024 * 1024  # the same for answers read whole (non-streamed)
 MAX_LINE_BYTES = 32 * 1024 * 1024  # one SSE line (event); more is refused
 MAX_ERROR_BODY = 64 * 1024  # what is kept of an error answer's body (for classification)
 MAX_CONNECTIONS = 256  # open per event loop
@@ -175,11 +178,14 @@ def _target(location: str, base: str) -> str:
 
 
 async def send(method: str, url: str, *, headers=None, data=None, timeout: float,
-               ca_cert: str = "", decompress: bool = True) -> aiohttp.ClientResponse:
+               ca_cert: str = "", decompress: bool = True,
+               buffer: int = READ_BUFFER_BYTES) -> aiohttp.ClientResponse:
     """Send a request and return once the answer's head arrived (status < 300 or >= 400).
 
     The caller reads the body (`read_body`, `lines`) and must `release()` the response.
-    `timeout` bounds the connect, the first byte and every later silence. Raises
+    `timeout` bounds the connect, the first byte and every later silence; `buffer` is how much
+    aiohttp reads ahead of the caller (streams: small, for backpressure; a whole answer read at
+    once: larger, for throughput). Raises
     RedirectRefused for a 3xx, CertificateRefused for a refused certificate, EgressBlocked /
     LookupError from the egress policy, aiohttp's errors for the rest.
     """
@@ -189,7 +195,7 @@ async def send(method: str, url: str, *, headers=None, data=None, timeout: float
     try:
         response = await session().request(
             method, url, headers=headers, data=data, allow_redirects=False,
-            auto_decompress=decompress, read_bufsize=READ_BUFFER_BYTES,
+            auto_decompress=decompress, read_bufsize=buffer,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
             **kwargs)
     except aiohttp.ClientConnectorCertificateError as exc:
@@ -308,8 +314,6 @@ class _mapped:
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             raise httpx.ConnectTimeout(str(exc) or "connect timeout") from exc
         if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
-            if isinstance(exc, asyncio.CancelledError):
-                return False
             raise httpx.ReadTimeout(str(exc) or "read timeout") from exc
         if isinstance(exc, aiohttp.ClientConnectorError):
             raise httpx.ConnectError(str(exc)) from exc
