@@ -158,12 +158,19 @@ def _check_literal(url: str) -> str:
     if parts.scheme not in ("http", "https"):
         raise egress.EgressBlocked(f"Refused: only http and https URLs may be called (got "
                                    f"{parts.scheme or 'none'!r}).")
+    _check_literal_host(host, egress.policy())
+    return host
+
+
+@lru_cache(maxsize=256)
+def _check_literal_host(host: str, policy) -> None:
+    """check_address for an IP-literal host (nothing for a name); cached per host and policy
+    (a refusal raises, so only allowed hosts are remembered)."""
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return host
+        return
     egress.check_address(host, host=host)
-    return host
 
 
 def _target(location: str, base: str) -> str:
