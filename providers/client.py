@@ -1,9 +1,9 @@
 """Talking to providers for connection tests and model discovery.
 
 litellm is imported lazily, inside functions: importing it takes about 2.6 s, which must stay out
-of web start-up (STACK-NOTES.md). Every outbound request first passes the egress guard
-(providers.egress): litellm calls are checked with `check_url` just before they are made;
-listings and token fetches go through the guard's own httpx transport.
+of web start-up (STACK-NOTES.md). Every outbound request leaves through providers.transport
+(see "Outbound" below); litellm calls are also checked with `check_url` before they are made,
+so a refused URL fails before litellm builds anything.
 
 - `atest_connection(...)` makes one minimal real call: `acompletion` with `max_tokens=1`,
   `num_retries=0` and a timeout (an embedding call for embedding models; a models listing when

@@ -387,3 +387,23 @@ def test_a_ca_cert_that_is_not_pem_is_a_validation_error():
                                      base_url="https://llm.example/v1",
                                      config={"ca_cert": "hello"}, secrets={"api_key": "sk-x"})
     assert "PEM" in str(caught.value.message_dict["config"])
+
+
+def test_an_oauth_token_fetch_resolves_its_host_once(upstream, monkeypatch, settings):
+    """No separate pre-check lookup: the egress check is the transport's one resolution, and
+    the connection goes to the address it checked (no rebinding window)."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    real = socket.getaddrinfo
+    asked = []
+
+    def counting(host, *args, **kwargs):
+        if host == "tokens.test":
+            asked.append(host)
+            return real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    token = asyncio.run(oauth.aget_token(
+        token_url=f"http://tokens.test:{upstream.port}/oauth/token", client_id="test-client",
+        client_secret="test-client-secret-0001"))
+    assert token.startswith("tok-") and asked == ["tokens.test"]
