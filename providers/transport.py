@@ -234,14 +234,16 @@ async def read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     return bytes(body)
 
 
-async def lines(response: aiohttp.ClientResponse, max_line: int = MAX_LINE_BYTES):
+async def lines(response: aiohttp.ClientResponse, max_line: int | None = None):
     """The body's lines (bytes, without the line end) as they arrive; one past `max_line`
-    raises ResponseTooLarge. Reads only when asked for the next line (backpressure)."""
+    (default MAX_LINE_BYTES) raises ResponseTooLarge. Reads only when asked for the next line
+    (backpressure)."""
+    max_line = max_line or MAX_LINE_BYTES
     pending = b""
     async for data in response.content.iter_any():
         parts = (pending + data).split(b"\n")
         pending = parts.pop()
-        if len(pending) > max_line:
+        if len(pending) > max_line or any(len(part) > max_line for part in parts):
             raise ResponseTooLarge()
         for part in parts:
             yield part[:-1] if part.endswith(b"\r") else part

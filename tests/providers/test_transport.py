@@ -407,3 +407,124 @@ def test_an_oauth_token_fetch_resolves_its_host_once(upstream, monkeypatch, sett
         token_url=f"http://tokens.test:{upstream.port}/oauth/token", client_id="test-client",
         client_secret="test-client-secret-0001"))
     assert token.startswith("tok-") and asked == ["tokens.test"]
+
+
+# --- what the removed providers/h1.py was tested for, now on the transport ---------------------
+
+@pytest.fixture
+def raw_server():
+    """A TCP server answering each connection with canned bytes: `raw_server([b"HTTP/1.1 ..."])`
+    → port (for answers the fake upstream does not make: compressed, odd encodings)."""
+    import threading
+
+    servers = []
+
+    def make(pieces: list[bytes]) -> int:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        servers.append(sock)
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.recv(65536)
+                    for piece in pieces:
+                        conn.sendall(piece)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return sock.getsockname()[1]
+
+    yield make
+    for sock in servers:
+        sock.close()
+
+
+def _post(port: int, max_bytes: int = 1000) -> bytes:
+    async def run():
+        response = await transport.send("POST", f"http://127.0.0.1:{port}/", data=b"{}",
+                                        timeout=5)
+        try:
+            if response.status >= 300:
+                raise transport.status_error(response, await gateway._bounded_error_body(
+                    response))
+            return await transport.read_body(response, max_bytes)
+        finally:
+            response.release()
+
+    return asyncio.run(run())
+
+
+def _compressed(payload: bytes, encoding: str = "gzip") -> bytes:
+    import gzip
+    import zlib
+
+    body = gzip.compress(payload) if encoding == "gzip" else zlib.compress(payload)
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: "
+            + encoding.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_answer_is_decoded(raw_server, encoding):
+    payload = b'{"object": "chat.completion", "choices": []}'
+    assert _post(raw_server([_compressed(payload, encoding)])) == payload
+
+
+def test_a_compressed_answer_past_the_cap_once_decoded_is_refused(raw_server):
+    port = raw_server([_compressed(b"[" + b" " * 100_000 + b"]")])  # ~100 KB from ~150 bytes
+    with pytest.raises(transport.ResponseTooLarge):
+        _post(port, max_bytes=10_000)
+
+
+def test_an_error_answer_keeps_its_status_retry_after_and_a_bounded_body(raw_server,
+                                                                         monkeypatch):
+    monkeypatch.setattr(transport, "MAX_ERROR_BODY", 10)
+    port = raw_server([b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\n"
+                       b"Content-Length: 40\r\n\r\n" + b"e" * 40])
+    with pytest.raises(Exception) as caught:
+        _post(port)
+    response = caught.value.response
+    assert response.status_code == 503 and response.headers["retry-after"] == "7"
+    assert response.content == b""  # past the bound: not kept at all
+
+
+def test_a_header_value_with_a_line_break_is_never_sent(upstream):
+    async def run():
+        await transport.send("POST", f"{upstream.openai_url}/chat/completions",
+                             headers={"x-a": "b\r\nx-injected: 1"}, data=b"{}", timeout=5)
+
+    with pytest.raises(ValueError):
+        asyncio.run(run())
+    assert upstream.request_count == 0
+
+
+def test_an_event_past_the_line_cap_is_refused(upstream, monkeypatch):
+    monkeypatch.setattr(transport, "MAX_LINE_BYTES", 20)
+    with pytest.raises(ProviderCallError) as caught:
+        _stream(_call(upstream.openai_url))
+    assert caught.value.code == "provider_response_too_large"
+
+
+@pytest.mark.parametrize("mode,status,code", [
+    (401, 502, "provider_auth_failed"),
+    (429, 429, "provider_rate_limited"),
+    (500, 502, "provider_error"),
+    ("drop", 502, "provider_unreachable"),
+])
+def test_stream_failures_are_classified(upstream, mode, status, code):
+    upstream.set_mode(mode)
+    with pytest.raises(ProviderCallError) as caught:
+        _stream(_call(upstream.openai_url))
+    assert (caught.value.status, caught.value.code) == (status, code)
+    if mode == 429:
+        assert caught.value.retry_after == "1"
+
+
+def test_nothing_listening_is_unreachable(closed_port_url):
+    with pytest.raises(ProviderCallError) as caught:
+        _stream(_call(closed_port_url))
+    assert caught.value.code == "provider_unreachable"
