@@ -1,7 +1,7 @@
 """providers.transport: the one outbound transport, proven on real servers on loopback.
 
 TLS with a private CA (trustme), redirects on every provider path we reach (direct OpenAI wire,
-litellm's Anthropic / Azure / Gemini paths, tests, listings, OAuth token URLs), the egress
+litellm's Anthropic / Azure / Gemini / Bedrock paths, tests, listings, OAuth token URLs), the egress
 check at the one DNS resolution, per-silence timeouts and backpressure. Nothing here mocks an
 HTTP client: the requests go out through aiohttp to tests/upstream.py servers.
 """
@@ -528,3 +528,19 @@ def test_nothing_listening_is_unreachable(closed_port_url):
     with pytest.raises(ProviderCallError) as caught:
         _stream(_call(closed_port_url))
     assert caught.value.code == "provider_unreachable"
+
+
+def test_a_redirect_on_litellms_bedrock_path_is_blocked(redirecting):
+    """Bedrock (SigV4 signed locally by litellm) also sends through the transport."""
+    source, target = redirecting
+    source.set_mode("redirect", status=307)
+    call = litellm_kwargs(provider="bedrock", auth_method="aws_access_key",
+                          base_url=source.url,
+                          config={"aws_access_key_id": "AKIAEXAMPLE", "aws_region_name":
+                                  "us-east-1"},
+                          secrets={"aws_secret_access_key": "aws-secret-example"},
+                          model="anthropic.claude-3-haiku-20240307-v1:0")
+    with pytest.raises(ProviderCallError) as caught:
+        _chat(call)
+    _assert_blocked(caught.value, 307, target)
+    assert source.request_count == 1
