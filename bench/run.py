@@ -9,6 +9,9 @@ Each benchmark starts what it needs on 127.0.0.1 and stops it afterwards:
   task runs) over 1,000 active connections against an upstream that takes 200 ms per call.
 - `rotation`: `manage.py rotate_keys` over 100,000 encrypted connection rows.
 - `listing`: GET /api/v1/connections/ (first page) with 10,000 connections, and its queries.
+- `outbound`: the cost of HTTPS to the provider (providers/transport.py): the same /v1 calls
+  (c=1 non-streamed, first streamed chunk, c=32) through llmconn to the bench upstream over
+  http and over https (a trustme private CA in the connection's `config.ca_cert`).
 
 PostgreSQL and Redis: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/bench,
 created if missing) and BENCH_REDIS_URL (default redis://127.0.0.1:6379/12). The bench database
@@ -325,6 +328,67 @@ def bench_gateway(results: dict, *, duration: float) -> None:
         stop(process)
 
 
+def bench_outbound(results: dict, *, duration: float) -> None:
+    """llmconn → bench upstream over http and over https (private CA in config.ca_cert)."""
+    import trustme
+
+    ca = trustme.CA()
+    pem = Path(tempfile.mkdtemp()) / "upstream.pem"
+    ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    http_port, https_port, ours_port = free_port(), free_port(), free_port()
+    common = ["--key", UPSTREAM_KEY, "--chunks", "8", "--chunk-interval-ms", "2"]
+    plain = start([PY, str(BENCH / "upstream.py"), "--port", str(http_port), *common],
+                  log="upstream-http")
+    tls = start([PY, str(BENCH / "upstream.py"), "--port", str(https_port), "--tls-pem",
+                 str(pem), *common], log="upstream-https")
+    wait_http(f"http://127.0.0.1:{http_port}/v1/models", process=plain)
+    time.sleep(1.0)  # (the https one: started alike)
+    django_setup()
+    from connections.services import connection_create
+    from workspaces.services import api_key_create, workspace_create
+
+    empty_tables()
+    keys = {}
+    for name, url, config in (
+            ("http", f"http://127.0.0.1:{http_port}/v1", {}),
+            ("https", f"https://localhost:{https_port}/v1",
+             {"ca_cert": ca.cert_pem.bytes().decode()})):
+        conn = connection_create(name=f"bench-{name}", provider="openai_compatible",
+                                 auth_method="api_key", base_url=url, config=config,
+                                 default_model="bench-model",
+                                 credentials={"api_key": UPSTREAM_KEY})
+        workspace = workspace_create(name=f"Bench {name}",
+                                     bindings={"chat": {"connection": str(conn.pk)}})
+        keys[name] = api_key_create(workspace=workspace, name="bench")[1]
+    ours = start([PY, "-m", "uvicorn", "llmconn.asgi:application", "--host", "127.0.0.1",
+                  "--port", str(ours_port), "--loop", "uvloop", "--http", "httptools",
+                  "--no-access-log", "--log-level", "warning"], log="llmconn-outbound")
+    wait_http(f"http://127.0.0.1:{ours_port}/healthz", process=ours)
+    url = f"http://127.0.0.1:{ours_port}/v1/chat/completions"
+    direct = f"http://127.0.0.1:{http_port}/v1/chat/completions"
+    direct_auth = [f"Authorization: Bearer {UPSTREAM_KEY}"]
+    out = {"direct_c1": loadgen(direct, body={**CHAT_BODY, "model": "bench-model"},
+                                headers=direct_auth, concurrency=1, duration=duration),
+           "direct_stream": loadgen(direct, body={**CHAT_BODY, "model": "bench-model",
+                                                  "stream": True},
+                                    headers=direct_auth, concurrency=1, duration=duration,
+                                    stream=True)}
+    for name, key in keys.items():
+        auth = [f"Authorization: Bearer {key}"]
+        first = loadgen(url, body=CHAT_BODY, headers=auth, concurrency=1, duration=0.2)
+        if first["errors"]:
+            raise RuntimeError(f"llmconn over {name} answers errors: {first}")
+        out[f"{name}_c1"] = loadgen(url, body=CHAT_BODY, headers=auth, concurrency=1,
+                                    duration=duration)
+        out[f"{name}_stream"] = loadgen(url, body={**CHAT_BODY, "stream": True}, headers=auth,
+                                        concurrency=1, duration=duration, stream=True)
+        out[f"{name}_c32"] = loadgen(url, body=CHAT_BODY, headers=auth, concurrency=32,
+                                     duration=duration)
+    results["outbound"] = out
+    for process in (ours, tls, plain):
+        stop(process)
+
+
 def bench_sweep(results: dict, *, connections: int = 1000, delay_ms: int = 200) -> None:
     up_port = free_port()
     upstream = start([PY, str(BENCH / "upstream.py"), "--port", str(up_port), "--key",
@@ -561,6 +625,19 @@ def table(results: dict) -> tuple[str, list[tuple[str, bool]]]:
             s["wall_s"], None, None, "< 5 s", s["wall_s"] < 5 and s["ok"] == s["connections"])
         row("health sweep: ok / tested", None, f"{s['ok']} / {s['tested']}", None, None, "", None)
         row("health sweep: worker peak RSS (MB)", None, s["rss_mb"], None, None, "", None)
+    if "outbound" in results:
+        b = results["outbound"]
+        dc1, dst = b["direct_c1"]["p50_ms"], b["direct_stream"]["ttfc_p50_ms"]
+        for name in ("http", "https"):
+            c1, st, c32 = b[f"{name}_c1"], b[f"{name}_stream"], b[f"{name}_c32"]
+            row(f"llmconn → upstream over {name}: added p50, c=1 (ms)", dc1, c1["p50_ms"] - dc1,
+                None, None, "≤ 1.5 ms", c1["p50_ms"] - dc1 <= 1.5)
+            row(f"llmconn → upstream over {name}: added to first chunk p50 (ms)", dst,
+                st["ttfc_p50_ms"] - dst, None, None, "≤ 1.5 ms", st["ttfc_p50_ms"] - dst <= 1.5)
+            row(f"llmconn → upstream over {name}: requests/s, c=32", None, c32["rps"], None,
+                None, "", None)
+            row(f"llmconn → upstream over {name}: errors", None,
+                c1["errors"] + st["errors"] + c32["errors"], None, None, "", None)
     if "rotation" in results:
         r = results["rotation"]
         row(f"rotate_keys: {r['rows']:,} rows (rows/s)", None, r["rows_per_s"], None, None,
@@ -592,6 +669,8 @@ def main() -> None:
             t0 = time.perf_counter()
             if name == "gateway":
                 bench_gateway(results, duration=duration)
+            elif name == "outbound":
+                bench_outbound(results, duration=duration)
             elif name == "sweep":
                 bench_sweep(results, connections=200 if args.quick else 1000)
             elif name == "rotation":

@@ -186,8 +186,16 @@ async def serve(args) -> None:
     server = Server(key=args.key, delay_ms=args.delay_ms, chunks=args.chunks,
                     chunk_interval_ms=args.chunk_interval_ms)
     loop = asyncio.get_running_loop()
-    srv = await loop.create_server(lambda: Protocol(server), args.host, args.port, backlog=4096)
-    print(f"bench upstream on http://{args.host}:{args.port}/v1", flush=True)
+    context = None
+    if args.tls_pem:  # HTTPS with this key + certificate chain (PEM), for the HTTPS cost
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_pem)
+    srv = await loop.create_server(lambda: Protocol(server), args.host, args.port, backlog=4096,
+                                   ssl=context)
+    scheme = "https" if context else "http"
+    print(f"bench upstream on {scheme}://{args.host}:{args.port}/v1", flush=True)
     async with srv:
         await srv.serve_forever()
 
@@ -200,6 +208,7 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=int, default=0)
     parser.add_argument("--chunks", type=int, default=8)
     parser.add_argument("--chunk-interval-ms", type=float, default=2.0)
+    parser.add_argument("--tls-pem", default="", help="serve HTTPS with this key + cert PEM")
     args = parser.parse_args()
     try:
         import uvloop

@@ -11,10 +11,13 @@ Everything else keeps going through `django.core.cache.cache`.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 
 _CLIENT: list = [None, None]  # [server list, redis.Redis]
 _LOCK = threading.Lock()
+_ASYNC: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> (servers, client)
 
 
 def redis_backend():
@@ -41,6 +44,28 @@ def client_and_key(key: str):
     return cached, full
 
 
+def async_client_and_key(key: str):
+    """(redis.asyncio.Redis, full key) for a key of the default cache, for code on an event
+    loop (one client per loop: its connections belong to it); (None, None) when the cache is
+    not Redis. Same connection settings and key format as `client_and_key`."""
+    backend = redis_backend()
+    if backend is None:
+        return None, None
+    full = backend.make_and_validate_key(key)
+    loop = asyncio.get_running_loop()
+    found = _ASYNC.get(loop)
+    if found is None or found[0] != backend._servers:
+        import redis.asyncio
+
+        options = {k: v for k, v in (backend._options or {}).items()
+                   if k in ("socket_timeout", "socket_connect_timeout", "db", "password",
+                            "username")}
+        client = redis.asyncio.Redis.from_url(backend._servers[0], **options)
+        found = _ASYNC[loop] = (backend._servers, client)
+    return found[1], full
+
+
 def reset() -> None:
-    """Forget the client (tests that change the cache settings)."""
+    """Forget the clients (tests that change the cache settings)."""
     _CLIENT[:] = [None, None]
+    _ASYNC.clear()

@@ -132,6 +132,9 @@ LLMCONN_SWEEP_CONCURRENCY = env.int("LLMCONN_SWEEP_CONCURRENCY", default=200)
 LLMCONN_PROVIDER_TIMEOUT = env.int("LLMCONN_PROVIDER_TIMEOUT", default=60)
 # Any signed-in user may hold personal connections (README "People and defaults"); false: 403.
 LLMCONN_PERSONAL_CONNECTIONS = env.bool("LLMCONN_PERSONAL_CONNECTIONS", default=True)
+# That timeout bounds the connect, the first byte and every silence of a stream; a stream that
+# keeps producing runs up to this many seconds in all (providers/transport.py).
+LLMCONN_STREAM_MAX_SECONDS = env.int("LLMCONN_STREAM_MAX_SECONDS", default=3600)
 
 INSTALLED_APPS = [
     "llmconn.apps.LlmconnAdminConfig",  # django.contrib.admin with the index order of llmconn

@@ -69,11 +69,18 @@ def _count(key: str, timeout: int) -> int:
     client, full = client_and_key(key)
     if client is not None:
         pipe = client.pipeline()
-        pipe.set(full, 0, ex=timeout, nx=True)
-        pipe.incr(full)
+        for command in window_commands(full, timeout):
+            pipe.execute_command(*command)
         return int(pipe.execute()[1])
     cache.add(key, 0, timeout=timeout)
     return cache.incr(key)
+
+
+def window_commands(full_key: str, ttl: int) -> list[tuple]:
+    """The Redis commands that count one request in a window (the second reply is the count):
+    the one definition for `hit` here and the gateway's warm path (workspaces.gateway.
+    WarmCheck, which sends them asynchronously with the revision stamp's GET)."""
+    return [("SET", full_key, 0, "EX", ttl, "NX"), ("INCR", full_key)]
 
 
 def _rate(name: str) -> str:

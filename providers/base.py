@@ -130,6 +130,9 @@ class Provider:
     - `models`: a static list used when the provider offers no live model listing.
     - `api_path`: the path of the provider's API on a server, added to a base URL given with
       an empty path (Ollama's documented `http://localhost:11434` → `.../v1`).
+    - `litellm_http_handler`: litellm calls this provider through its own httpx handler
+      (`AsyncHTTPHandler`), so the call gets `client=` providers.transport's handler; the
+      others go through the openai SDK, which uses `litellm.aclient_session` (also ours).
     """
 
     name: ClassVar[str]
@@ -147,6 +150,7 @@ class Provider:
     # Headers that carry an API key for this provider besides Authorization (x-api-key...):
     # `config.extra_headers` may not set them.
     key_headers: ClassVar[tuple[str, ...]] = ()
+    litellm_http_handler: ClassVar[bool] = False
 
     @classmethod
     def auth_method(cls, name: str) -> AuthMethod | None:

@@ -82,6 +82,7 @@ class Anthropic(Provider):
     name = "anthropic"
     label = "Anthropic"
     litellm_prefix = "anthropic"
+    litellm_http_handler = True
     default_base_url = "https://api.anthropic.com"
     key_headers = ("x-api-key",)
     wire = WIRE_ANTHROPIC
@@ -94,6 +95,7 @@ class Gemini(Provider):
     name = "gemini"
     label = "Google Gemini (AI Studio)"
     litellm_prefix = "gemini"
+    litellm_http_handler = True
     default_base_url = "https://generativelanguage.googleapis.com"
     key_headers = ("x-goog-api-key",)
     capabilities = CHAT_AND_EMBEDDINGS
@@ -105,6 +107,7 @@ class VertexAI(Provider):
     name = "vertex_ai"
     label = "Google Vertex AI"
     litellm_prefix = "vertex_ai"
+    litellm_http_handler = True
     auth_methods = (
         AuthMethod(
             "service_account",
@@ -129,6 +132,7 @@ class Bedrock(Provider):
     name = "bedrock"
     label = "AWS Bedrock"
     litellm_prefix = "bedrock"
+    litellm_http_handler = True
     auth_methods = (
         AuthMethod(
             "aws_access_key",

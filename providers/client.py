@@ -1,9 +1,9 @@
 """Talking to providers for connection tests and model discovery.
 
 litellm is imported lazily, inside functions: importing it takes about 2.6 s, which must stay out
-of web start-up (STACK-NOTES.md). Every outbound request first passes the egress guard
-(providers.egress): litellm calls are checked with `check_url` just before they are made;
-listings and token fetches go through the guard's own httpx transport.
+of web start-up (STACK-NOTES.md). Every outbound request leaves through providers.transport
+(see "Outbound" below); litellm calls are also checked with `check_url` before they are made,
+so a refused URL fails before litellm builds anything.
 
 - `atest_connection(...)` makes one minimal real call: `acompletion` with `max_tokens=1`,
   `num_retries=0` and a timeout (an embedding call for embedding models; a models listing when
@@ -16,13 +16,14 @@ listings and token fetches go through the guard's own httpx transport.
 Failures raise `providers.errors.ProviderError` (error class + our own message). With OAuth
 client credentials, an "auth" failure drops the cached token and retries once with a new one.
 
-Egress: for OpenAI- and Anthropic-wire providers the test call is made here, with the egress
-guard's own httpx client (`guarded_async_client`): the address checked is the address
-connected to (no DNS rebinding window), redirects are refused, and the answer is read up to
-MAX_TEST_RESPONSE_BYTES (MAX_LIST_RESPONSE_BYTES for listings) within an overall deadline, so
-an upstream that hangs or streams forever costs at most `timeout` seconds (listings
-`timeout + 5`) and a bounded amount of memory. Other providers (Azure, Gemini, Vertex, Bedrock) go through litellm's own
-clients after `check_url`, which leaves the check-to-connect window open for them.
+Outbound: every request here leaves through providers.transport (the one guarded transport:
+address checked = address connected to, no redirects, verified TLS with the connection's
+`ca_cert`). OpenAI- and Anthropic-wire tests and every listing use its httpx client
+(`transport.httpx_client`) and read the answer up to MAX_TEST_RESPONSE_BYTES
+(MAX_LIST_RESPONSE_BYTES for listings) within an overall deadline, so an upstream that hangs
+or streams forever costs at most `timeout` seconds (listings `timeout + 5`) and a bounded
+amount of memory. Other providers (Azure, Gemini, Vertex, Bedrock) go through litellm, which
+is handed the transport's clients (providers.gateway._litellm_call).
 """
 
 from __future__ import annotations
@@ -56,10 +57,9 @@ def _litellm():
     """The litellm module, imported on first use and configured to stay quiet."""
     global _litellm_module
     if _litellm_module is None:
-        import litellm
+        from .gateway import _litellm as configured
 
-        litellm.suppress_debug_info = True  # no "Give Feedback" banners on stdout
-        litellm.telemetry = False
+        litellm = configured()  # quiet, and its HTTP clients are providers.transport's
         litellm.turn_off_message_logging = True
         _litellm_module = litellm
     return _litellm_module
@@ -155,10 +155,7 @@ async def _read_capped(response, limit: int, host: str) -> bytes:
 
 
 def _raise_for_status(response, host: str) -> None:
-    if response.is_redirect:
-        raise ProviderError(BAD_REQUEST, f"{host or 'The provider'} answered with a redirect "
-                            f"(HTTP {response.status_code}); redirects are not followed: set "
-                            "the base URL to the final address.", status=response.status_code)
+    # (a 3xx never gets here: providers.transport refuses it as `blocked`)
     response.raise_for_status()
 
 
@@ -194,13 +191,16 @@ def _direct_request(s: ConnectionSettings, spec, kwargs: dict, model: str
 
 async def _acall_direct(s: ConnectionSettings, spec, kwargs: dict, model: str,
                         timeout: float) -> None:
-    """The minimal test call through the egress guard's client (OpenAI/Anthropic wire)."""
-    from .egress import guarded_async_client
+    """The minimal test call through the transport's httpx client (OpenAI/Anthropic wire)."""
+    from .params import pop_ca_cert
+    from .transport import httpx_client
 
+    kwargs, ca_cert = pop_ca_cert(kwargs)
     url, headers, body, expect = _direct_request(s, spec, kwargs, model)
     try:
         # One deadline for the whole call: a trickling answer cannot reset it read by read.
-        async with asyncio.timeout(timeout), guarded_async_client(timeout=timeout) as http:
+        async with asyncio.timeout(timeout), httpx_client(timeout=timeout,
+                                                           ca_cert=ca_cert) as http:
             async with http.stream("POST", url, headers=headers, json=body) as response:
                 _raise_for_status(response, s.host)
                 raw = await _read_capped(response, MAX_TEST_RESPONSE_BYTES, s.host)
@@ -227,7 +227,12 @@ async def _acall(s: ConnectionSettings, model: str, timeout: float) -> None:
     if spec is not None and kwargs.get("api_base") and (
             spec.wire == WIRE_OPENAI or spec.wire == WIRE_ANTHROPIC and not is_embedding_model(model)):
         return await _acall_direct(s, spec, kwargs, model, timeout)
+    from .gateway import _litellm_call
+    from .transport import CA_CERT
+
     litellm = _litellm()
+    kwargs, ca_cert = _litellm_call(kwargs)
+    token = CA_CERT.set(ca_cert)
     try:
         # asyncio's own limit backs litellm's timeout up, in case a transport ignores it.
         async with asyncio.timeout(timeout + 5):
@@ -241,6 +246,8 @@ async def _acall(s: ConnectionSettings, model: str, timeout: float) -> None:
         raise
     except Exception as exc:
         raise classify(exc, host=s.host) from None
+    finally:
+        CA_CERT.reset(token)
 
 
 async def atest_connection(s: ConnectionSettings, *, timeout: float = TEST_TIMEOUT_S) -> TestOutcome:
@@ -297,10 +304,11 @@ async def alist_models(s: ConnectionSettings, *, timeout: float = LIST_TIMEOUT_S
 
 
 async def _alist_live(s: ConnectionSettings, timeout: float) -> list[str]:
-    from .egress import guarded_async_client
+    from .params import pop_ca_cert
+    from .transport import httpx_client
 
     spec = find_provider(s.provider)
-    kwargs = await _kwargs(s, s.model or "list")
+    kwargs, ca_cert = pop_ca_cert(await _kwargs(s, s.model or "list"))
     base = (kwargs.get("api_base") or endpoint_url(
         provider=s.provider, base_url=s.base_url, config=s.config) or "").rstrip("/")
     headers = {"Accept": "application/json"}
@@ -325,7 +333,8 @@ async def _alist_live(s: ConnectionSettings, timeout: float) -> list[str]:
     found: list[str] = []
     params: dict = {}
     try:
-        async with asyncio.timeout(timeout + 5), guarded_async_client(timeout=timeout) as client:
+        async with asyncio.timeout(timeout + 5), httpx_client(timeout=timeout,
+                                                               ca_cert=ca_cert) as client:
             for _ in range(MAX_LIST_PAGES):
                 async with client.stream("GET", url, headers=headers, params=params) as response:
                     _raise_for_status(response, s.host)
@@ -357,25 +366,9 @@ async def _alist_live(s: ConnectionSettings, timeout: float) -> list[str]:
 
 def _run(coro):
     """Run a coroutine from sync code (Celery tasks, commands), even under a running loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return _new_loop_run(coro)
-    from concurrent.futures import ThreadPoolExecutor
+    from .transport import run_sync
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(_new_loop_run, coro).result()
-
-
-def _new_loop_run(coro):
-    # uvloop (installed with uvicorn[standard]) when available: a health sweep of 1,000
-    # connections spends most of its CPU in the event loop.
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
+    return run_sync(coro)
 
 
 def test_connection(s: ConnectionSettings, *, timeout: float = TEST_TIMEOUT_S) -> TestOutcome:

@@ -8,22 +8,20 @@ settings.LLMCONN_EGRESS_ALLOW names them (a host name or a CIDR). Refusals raise
 whose message names the setting to change.
 
 `check_url` alone leaves a window between the check and the connect in which DNS could answer
-differently (rebinding). The httpx transport from `guarded_transport()` closes it: it resolves,
-checks and connects to the checked address in one step (TLS still verifies the host name), and
-httpx clients built here never follow redirects.
+differently (rebinding). providers.transport closes it: its resolver calls `check_host` and
+aiohttp connects only to the addresses it returned (TLS still verifies the host name).
+Host names are IDNA-encoded here exactly as the transport encodes them (yarl: UTS 46 / IDNA
+2008), so the name checked is the name connected to.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
 from django.conf import settings
 
 SETTING = "LLMCONN_EGRESS_ALLOW"
@@ -144,7 +142,19 @@ def _split(url: str) -> tuple[str, int]:
     host = (parts.hostname or "").rstrip(".").lower()
     if not host:
         raise EgressBlocked("Refused: the URL names no host.")
-    return host, port or (443 if parts.scheme == "https" else 80)
+    return idna_host(host), port or (443 if parts.scheme == "https" else 80)
+
+
+def idna_host(host: str) -> str:
+    """The ASCII form of a host name as aiohttp (yarl) sends and connects to it."""
+    if host.isascii():
+        return host
+    from yarl import URL
+
+    try:
+        return (URL.build(scheme="http", host=host).raw_host or "").lower()
+    except (ValueError, UnicodeError) as exc:
+        raise EgressBlocked(f"Refused: {host[:100]!r} is not a valid host name.") from exc
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -163,7 +173,7 @@ def resolve(host: str, port: int) -> list[str]:
 
 def check_host(host: str, port: int) -> list[str]:
     """Resolve a host, check every address, and return them (all allowed) in resolver order."""
-    host = host.rstrip(".").lower().strip("[]")
+    host = idna_host(host.rstrip(".").lower().strip("[]"))
     if host in METADATA_HOSTS or host.endswith(".metadata.google.internal"):
         raise EgressBlocked(f"Refused: {host} is a cloud metadata host.")
     addresses = resolve(host, port)
@@ -181,68 +191,3 @@ def check_url(url: str) -> list[str]:
     """
     host, port = _split(url)
     return check_host(host, port)
-
-
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, checks and connects to the checked address: no second DNS lookup."""
-
-    def __init__(self) -> None:
-        from httpcore._backends.auto import AutoBackend
-
-        self._backend = AutoBackend()
-
-    async def connect_tcp(self, host, port, timeout=None, local_address=None,
-                          socket_options: Iterable | None = None):
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        addresses = await loop.run_in_executor(None, check_host, host, port)
-        last_error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._backend.connect_tcp(
-                    address, port, timeout=timeout, local_address=local_address,
-                    socket_options=socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last_error = exc
-        raise last_error or httpcore.ConnectError(f"cannot connect to {host}")
-
-    async def connect_unix_socket(self, *args, **kwargs):
-        raise EgressBlocked("Refused: unix sockets are not an egress destination.")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
-
-
-@lru_cache(maxsize=1)
-def _default_ssl_context():
-    # Building an SSL context loads the CA bundle: 30-90 ms of CPU. httpx would build one per
-    # client; a health sweep makes a client per test, so they share this one (read-only).
-    return httpx.create_ssl_context()
-
-
-def guarded_transport(**kwargs) -> httpx.AsyncHTTPTransport:
-    """An httpx async transport whose every connection passes the egress policy."""
-    kwargs.setdefault("trust_env", False)  # an HTTP(S)_PROXY would bypass address checks
-    kwargs.setdefault("verify", _default_ssl_context())
-    transport = httpx.AsyncHTTPTransport(**kwargs)
-    pool = transport._pool
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=pool._ssl_context,
-        max_connections=pool._max_connections,
-        max_keepalive_connections=pool._max_keepalive_connections,
-        keepalive_expiry=pool._keepalive_expiry,
-        http1=pool._http1,
-        http2=pool._http2,
-        retries=pool._retries,
-        network_backend=_GuardedBackend(),
-    )
-    return transport
-
-
-def guarded_async_client(**kwargs) -> httpx.AsyncClient:
-    """An httpx.AsyncClient behind the egress guard that never follows redirects."""
-    limits = kwargs.pop("limits", httpx.Limits(max_connections=200, max_keepalive_connections=50))
-    kwargs["follow_redirects"] = False
-    return httpx.AsyncClient(transport=guarded_transport(limits=limits), trust_env=False,
-                             **kwargs)

@@ -107,8 +107,11 @@ def classify(exc: BaseException, *, host: str = "", listing: bool = False) -> Pr
     chain = _chain(exc)
     names = {type(e).__name__ for e in chain}
     for item in chain:
-        if getattr(item, "error_class", None) == BLOCKED:  # providers.egress.EgressBlocked
-            return ProviderError(BLOCKED, str(item)[:300])
+        # providers.egress.EgressBlocked, providers.transport's RedirectRefused and
+        # CertificateRefused: their messages are ours.
+        if getattr(item, "error_class", None) in (BLOCKED, UNREACHABLE) \
+                and not isinstance(item, ProviderError):
+            return ProviderError(item.error_class, str(item)[:300])
     if names & _TIMEOUT_NAMES or any(isinstance(e, asyncio.TimeoutError) for e in chain):
         return ProviderError(TIMEOUT, f"No answer from{where} within the time limit.",
                              status=408)

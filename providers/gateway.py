@@ -11,13 +11,17 @@ the caller (providers.errors writes every sentence).
 Providers that speak OpenAI's wire format (`Provider.wire == "openai"` in the catalog: OpenAI,
 OpenAI-compatible servers, Ollama, vLLM, LM Studio, OpenRouter, Groq, ...) are called directly:
 the caller's body is forwarded with the model name and the connection's credentials over
-providers.h1, a lean keep-alive HTTP/1.1 client with the egress guard (the address checked is
-the address connected to), one deadline per call, size bounds and httpx's error classes (httpx
-itself took 0.6 ms for a small JSON answer and 1-2 ms to the first streamed line). litellm is
-used only to translate to other formats (Anthropic, Azure, Bedrock, Vertex, Gemini...); it adds
+providers.transport (aiohttp behind the egress guard: the address checked is the address
+connected to, no redirects, verified TLS with the connection's CA, size bounds, backpressure).
+litellm is used only to translate to other formats (Anthropic, Azure, Bedrock, Vertex,
+Gemini...), and its requests go out through the same transport (`_litellm_call`); it adds
 ~2.6 ms per call and ~150 MB to a process, so a web process that only serves OpenAI-wire
-connections never imports it. Prices come from litellm's
-price table file, read without importing litellm (`cost`).
+connections never imports it. Prices come from litellm's price table file, read without
+importing litellm (`cost`).
+
+Time: `timeout` (the connection's timeout_seconds, else LLMCONN_PROVIDER_TIMEOUT) bounds the
+connect, the first byte and every silence; a non-streamed answer must also arrive whole within
+it; a stream that keeps producing runs up to LLMCONN_STREAM_MAX_SECONDS.
 
 litellm is imported lazily: importing it takes seconds (STACK-NOTES.md).
 """
@@ -46,10 +50,33 @@ def _litellm():
     if _litellm_module is None:
         import litellm
 
+        from .transport import install_litellm
+
         litellm.suppress_debug_info = True  # no "Give Feedback" banners on stdout
         litellm.telemetry = False
+        install_litellm(litellm)
         _litellm_module = litellm
     return _litellm_module
+
+
+def stream_max_seconds() -> float:
+    from django.conf import settings
+
+    return float(getattr(settings, "LLMCONN_STREAM_MAX_SECONDS", 3600))
+
+
+def _litellm_call(kwargs: dict) -> tuple[dict, str]:
+    """(kwargs for litellm with the transport's client where litellm takes one, the CA PEM to
+    set in transport.CA_CERT around the call)."""
+    from .base import all_providers
+    from .params import pop_ca_cert
+    from .transport import litellm_clients
+
+    kwargs, ca_cert = pop_ca_cert(kwargs)
+    prefix = (kwargs.get("model") or "").partition("/")[0]
+    if any(p.litellm_http_handler and p.litellm_prefix == prefix for p in all_providers()):
+        kwargs["client"] = litellm_clients()[0]
+    return kwargs, ca_cert
 
 
 @dataclass(eq=False)
@@ -166,7 +193,8 @@ async def check_egress(url: str | None) -> None:
 
 # Keys of litellm kwargs (providers.params) that a direct OpenAI-wire call knows how to send;
 # a call with any other key (Azure, Bedrock, Vertex...) goes through litellm.
-_DIRECT_KEYS = frozenset({"model", "api_base", "api_key", "extra_headers", "organization"})
+_DIRECT_KEYS = frozenset({"model", "api_base", "api_key", "extra_headers", "organization",
+                          "llmconn_ca_cert"})
 
 
 class UpstreamStreamError(Exception):
@@ -221,18 +249,37 @@ MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # one non-streamed answer; more is refuse
 
 
 # An upstream answer (or one streamed event) past MAX_RESPONSE_BYTES: an endless or absurd body.
-from .h1 import ResponseTooLarge  # noqa: E402 - one class for both clients
+from .transport import ResponseTooLarge  # noqa: E402
 
 
-async def _post_json(url: str, headers: dict, body: dict, timeout: float) -> dict:
+async def _post_json(url: str, headers: dict, body: dict, timeout: float,
+                     ca_cert: str = "") -> dict:
     """POST a JSON body and read the JSON answer, within `timeout` for the whole exchange (a
     trickling answer cannot reset it read by read) and MAX_RESPONSE_BYTES."""
-    from . import h1
+    from . import transport
 
     async with asyncio.timeout(timeout):
-        raw = await h1.post(url, {**headers, "content-type": "application/json"},
-                            json.dumps(body).encode(), max_bytes=MAX_RESPONSE_BYTES)
+        response = await transport.send(
+            "POST", url, headers={**headers, "content-type": "application/json"},
+            data=json.dumps(body).encode(), timeout=timeout, ca_cert=ca_cert,
+            buffer=transport.WHOLE_BUFFER_BYTES)
+        try:
+            if response.status >= 300:
+                raise transport.status_error(
+                    response, await _bounded_error_body(response))
+            raw = await transport.read_body(response, MAX_RESPONSE_BYTES)
+        finally:
+            response.release()
     return _answer(raw)
+
+
+async def _bounded_error_body(response) -> bytes:
+    from . import transport
+
+    try:
+        return await transport.read_body(response, transport.MAX_ERROR_BODY)
+    except ResponseTooLarge:
+        return b""
 
 
 def _kwargs(call: dict, params: dict, timeout: float | None) -> dict:
@@ -277,20 +324,27 @@ async def chat(*, call: dict, params: dict, label: str, endpoint: str | None = N
         try:
             await check_egress(endpoint)
             return await _post_json(f"{base}/chat/completions", headers, body,
-                                    timeout or call.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
+                                    timeout or call.get("timeout") or DEFAULT_TIMEOUT_SECONDS,
+                                    call.get("llmconn_ca_cert") or "")
         except Exception as exc:  # noqa: BLE001 - every failure becomes our error
             raise classify(exc, label=label, host=_host(endpoint)) from None
+    from .transport import CA_CERT
+
     litellm = _litellm()
-    kwargs = _kwargs(call, params, timeout)
+    kwargs, ca_cert = _litellm_call(_kwargs(call, params, timeout))
     kwargs.pop("stream", None)
     kwargs.pop("stream_options", None)
+    token = CA_CERT.set(ca_cert)
     try:
         await check_egress(endpoint)
         # litellm 1.106 routes any request with `tools` through its MCP gateway handler, which
         # imports the optional `mcp` package; this private flag skips it (we never use MCP).
-        response = await litellm.acompletion(**kwargs, _skip_mcp_handler=True)
+        async with asyncio.timeout(kwargs["timeout"]):
+            response = await litellm.acompletion(**kwargs, _skip_mcp_handler=True)
     except Exception as exc:  # noqa: BLE001 - every failure becomes our error
         raise classify(exc, label=label, host=_host(endpoint)) from None
+    finally:
+        CA_CERT.reset(token)
     return _dump(response)
 
 
@@ -304,27 +358,45 @@ async def chat_stream(*, call: dict, params: dict, label: str, endpoint: str | N
     if direct is not None:
         return await _direct_stream(direct, params, label=label, endpoint=endpoint,
                                     timeout=timeout or call.get("timeout")
-                                    or DEFAULT_TIMEOUT_SECONDS)
+                                    or DEFAULT_TIMEOUT_SECONDS,
+                                    ca_cert=call.get("llmconn_ca_cert") or "")
+    from .transport import CA_CERT
+
     litellm = _litellm()
-    kwargs = _kwargs(call, params, timeout)
+    kwargs, ca_cert = _litellm_call(_kwargs(call, params, timeout))
     kwargs["stream"] = True
     kwargs["stream_options"] = {"include_usage": True}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + stream_max_seconds()
+    token = CA_CERT.set(ca_cert)
+    stream = None
     try:
         await check_egress(endpoint)
-        stream = await litellm.acompletion(**kwargs, _skip_mcp_handler=True)
-        iterator = stream.__aiter__()
-        first = await iterator.__anext__()
+        # litellm's timeout bounds the connect and every read (the transport's sock_read);
+        # the first chunk must come within it too.
+        async with asyncio.timeout(kwargs["timeout"]):
+            stream = await litellm.acompletion(**kwargs, _skip_mcp_handler=True)
+            iterator = stream.__aiter__()
+            first = await iterator.__anext__()
     except StopAsyncIteration:
         first, iterator = None, None
     except Exception as exc:  # noqa: BLE001
+        await _aclose(stream)
         raise classify(exc, label=label, host=_host(endpoint)) from None
+    finally:
+        CA_CERT.reset(token)
 
     async def chunks() -> AsyncIterator[dict]:
         if first is None:
             return
         try:
             yield _dump(first)
-            async for chunk in iterator:
+            while True:
+                async with asyncio.timeout_at(deadline):
+                    try:
+                        chunk = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        return
                 yield _dump(chunk)
         except Exception as exc:  # noqa: BLE001
             raise classify(exc, label=label, host=_host(endpoint)) from None
@@ -351,18 +423,34 @@ async def embed(*, call: dict, params: dict, label: str, endpoint: str | None = 
         try:
             await check_egress(endpoint)
             return await _post_json(f"{base}/embeddings", headers, body,
-                                    timeout or call.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
+                                    timeout or call.get("timeout") or DEFAULT_TIMEOUT_SECONDS,
+                                    call.get("llmconn_ca_cert") or "")
         except Exception as exc:  # noqa: BLE001
             raise classify(exc, label=label, host=_host(endpoint)) from None
+    from .transport import CA_CERT
+
     litellm = _litellm()
-    kwargs = _kwargs(call, params, timeout)
+    kwargs, ca_cert = _litellm_call(_kwargs(call, params, timeout))
     kwargs["encoding_format"] = "float"
+    token = CA_CERT.set(ca_cert)
     try:
         await check_egress(endpoint)
-        response = await litellm.aembedding(**kwargs)
+        async with asyncio.timeout(kwargs["timeout"]):
+            response = await litellm.aembedding(**kwargs)
     except Exception as exc:  # noqa: BLE001
         raise classify(exc, label=label, host=_host(endpoint)) from None
+    finally:
+        CA_CERT.reset(token)
     return _dump(response)
+
+
+async def _aclose(stream) -> None:
+    closer = getattr(stream, "aclose", None)
+    if closer is not None:
+        try:
+            await closer()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _event(line: bytes):
@@ -385,27 +473,31 @@ _DONE = object()
 
 
 async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: str,
-                         endpoint: str | None, timeout: float) -> AsyncIterator[dict]:
-    """A direct OpenAI-wire stream over providers.h1 (a lean HTTP/1.1 client: httpx took
-    1-2 ms to the first line), egress-checked per connection, within one deadline."""
-    from . import h1
+                         endpoint: str | None, timeout: float,
+                         ca_cert: str = "") -> AsyncIterator[dict]:
+    """A direct OpenAI-wire stream over providers.transport: `timeout` bounds the connect, the
+    first event and every silence; the whole stream runs up to stream_max_seconds(). Lines are
+    read only as the caller asks for events, so a slow client pauses the provider."""
+    from . import transport
 
     base, model, headers = direct
     body = {k: v for k, v in params.items() if k not in ("stream", "stream_options")}
     body.update(model=model, stream=True, stream_options={"include_usage": True})
     host = _host(endpoint)
     response = None
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + stream_max_seconds()
     try:
-        async with asyncio.timeout_at(deadline):
+        async with asyncio.timeout(timeout):
             await check_egress(endpoint)
-            response = await h1.post_stream(
-                f"{base}/chat/completions",
-                {**headers, "content-type": "application/json", "accept": "text/event-stream"},
-                json.dumps(body).encode())
-            if response.status_code >= 300:
-                raise h1.status_error(response, await response.read_error_body())
-            lines = response.lines()
+            response = await transport.send(
+                "POST", f"{base}/chat/completions",
+                headers={**headers, "content-type": "application/json",
+                         "accept": "text/event-stream"},
+                data=json.dumps(body).encode(), timeout=timeout, ca_cert=ca_cert)
+            if response.status >= 300:
+                raise transport.status_error(response, await _bounded_error_body(response))
+            lines = transport.lines(response)
             first = None
             async for line in lines:
                 event = _event(line)
@@ -416,7 +508,7 @@ async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: 
                 break
     except Exception as exc:  # noqa: BLE001
         if response is not None:
-            response.aclose_now()
+            response.release()
         raise classify(exc, label=label, host=host) from None
 
     async def chunks() -> AsyncIterator[dict]:
@@ -425,7 +517,7 @@ async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: 
             if first is None:
                 return
             yield first
-            while True:  # the whole stream within `timeout`, however slowly it trickles
+            while True:  # each silence within `timeout` (sock_read), the whole up to the cap
                 async with asyncio.timeout_at(deadline):
                     try:
                         event = _event(await lines.__anext__())
@@ -440,9 +532,12 @@ async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: 
             raise classify(exc, label=label, host=host) from None
         finally:
             # Closed early (the client went away): drop the upstream connection now; read to
-            # its end (or to `[DONE]`): back to the pool.
+            # `[DONE]`: wait briefly for the message's end, to keep the connection.
             await lines.aclose()
-            response.aclose_now(drain=done)
+            if done:
+                transport.release_after_drain(response)
+            else:
+                response.release()
 
     return chunks()
 

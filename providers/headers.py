@@ -1,6 +1,7 @@
-"""Rules for HTTP header names and values that connections configure (`config.extra_headers`,
-the custom-header auth method), checked at save time so that a bad one is a 400 naming the
-field, never a failure at send time. The transport imports the same rules before sending.
+"""Rules for what connections configure for the transport: HTTP header names and values
+(`config.extra_headers`, the custom-header auth method) and `config.ca_cert`, checked at save
+time so that a bad one is a 400 naming the field, never a failure at send time. The transport
+imports the same rules before sending.
 
 Header names are RFC 9110 tokens (https://www.rfc-editor.org/rfc/rfc9110#name-tokens);
 values must not contain CR, LF or NUL (RFC 9110 section 5.5: they would split the header).
@@ -9,10 +10,13 @@ values must not contain CR, LF or NUL (RFC 9110 section 5.5: they would split th
 from __future__ import annotations
 
 import re
+import ssl
 
 from .base import Provider
 
 EXTRA_HEADERS = "extra_headers"
+CA_CERT = "ca_cert"
+MAX_CA_CERT_LENGTH = 64 * 1024
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
@@ -23,6 +27,8 @@ MAX_HEADER_LENGTH = 8192
 # added per connection by `refused_extra_headers`), the target host and the framing.
 ALWAYS_REFUSED = frozenset({
     "authorization", "host", "content-length", "transfer-encoding", "connection", "cookie",
+    # Headers some wire format's key travels in: credentials whichever auth method is used now.
+    "x-api-key", "api-key", "x-goog-api-key", "x-litellm-api-key", "proxy-authorization",
 })
 
 
@@ -75,3 +81,20 @@ def extra_headers_problems(spec: type[Provider], auth_method: str,
         if problem:
             problems.append(f"extra_headers: the value of {name!r} {problem}.")
     return problems
+
+
+def ca_cert_problems(config: dict | None) -> list[str]:
+    """Problems with `config.ca_cert` (PEM CA certificate(s) trusted for this connection in
+    addition to the system roots; TLS verification cannot be turned off); [] when usable."""
+    pem = (config or {}).get(CA_CERT)
+    if pem in (None, ""):
+        return []
+    if not isinstance(pem, str) or "-----BEGIN CERTIFICATE-----" not in pem:
+        return ["ca_cert must be PEM CA certificate(s) (-----BEGIN CERTIFICATE-----...)."]
+    if len(pem) > MAX_CA_CERT_LENGTH:
+        return [f"ca_cert is too long ({MAX_CA_CERT_LENGTH // 1024} KiB at most)."]
+    try:
+        ssl.create_default_context().load_verify_locations(cadata=pem)
+    except (ssl.SSLError, ValueError):
+        return ["ca_cert is not a valid PEM certificate."]
+    return []

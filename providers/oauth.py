@@ -1,4 +1,8 @@
-"""OAuth 2.0 client-credentials tokens (RFC 6749 section 4.4), fetched with httpx and cached.
+"""OAuth 2.0 client-credentials tokens (RFC 6749 section 4.4), fetched and cached.
+
+Token requests (OAuth token URLs and Azure AD's) leave through providers.transport like every
+provider call: one DNS resolution whose every address is checked and connected to, no
+redirects (a 3xx is `blocked`), verified TLS.
 
 A token is cached in the Django cache (Redis in production, so every worker shares it) until
 60 seconds before it expires, then fetched again. The cache key is an HMAC of (token_url,
@@ -19,7 +23,6 @@ import hmac
 import json
 import logging
 
-import httpx
 from django.conf import settings
 from django.core.cache import cache
 
@@ -90,13 +93,15 @@ def _form(client_id: str, client_secret: str, scope: str, audience: str) -> dict
     return form
 
 
-def _token_from(response: httpx.Response, host: str) -> tuple[str, object]:
+def _token_from(response, host: str) -> tuple[str, object]:
     if response.status_code in (400, 401, 403):
         # RFC 6749 5.2: invalid_client / invalid_grant / unauthorized_client...
         raise ProviderError(AUTH, f"The OAuth token endpoint at {host} refused the client "
                             f"credentials (HTTP {response.status_code}).",
                             status=response.status_code)
     if response.status_code >= 300:
+        import httpx
+
         exc = httpx.HTTPStatusError("token endpoint", request=response.request, response=response)
         err = classify(exc, host=host)
         raise ProviderError(err.error_class, f"OAuth token endpoint: {err.message}",
@@ -112,35 +117,42 @@ def _token_from(response: httpx.Response, host: str) -> tuple[str, object]:
     return token, data.get("expires_in")
 
 
-def _check(token_url: str) -> str:
+def _host(token_url: str) -> str:
     from urllib.parse import urlsplit
 
-    from .egress import check_url
-
-    host = urlsplit(token_url).hostname or "the token endpoint"
     try:
-        check_url(token_url)
-    except Exception as exc:  # EgressBlocked, LookupError
+        return urlsplit(token_url).hostname or "the token endpoint"
+    except ValueError:
+        return "the token endpoint"
+
+
+async def _fetch(token_url: str, form: dict, host: str, timeout: float) -> tuple[str, object]:
+    """POST the token request through the transport (the egress check happens at its one DNS
+    resolution: the address checked is the address connected to)."""
+    from .transport import httpx_client
+
+    try:
+        async with httpx_client(timeout=timeout) as client:
+            response = await client.post(token_url, data=form,
+                                         headers={"Accept": "application/json"})
+    except Exception as exc:  # httpx errors, and the guard's EgressBlocked / LookupError
         raise classify(exc, host=host) from None
-    return host
+    return _token_from(response, host)
 
 
 def get_token(*, token_url: str, client_id: str, client_secret: str, scope: str = "",
               audience: str = "", timeout: float = TIMEOUT_S) -> str:
     """A valid access token for these client credentials (cached, refreshed before expiry)."""
+    from .transport import run_sync
+
     key = cache_key(token_url=token_url, client_id=client_id, client_secret=client_secret,
                     scope=scope, audience=audience)
     token = _cached(key)
     if token:
         return token
-    host = _check(token_url)
-    try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-            response = client.post(token_url, data=_form(client_id, client_secret, scope, audience),
-                                   headers={"Accept": "application/json"})
-    except httpx.HTTPError as exc:
-        raise classify(exc, host=host) from None
-    token, expires_in = _token_from(response, host)
+    host = _host(token_url)
+    token, expires_in = run_sync(_fetch(token_url, _form(client_id, client_secret, scope,
+                                                         audience), host, timeout))
     _store(key, token, expires_in)
     logger.info("Fetched an OAuth token from %s (expires in %s s)", host, expires_in)
     return token
@@ -148,25 +160,17 @@ def get_token(*, token_url: str, client_id: str, client_secret: str, scope: str 
 
 async def aget_token(*, token_url: str, client_id: str, client_secret: str, scope: str = "",
                      audience: str = "", timeout: float = TIMEOUT_S) -> str:
-    """Async `get_token`: the request goes through the egress guard's transport."""
+    """Async `get_token`."""
     from asgiref.sync import sync_to_async
-
-    from .egress import guarded_async_client
 
     key = cache_key(token_url=token_url, client_id=client_id, client_secret=client_secret,
                     scope=scope, audience=audience)
     token = await sync_to_async(_cached, thread_sensitive=False)(key)
     if token:
         return token
-    host = await sync_to_async(_check, thread_sensitive=False)(token_url)
-    try:
-        async with guarded_async_client(timeout=timeout) as client:
-            response = await client.post(
-                token_url, data=_form(client_id, client_secret, scope, audience),
-                headers={"Accept": "application/json"})
-    except Exception as exc:  # httpx errors, and the guard's EgressBlocked / LookupError
-        raise classify(exc, host=host) from None
-    token, expires_in = _token_from(response, host)
+    host = _host(token_url)
+    token, expires_in = await _fetch(token_url, _form(client_id, client_secret, scope, audience),
+                                     host, timeout)
     await sync_to_async(_store, thread_sensitive=False)(key, token, expires_in)
     logger.info("Fetched an OAuth token from %s (expires in %s s)", host, expires_in)
     return token
@@ -181,3 +185,29 @@ def invalidate(*, token_url: str, client_id: str, client_secret: str, scope: str
         cache.delete(key)
     except Exception:
         logger.warning("OAuth token cache unavailable; could not drop a token")
+
+
+async def ainvalidate(**args) -> None:
+    """Async `invalidate`."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(invalidate, thread_sensitive=False)(**args)
+
+
+async def adrop_token(*, provider: str, auth_method: str, config: dict, secrets) -> bool:
+    """After a provider refused a call with an OAuth token (401/403): drop the cached token so
+    the next call fetches a new one. False when the auth method uses no token."""
+    from .params import oauth_args
+    from .validation import config_with_defaults
+
+    try:
+        args = oauth_args(auth_method=auth_method,
+                          config=config_with_defaults(provider, auth_method, config or {}),
+                          secrets=secrets)
+    except ProviderError:
+        return False
+    if not args:
+        return False
+    await ainvalidate(**args)
+    logger.info("Provider refused a cached OAuth token; fetching a new one")
+    return True

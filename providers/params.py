@@ -43,6 +43,9 @@ from .validation import config_with_defaults
 NO_KEY = "llmconn-no-key"
 AZURE_AD_TOKEN_URL = "https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token"
 AZURE_AD_SCOPE = "https://cognitiveservices.azure.com/.default"
+# The connection's `config.ca_cert` (PEM) travels with the call kwargs under this key; callers
+# take it out (`pop_ca_cert`) before litellm sees them and hand it to providers.transport.
+CA_CERT_KWARG = "llmconn_ca_cert"
 SECRET_KWARGS = ("api_key", "azure_ad_token", "aws_secret_access_key", "aws_session_token",
                  "vertex_credentials")
 
@@ -165,7 +168,23 @@ def _build(*, provider: str, auth_method: str, base_url: str | None, config: dic
     if provider == "vertex_ai":
         kwargs["vertex_project"] = config.get("project_id")
         kwargs["vertex_location"] = config.get("location")
+    extra = config.get("extra_headers")
+    if isinstance(extra, dict) and extra:
+        # Non-secret headers sent on every call (names refused by providers.headers never get
+        # here); the auth method's own header wins over a same-named one.
+        kwargs["extra_headers"] = {**{str(k): str(v) for k, v in extra.items()},
+                                   **(kwargs.get("extra_headers") or {})}
+    if isinstance(config.get("ca_cert"), str) and config["ca_cert"].strip():
+        kwargs[CA_CERT_KWARG] = config["ca_cert"]
     return kwargs
+
+
+def pop_ca_cert(kwargs: dict) -> tuple[dict, str]:
+    """(kwargs without the CA certificate, the PEM or "")."""
+    if CA_CERT_KWARG not in kwargs:
+        return kwargs, ""
+    rest = dict(kwargs)
+    return rest, rest.pop(CA_CERT_KWARG) or ""
 
 
 def litellm_kwargs(*, provider: str, auth_method: str, base_url: str | None, config: dict | None,

@@ -10,7 +10,9 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 
 from .base import URL, find_provider
-from .headers import EXTRA_HEADERS, extra_headers_problems, header_value_problem
+from .headers import (
+    CA_CERT, EXTRA_HEADERS, ca_cert_problems, extra_headers_problems, header_value_problem,
+)
 
 MAX_VALUE_LENGTH = 8192  # a service-account JSON is ~2.5 kB; nothing legitimate is near this
 
@@ -90,8 +92,12 @@ def validate_connection_settings(
         config = {}
     for key, value in config.items():
         known = fields.get(key)
-        if key == EXTRA_HEADERS:
+        if key == EXTRA_HEADERS:  # every provider's: providers.headers says what fits
             for problem in extra_headers_problems(spec, auth_method, config):
+                add("config", problem)
+            continue
+        if key == CA_CERT:
+            for problem in ca_cert_problems(config):
                 add("config", problem)
             continue
         if known is None:

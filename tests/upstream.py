@@ -45,12 +45,24 @@ Behaviour modes, `set_mode(mode, *, status=None, delay_ms=None, times=None, path
   for canary tests) | "drop" (close the connection without answering) | 404 (path not found) |
   "endless" (200 that never ends: SSE chat chunks when the request has `"stream": true`, else
   an unterminated JSON body; a piece every `delay_ms`, 0 = as fast as the client reads, until
-  the client goes away, the server stops or `hang_s` passes: for size caps and deadlines).
+  the client goes away, the server stops or `hang_s` passes: for size caps and deadlines;
+  `upstream.endless_padding = N` adds N characters to each event, `bytes_streamed` counts
+  what was written: for backpressure).
   `times=N` applies the mode to the next N matching requests only, then back to "ok";
   `path="/v1/chat"` limits it to paths starting with that prefix (others behave normally).
   `set_mode("ok")` or `reset()` clears it. Auth is checked before modes except "echo_key",
   "drop", "hang", "endless" and "slow" (which act first, like a broken network or upstream
   would).
+
+  "redirect" (answer `status`, default 307, with `Location: upstream.redirect_to + path`, before
+  any auth check: a provider or proxy that points elsewhere) | "drip" (a 200 stream of `chunks`
+  SSE chat chunks, default 3, one every `delay_ms`, then usage and `data: [DONE]`; without
+  `"stream": true` the same pieces of one JSON answer: for per-silence timeouts).
+
+TLS. `Upstream(tls=trustme.CA(), cert_names=("localhost",))` serves HTTPS with a certificate
+for `cert_names` issued by that private CA; `url` is then `https://localhost:PORT` (override
+the host with `url_host=`). `upstream.ca_pem` is the CA certificate (PEM) a connection needs
+in `config.ca_cert`.
 
 Records. Every request is appended to `requests` (thread-safe, newest last) as a `Recorded`
 with `.method`, `.path`, `.headers` (lower-cased names), `.body` (parsed JSON/form or raw),
@@ -89,7 +101,7 @@ _MODE_ALIASES = {
     "500": "server_error", "404": "not_found", "timeout": "hang",
 }
 _MODES = {"ok", "auth_error", "rate_limit", "server_error", "status", "slow", "hang",
-          "bad_json", "echo_key", "drop", "not_found", "endless"}
+          "bad_json", "echo_key", "drop", "not_found", "endless", "redirect", "drip"}
 
 
 @dataclass
@@ -112,6 +124,7 @@ class _Mode:
     delay_ms: int = 0
     times: int | None = None
     path: str | None = None
+    chunks: int = 3
 
 
 def free_port() -> int:
@@ -138,6 +151,9 @@ class Upstream:
         check_models: bool = True,
         hang_s: float = 120.0,
         max_records: int = 10000,
+        tls=None,
+        cert_names=("localhost",),
+        url_host: str | None = None,
     ):
         self.api_keys: set[str] = set(api_keys or ())
         self.models: list[str] = list(models)
@@ -156,6 +172,21 @@ class Upstream:
         self._stopping = threading.Event()
         self._server = _Server((host, port), _Handler)
         self._server.upstream = self
+        self._server.tls_context = None
+        self.redirect_to = ""
+        self.endless_padding = 0  # extra characters per "endless" stream event
+        self.bytes_streamed = 0  # body bytes written by "endless" / "drip" answers
+        self.ca_pem = ""
+        self._url_host = url_host or ("localhost" if tls is not None else "127.0.0.1")
+        self._scheme = "http"
+        if tls is not None:
+            import ssl
+
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.issue_cert(*cert_names).configure_cert(context)
+            self._server.tls_context = context
+            self.ca_pem = tls.cert_pem.bytes().decode()
+            self._scheme = "https"
         self._thread: threading.Thread | None = None
 
     # --- addresses -------------------------------------------------------------------------
@@ -165,7 +196,7 @@ class Upstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://{self._url_host}:{self.port}"
 
     @property
     def openai_url(self) -> str:
@@ -206,7 +237,7 @@ class Upstream:
 
     # --- configuration ---------------------------------------------------------------------
     def set_mode(self, mode="ok", *, status: int | None = None, delay_ms: int | None = None,
-                 times: int | None = None, path: str | None = None) -> None:
+                 times: int | None = None, path: str | None = None, chunks: int = 3) -> None:
         """Change how the next requests are answered (see the module docstring)."""
         name = _MODE_ALIASES.get(str(mode), str(mode))
         if name not in _MODES:
@@ -216,7 +247,7 @@ class Upstream:
         if name == "slow" and delay_ms is None:
             delay_ms = 1000
         with self._lock:
-            self._mode = _Mode(name, status, delay_ms or 0, times, path)
+            self._mode = _Mode(name, status, delay_ms or 0, times, path, chunks)
 
     @property
     def mode(self) -> str:
@@ -295,6 +326,22 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
     upstream: Upstream
+    tls_context = None
+
+    def get_request(self):
+        sock, address = super().get_request()
+        if self.tls_context is not None:  # the handshake happens on the handler's first read
+            sock = self.tls_context.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request, client_address):
+        import ssl
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
+            return  # a client that refused our certificate, or went away
+        super().handle_error(request, client_address)
 
 
 def _properties_example(schema: dict) -> dict:
@@ -368,6 +415,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode.name == "endless":
             return self._endless(body, mode.delay_ms)
+        if mode.name == "redirect":
+            return self._send(mode.status or 307, b"", extra_headers={
+                "Location": f"{self.up.redirect_to}{self.path}"})
+        if mode.name == "drip":
+            return self._drip(body, mode.delay_ms, mode.chunks)
         if mode.name == "slow":
             time.sleep(mode.delay_ms / 1000)
         if mode.name == "echo_key":
@@ -466,6 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chunk(self, text: str):
         data = text.encode()
+        self.up.bytes_streamed += len(data)
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
@@ -487,6 +540,8 @@ class _Handler(BaseHTTPRequestHandler):
             chunk = {"id": "chatcmpl-endless", "object": "chat.completion.chunk", "created": 0,
                      "model": payload.get("model") or "test-model",
                      "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}]}
+            if self.up.endless_padding:
+                chunk["padding"] = "p" * self.up.endless_padding
             piece = f"data: {json.dumps(chunk)}\n\n"
         else:
             piece = '{"id": "endless", "object": "model"}, ' * 50
@@ -499,6 +554,42 @@ class _Handler(BaseHTTPRequestHandler):
                 if delay_ms:
                     self.up._stopping.wait(delay_ms / 1000)
         except OSError:  # the client stopped reading and closed: what a size cap does
+            pass
+
+    def _drip(self, body, delay_ms: int, chunks: int) -> None:
+        """A finite 200 whose pieces come `delay_ms` apart (mode "drip")."""
+        payload = body if isinstance(body, dict) else {}
+        model = payload.get("model") or "test-model"
+        if not payload.get("stream"):
+            self._start_stream()
+            self._chunk('{"id": "chatcmpl-drip", "object": "chat.completion", ')
+            for _ in range(chunks):
+                if self.up._stopping.wait(delay_ms / 1000):
+                    return
+                self._chunk(" ")
+            self._chunk(json.dumps({"created": 0, "model": model, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "drip"},
+                 "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                          "total_tokens": 2}})[1:])
+            return self._end_stream()
+        self._start_stream()
+        try:
+            for index in range(chunks):
+                if index and self.up._stopping.wait(delay_ms / 1000):
+                    return
+                chunk = {"id": "chatcmpl-drip", "object": "chat.completion.chunk",
+                         "created": 0, "model": model,
+                         "choices": [{"index": 0, "delta": {"content": f"{index} "},
+                                      "finish_reason": None}]}
+                self._chunk(f"data: {json.dumps(chunk)}\n\n")
+            last = {"id": "chatcmpl-drip", "object": "chat.completion.chunk", "created": 0,
+                    "model": model, "choices": [],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": chunks,
+                              "total_tokens": chunks + 1}}
+            self._chunk(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n")
+            self._end_stream()
+        except OSError:
             pass
 
     def _reply_text(self) -> str:

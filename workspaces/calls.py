@@ -162,6 +162,22 @@ async def _acall_kwargs(resolved: Resolved) -> dict:
         raise provider_gateway.classify(exc, label=label(resolved), host=resolved.host) from None
 
 
+async def _invoke_refreshing(invoke, resolved: Resolved, call: dict):
+    """`invoke(resolved, call)`; when the provider refuses an OAuth token (revoked or expired
+    early), drop it, fetch a new one and retry once (contract: "Time" / OAuth)."""
+    from providers.errors import AUTH
+    from providers.oauth import adrop_token
+
+    try:
+        return await invoke(resolved, call)
+    except ProviderCallError as err:
+        if err.error_class != AUTH or not await adrop_token(
+                provider=resolved.provider, auth_method=resolved.auth_method,
+                config=resolved.config, secrets=resolved.secrets):
+            raise
+    return await invoke(resolved, await _acall_kwargs(resolved))
+
+
 async def attempt(plan: Plan, invoke: Callable[[Resolved, dict], Awaitable], *,
                   stream: bool = False):
     """Call `invoke(resolved, litellm kwargs)` on each candidate until one answers.
@@ -180,7 +196,7 @@ async def attempt(plan: Plan, invoke: Callable[[Resolved, dict], Awaitable], *,
                 call = plan.first_call
             else:
                 call = await _acall_kwargs(resolved)
-            result = await invoke(resolved, call)
+            result = await _invoke_refreshing(invoke, resolved, call)
             current.answered = time.perf_counter()
         except ProviderCallError as err:
             await record(plan, current, stream=stream, status=err.status,

@@ -188,6 +188,8 @@ async def _context_async(authorization: str | None, model: str, endpoint: str,
     """`_context`, on the event loop when everything it needs is in this process's memory
     (`_context_warm`, with the round trip `check` already sent if given), else on the sync
     thread."""
+    if check is not None:
+        await check.areplies()
     warm = _context_warm(authorization, model, endpoint, check)
     if isinstance(warm, tuple) and len(warm) == 2 and isinstance(warm[1], calls.Plan):
         plan = warm[1]
@@ -201,34 +203,34 @@ async def _context_async(authorization: str | None, model: str, endpoint: str,
 
 
 class WarmCheck:
-    """The warm path's one Redis round trip, sent before the request body is parsed.
+    """The warm path's one Redis round trip, started before the request body is parsed.
 
     When this process already knows a request's API key, the revision stamp and the key's
-    throttle count are asked for as soon as the view starts (`start`), and the replies are read
-    once the body is checked and the call is planned (`replies`): the round trip overlaps that
-    work instead of adding to it. Nothing goes to a provider before the replies are read, so an
-    edit, a revoked key or a throttled key still takes effect on the very next call. A request
-    refused for its body is not counted (`discard` takes its throttle count back), as on the
-    cold path, where the throttle is counted only for a call that is going to be made.
-
-    Uses one connection of the cache's Redis pool (redis-py's `send_packed_command` /
-    `read_response`); any Redis trouble makes `replies` None and the call takes the sync path,
-    which knows what to do.
+    throttle count are asked for as soon as the view starts (`start` schedules the pipeline on
+    the event loop with redis.asyncio), and the replies are awaited once the body is checked
+    (`areplies`): the round trip overlaps that work instead of adding to it, and a slow Redis
+    never blocks the event loop (other streams keep flowing). Nothing goes to a provider
+    before the replies are read, so an edit, a revoked key or a throttled key still takes
+    effect on the very next call. A request refused for its body is not counted (`discard`
+    takes its throttle count back), as on the cold path, where the throttle is counted only
+    for a call that is going to be made. The throttle's commands are llmconn.throttling's
+    (`window_commands`); any Redis trouble makes the replies None and the call takes the sync
+    path, which knows what to do.
     """
 
-    __slots__ = ("hit", "window", "_client", "_throttle_key", "_conn", "_count", "_replies")
+    __slots__ = ("hit", "window", "_client", "_throttle_key", "_task", "_replies")
 
-    def __init__(self, hit, window, client, throttle_key, conn, count):
+    def __init__(self, hit, window, client, throttle_key, task):
         self.hit, self.window, self._client = hit, window, client
-        self._throttle_key, self._conn, self._count = throttle_key, conn, count
+        self._throttle_key, self._task = throttle_key, task
         self._replies: list | None = None
 
     @classmethod
     def start(cls, authorization: str | None) -> WarmCheck | None:
-        """Send the round trip for a key this process knows; None when the call cannot take
+        """Start the round trip for a key this process knows; None when the call cannot take
         the warm path anyway (unknown key, last-used write due, no Redis)."""
-        from llmconn.rediscache import client_and_key
-        from llmconn.throttling import gateway_window
+        from llmconn.rediscache import async_client_and_key
+        from llmconn.throttling import gateway_window, window_commands
 
         from .constants import REVISION_CACHE_KEY
         from .keys import cached_identity
@@ -236,49 +238,55 @@ class WarmCheck:
         hit = cached_identity(bearer_token(authorization))
         if hit is None or services.api_key_touch_due(hit[1].key_id):
             return None
-        client, stamp_key = client_and_key(REVISION_CACHE_KEY)
+        try:
+            client, stamp_key = async_client_and_key(REVISION_CACHE_KEY)
+        except Exception:  # noqa: BLE001 - Redis trouble: the sync path knows what to do
+            return None
         if client is None:
             return None
         window = gateway_window(hit[1].key_id)
         commands: list[tuple] = [("GET", stamp_key)]
         throttle_key = None
         if window is not None:
-            _, throttle_key = client_and_key(window[0])
-            commands += [("SET", throttle_key, 0, "EX", window[1], "NX"),
-                         ("INCR", throttle_key)]
-        pool = client.connection_pool
-        conn = None
-        try:
-            conn = pool.get_connection()
-            conn.send_packed_command(conn.pack_commands(commands))
-        except Exception:  # noqa: BLE001 - Redis trouble: the sync path knows what to do
-            if conn is not None:
-                conn.disconnect()
-                pool.release(conn)
-            return None
-        return cls(hit, window, client, throttle_key, conn, len(commands))
+            _, throttle_key = async_client_and_key(window[0])
+            commands += window_commands(throttle_key, window[1])
 
-    def replies(self) -> list | None:
-        """[stamp, (SET reply, count)]; None when Redis failed. Read once; the connection goes
-        back to the pool as soon as they are read."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        async def round_trip():
+            # One connection, the commands sent as one packet and their replies read: half
+            # the CPU of redis.asyncio's pipeline object, which matters on every call.
+            pool = client.connection_pool
+            conn = await pool.get_connection()
             try:
-                self._replies = [conn.read_response() for _ in range(self._count)]
-            except Exception:  # noqa: BLE001
-                conn.disconnect()
+                await conn.send_packed_command(conn.pack_commands(commands))
+                return [await conn.read_response() for _ in commands]
+            except BaseException:
+                await conn.disconnect()  # (replies left unread: never back in use as is)
+                raise
             finally:
-                self._client.connection_pool.release(conn)
+                await pool.release(conn)
+
+        task = asyncio.get_running_loop().create_task(round_trip())
+        return cls(hit, window, client, throttle_key, task)
+
+    async def areplies(self) -> list | None:
+        """[stamp, (SET reply, count)]; None when Redis failed."""
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                self._replies = list(await task)
+            except Exception:  # noqa: BLE001
+                self._replies = None
         return self._replies
 
-    def discard(self) -> None:
-        """The request was refused before its call was planned: read the replies (a connection
-        with unread replies must not go back to the pool) and take the count back."""
-        replies = self.replies()
-        if replies is not None and self._throttle_key is not None:
-            self._replies = None
+    def replies(self) -> list | None:
+        """The replies `areplies` read (None before, or when Redis failed)."""
+        return self._replies
+
+    async def discard(self) -> None:
+        """The request was refused before its call was planned: take the count back."""
+        if await self.areplies() is not None and self._throttle_key is not None:
             try:
-                self._client.decr(self._throttle_key)
+                await self._client.decr(self._throttle_key)
             except Exception:  # noqa: BLE001 - one call too many counted, at worst
                 pass
 
@@ -403,7 +411,7 @@ async def _plan_request(request, parse, endpoint: str):
         parsed = parse(request)
     except BaseException as exc:
         if check is not None:
-            check.discard()
+            await check.discard()
         if isinstance(exc, GatewayError):
             return exc.response()
         raise
@@ -413,9 +421,6 @@ async def _plan_request(request, parse, endpoint: str):
                                                check)
     except REFUSALS as exc:
         return _refusal_response(exc)
-    finally:
-        if check is not None:
-            check.replies()  # (already read, unless something failed first)
     return parsed, plan
 
 

@@ -10,7 +10,8 @@ import pytest
 from django.test import override_settings
 
 from providers import egress
-from providers.egress import EgressBlocked, check_url, guarded_async_client
+from providers.egress import EgressBlocked, check_url
+from providers.transport import RedirectRefused, httpx_client
 
 NO_PRIVATE = override_settings(LLMCONN_EGRESS_ALLOW=[])
 
@@ -114,7 +115,7 @@ def local_server():
 
 def _get(url: str) -> httpx.Response:
     async def go():
-        async with guarded_async_client(timeout=5) as client:
+        async with httpx_client(timeout=5) as client:
             return await client.get(url)
 
     return asyncio.run(go())
@@ -150,9 +151,10 @@ def test_guarded_client_refuses_a_resolver_that_answers_public_then_private(
 
 
 def test_guarded_client_does_not_follow_redirects(local_server):
-    with override_settings(LLMCONN_EGRESS_ALLOW=["127.0.0.0/8"]):
-        response = _get(f"http://127.0.0.1:{local_server}/redirect")
-    assert response.status_code == 302  # returned, not followed
+    with override_settings(LLMCONN_EGRESS_ALLOW=["127.0.0.0/8"]), \
+            pytest.raises(RedirectRefused) as caught:
+        _get(f"http://127.0.0.1:{local_server}/redirect")
+    assert "HTTP 302" in str(caught.value) and "never followed" in str(caught.value)
 
 
 def test_guarded_client_refuses_loopback_when_not_allowed(local_server):

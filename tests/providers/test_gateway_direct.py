@@ -1,5 +1,6 @@
-"""providers.gateway: OpenAI-wire providers are called directly (no litellm), over providers.h1's
-keep-alive pool (one per event loop); prices come from litellm's table file."""
+"""providers.gateway: OpenAI-wire providers are called directly (no litellm), over
+providers.transport's keep-alive pool (one aiohttp session per event loop); prices come from
+litellm's table file."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from providers import gateway, h1
+from providers import gateway, transport
 from providers.gateway import ProviderCallError, direct_target
 from providers.params import NO_KEY, litellm_kwargs
 from tests.conftest import UPSTREAM_KEY
@@ -55,7 +56,9 @@ def test_litellm_proxy_key_travels_in_its_own_header():
 
 
 def _idle():
-    return [c for conns in h1._pool().idle.values() for c in conns]
+    """The protocols of the idle keep-alive connections of this loop's session."""
+    conns = transport.session().connector._conns
+    return [proto for idle in conns.values() for proto, _ in idle]
 
 
 def test_direct_chat_reaches_the_upstream_and_reuses_one_kept_alive_connection(upstream):
@@ -153,7 +156,7 @@ def test_concurrent_calls_all_answer_and_their_connections_are_kept(upstream):
 
     answers, idle = asyncio.run(run())
     assert all(a["choices"][0]["message"]["content"] == "Hello from upstream." for a in answers)
-    assert 1 <= len(idle) <= 20 and all(not c.closed for c in idle)
+    assert 1 <= len(idle) <= 20 and all(c.is_connected() for c in idle)
 
 
 def test_an_answer_past_the_size_cap_is_refused(upstream, monkeypatch):

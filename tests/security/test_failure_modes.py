@@ -265,7 +265,9 @@ def test_gateway_call_to_a_hanging_upstream_is_a_504(upstream, gateway_key, gate
                                                   (5, 504, "provider_timeout")])
 @pytest.mark.django_db
 def test_gateway_call_to_an_endless_upstream_ends_at_the_size_cap_or_the_deadline(
-        upstream, gateway_key, gateway, delay_ms, status, code):
+        upstream, gateway_key, gateway, delay_ms, status, code, settings):
+    if status == 502:  # reading 32 MiB from the in-process upstream takes ~1 s on 2 busy cores
+        settings.LLMCONN_PROVIDER_TIMEOUT = 5
     upstream.set_mode("endless", delay_ms=delay_ms)
     r = gateway.post("/v1/chat/completions", gateway_key,
                      {"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
@@ -274,7 +276,10 @@ def test_gateway_call_to_an_endless_upstream_ends_at_the_size_cap_or_the_deadlin
 
 @pytest.mark.django_db
 def test_gateway_stream_from_an_endless_upstream_ends_at_the_deadline(upstream, gateway_key,
-                                                                      gateway):
+                                                                      gateway, settings):
+    # A stream that keeps producing runs up to LLMCONN_STREAM_MAX_SECONDS (contract "Time"),
+    # however short the per-silence timeout.
+    settings.LLMCONN_STREAM_MAX_SECONDS = 2
     upstream.set_mode("endless", delay_ms=50)
     r, chunks = gateway.stream("/v1/chat/completions", gateway_key,
                                {"model": "chat", "stream": True,
