@@ -106,6 +106,8 @@ LLMCONN_SWEEP_CONCURRENCY = env.int("LLMCONN_SWEEP_CONCURRENCY", default=200)
 # Gateway calls: seconds before a provider call counts as a timeout (and the binding's next
 # fallback is tried), unless the connection sets its own `timeout_seconds`.
 LLMCONN_PROVIDER_TIMEOUT = env.int("LLMCONN_PROVIDER_TIMEOUT", default=60)
+# Largest /v1 request body (one chat message with images can be tens of MB); above: 413.
+LLMCONN_MAX_REQUEST_BYTES = env.int("LLMCONN_MAX_REQUEST_BYTES", default=32 * 1024 * 1024)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

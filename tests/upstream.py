@@ -35,7 +35,8 @@ Models. `models` (a list) is what the listings return; a chat/messages/embedding
 a model not in it gets 404 `model_not_found` unless `check_models` is False.
 
 Behaviour modes, `set_mode(mode, *, status=None, delay_ms=None, times=None, path=None)`:
-  "ok" (default) | 401 | 429 (with Retry-After) | 500 | "status" (answer `status`) |
+  "ok" (default) | 401 | 429 (with Retry-After) | 500 | "status" (answer `status`;
+  message `error_message` if set) |
   "slow" (wait `delay_ms`, then answer normally) | "hang" (never answer until the server stops
   or `hang_s` passes) | "bad_json" (200 with a body that is not JSON; in streams, a broken
   chunk) | "echo_key" (error `status`, default 401, whose message contains the presented key:
@@ -138,6 +139,7 @@ class Upstream:
     ):
         self.api_keys: set[str] = set(api_keys or ())
         self.models: list[str] = list(models)
+        self.error_message: str | None = None  # mode "status": this message instead of ours
         self.name = name
         self.key_headers: set[str] = {h.lower() for h in key_headers}
         self.oauth_clients: dict[str, str] = dict(oauth_clients or {})
@@ -411,7 +413,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode.name == "server_error":
             self._error(500, "The upstream had an internal error.", "server_error")
         elif mode.name == "status":
-            self._error(mode.status, f"Upstream answered {mode.status}.", "upstream_status")
+            self._error(mode.status, self.up.error_message or f"Upstream answered {mode.status}.",
+                        "upstream_status")
         else:
             return False
         return True

@@ -85,6 +85,21 @@ def _connection_for_binding(value, *, where: str) -> Connection | None:
     return connection
 
 
+def _check_capability(connection: Connection | None, *, role: str, where: str) -> None:
+    """400 when a connection whose provider has no embeddings endpoint is bound to the
+    `embedding` role (it would fail on every call, with a confusing message)."""
+    from providers.base import EMBEDDINGS, find_provider
+
+    if connection is None or role != Role.EMBEDDING:
+        return
+    spec = find_provider(connection.provider)
+    if spec is not None and EMBEDDINGS not in spec.capabilities:
+        raise ValidationFailed(
+            f"{where}: connection {connection.name!r} ({spec.label}) has no embeddings endpoint "
+            "and cannot be bound to the embedding role.", code="unsupported_endpoint",
+            fields={where: ["This provider cannot make embeddings."]})
+
+
 def _clean_model(value, *, where: str) -> str | None:
     if value is None:
         return None
@@ -171,10 +186,14 @@ def _apply_bindings(*, workspace: Workspace, bindings: dict) -> None:
         if "connection" in value:
             binding.connection = _connection_for_binding(value["connection"],
                                                          where=f"{where}.connection")
+            _check_capability(binding.connection, role=role, where=f"{where}.connection")
         if "model" in value:
             binding.model = _clean_model(value["model"], where=f"{where}.model")
         if "fallbacks" in value:
             binding.fallbacks = _clean_fallbacks(value["fallbacks"], where=f"{where}.fallbacks")
+            for i, item in enumerate(binding.fallbacks):
+                _check_capability(Connection.objects.filter(pk=item["connection"]).first(),
+                                  role=role, where=f"{where}.fallbacks[{i}].connection")
         binding.full_clean()
         binding.save()
 
@@ -256,6 +275,7 @@ def system_default_set(*, role: str, connection, model: str | None = None,
     if role not in ROLES:
         raise NotFound(f"Unknown role {role!r}: roles are {', '.join(ROLES)}.")
     conn = _connection_for_binding(connection, where="connection")
+    _check_capability(conn, role=role, where="connection")
     if conn is None:
         raise ValidationFailed("connection is required (delete the default to remove it).",
                                fields={"connection": ["Required."]})
