@@ -19,6 +19,10 @@ Endpoints (paths are relative to `upstream.url`, e.g. http://127.0.0.1:PORT):
 - Anthropic-style, base URL `upstream.anthropic_url` (= url + "/anthropic"):
   `POST /anthropic/v1/messages` (JSON or SSE events message_start ... message_stop; a
   `tool_use` block when the request has `tools`), `GET /anthropic/v1/models`.
+- Gemini-style (Google AI Studio), base URL `upstream.gemini_url` (= url + "/gemini"), as
+  litellm's `gemini/` provider calls it with an api_base: `POST /gemini/models/{model}:
+  generateContent`, `:streamGenerateContent` (SSE), `:batchEmbedContents`; key in
+  `x-goog-api-key`; errors as `{"error": {"code", "message", "status"}}`.
 - OAuth 2.0 client credentials, `upstream.token_url` (= url + "/oauth/token"): form fields
   `grant_type=client_credentials`, `client_id`, `client_secret` (or HTTP Basic), `scope`.
   Clients are `upstream.oauth_clients` ({client_id: client_secret}); tokens live
@@ -44,6 +48,10 @@ Behaviour modes, `set_mode(mode, *, status=None, delay_ms=None, times=None, path
   "endless" (200 that never ends: SSE chat chunks when the request has `"stream": true`, else
   an unterminated JSON body; a piece every `delay_ms`, 0 = as fast as the client reads, until
   the client goes away, the server stops or `hang_s` passes: for size caps and deadlines).
+  "no_usage" (streams never carry usage, whatever `stream_options` says, as llama.cpp's
+  server; with `tools`, the tool call is streamed too) | "per_token" (embeddings answer one
+  vector per input token, a list of lists, and ignore `encoding_format`, as a model without
+  pooling does).
   `times=N` applies the mode to the next N matching requests only, then back to "ok";
   `path="/v1/chat"` limits it to paths starting with that prefix (others behave normally).
   `set_mode("ok")` or `reset()` clears it. Auth is checked before modes except "echo_key",
@@ -80,14 +88,15 @@ DEFAULT_MODELS = (
     "test-embedding",
     "text-embedding-3-small",
 )
-DEFAULT_KEY_HEADERS = ("authorization", "x-api-key", "x-litellm-api-key", "api-key")
+DEFAULT_KEY_HEADERS = ("authorization", "x-api-key", "x-litellm-api-key", "api-key",
+                       "x-goog-api-key")
 EMBEDDING_DIMENSIONS = 8
 _MODE_ALIASES = {
     "401": "auth_error", "auth": "auth_error", "429": "rate_limit", "rate_limited": "rate_limit",
     "500": "server_error", "404": "not_found", "timeout": "hang",
 }
 _MODES = {"ok", "auth_error", "rate_limit", "server_error", "status", "slow", "hang",
-          "bad_json", "echo_key", "drop", "not_found", "endless"}
+          "bad_json", "echo_key", "drop", "not_found", "endless", "no_usage", "per_token"}
 
 
 @dataclass
@@ -173,6 +182,10 @@ class Upstream:
     @property
     def anthropic_url(self) -> str:
         return f"{self.url}/anthropic"
+
+    @property
+    def gemini_url(self) -> str:
+        return self.url + "/gemini"
 
     @property
     def token_url(self) -> str:
@@ -381,6 +394,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             return self._oauth_token(body if isinstance(body, dict) else {}, headers)
 
+        self._mode_name = mode.name
+        if path.startswith("/gemini/models/") and method == "POST":
+            return self._gemini(path, body, presented, mode)
         routes = {
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/chat/completions"): self._chat,
@@ -561,7 +577,8 @@ class _Handler(BaseHTTPRequestHandler):
             for i, word in enumerate(words):
                 events.append(chunk({"content": word if i == 0 else " " + word}))
         events.append(chunk({}, finish))
-        if (payload.get("stream_options") or {}).get("include_usage"):
+        if (payload.get("stream_options") or {}).get("include_usage") \
+                and self._mode_name != "no_usage":
             events.append({"id": cid, "object": "chat.completion.chunk", "created": created,
                            "model": model, "choices": [], "usage": usage})
         self._start_stream()
@@ -585,12 +602,72 @@ class _Handler(BaseHTTPRequestHandler):
         for i, item in enumerate(inputs):
             seed = sum(str(item).encode()) % 97
             vector = [round(((seed + j * 7) % 13) / 13.0, 4) for j in range(EMBEDDING_DIMENSIONS)]
+            if self._mode_name == "per_token":  # one vector per (whitespace) token, floats
+                words = str(item).split() or [""]
+                data.append({"object": "embedding", "index": i, "embedding": [
+                    [round(v + k / 100, 4) for v in vector] for k in range(len(words))]})
+                continue
             embedding = (base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
                          if as_base64 else vector)
             data.append({"object": "embedding", "index": i, "embedding": embedding})
         tokens = self._count_tokens(inputs)
         self._json(200, {"object": "list", "data": data, "model": payload.get("model"),
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, bad_json)
+
+    # --- Gemini (AI Studio) -----------------------------------------------------------------
+    def _gemini_error(self, status: int, message: str, kind: str):
+        self._json(status, {"error": {"code": status, "message": message, "status": kind}})
+
+    def _gemini(self, path: str, body, presented: list[str], mode: _Mode) -> None:
+        model, _, action = path[len("/gemini/models/"):].partition(":")
+        if not self.up._key_ok(presented):
+            return self._gemini_error(400, "API key not valid. Please pass a valid API key.",
+                                      "INVALID_ARGUMENT")
+        if mode.name == "auth_error":
+            return self._gemini_error(403, "Permission denied: the API key is not valid.",
+                                      "PERMISSION_DENIED")
+        if mode.name == "rate_limit":
+            return self._gemini_error(429, "Resource has been exhausted.", "RESOURCE_EXHAUSTED")
+        if mode.name == "status":
+            return self._gemini_error(mode.status, self.up.error_message
+                                      or f"Upstream answered {mode.status}.", "FAILED_PRECONDITION")
+        if mode.name == "server_error":
+            return self._gemini_error(500, "Internal error.", "INTERNAL")
+        if self.up.check_models and model not in self.up.models:
+            return self._gemini_error(404, f"models/{model} is not found.", "NOT_FOUND")
+        payload = body if isinstance(body, dict) else {}
+        if action == "batchEmbedContents":
+            values = [[round(((sum(json.dumps(r).encode()) + j * 7) % 13) / 13.0, 4)
+                       for j in range(EMBEDDING_DIMENSIONS)] for r in payload.get("requests") or []]
+            return self._json(200, {"embeddings": [{"values": v} for v in values]})
+        if action not in ("generateContent", "streamGenerateContent"):
+            return self._gemini_error(404, f"Unknown action {action}.", "NOT_FOUND")
+        prompt_tokens = self._count_tokens(payload.get("contents"))
+        text = self._reply_text()
+        tools = [d for t in payload.get("tools") or [] for d in t.get("functionDeclarations")
+                 or t.get("function_declarations") or []]
+        if tools:
+            part = {"functionCall": {"name": tools[0].get("name", "tool"),
+                                     "args": _properties_example(tools[0].get("parameters"))}}
+        else:
+            part = {"text": text}
+        usage = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": len(text.split()),
+                 "totalTokenCount": prompt_tokens + len(text.split())}
+        final = {"candidates": [{"content": {"parts": [part], "role": "model"},
+                                 "finishReason": "STOP", "index": 0}],
+                 "usageMetadata": usage, "modelVersion": model}
+        if action == "generateContent":
+            return self._json(200, final)
+        self._start_stream()
+        if not tools:
+            words = text.split(" ")
+            for word in words[:-1]:
+                self._chunk("data: " + json.dumps({"candidates": [{"content": {
+                    "parts": [{"text": word + " "}], "role": "model"}, "index": 0}],
+                    "modelVersion": model}) + "\r\n\r\n")
+            final["candidates"][0]["content"]["parts"] = [{"text": words[-1]}]
+        self._chunk("data: " + json.dumps(final) + "\r\n\r\n")
+        self._end_stream()
 
     # --- Anthropic -------------------------------------------------------------------------
     def _anthropic_models(self, payload, bad_json=False):

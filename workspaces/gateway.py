@@ -431,6 +431,32 @@ async def _under_request_id(content, rid: str):
             await closer()
 
 
+def conform_chat(response: dict) -> dict:
+    """A chat completion as OpenAI's schema requires it (CreateChatCompletionResponse): the
+    nullable fields it requires (`logprobs`, `message.content`, `message.refusal`) present
+    even where a provider or litellm left them out. Changes nothing else."""
+    for choice in response.get("choices") or []:
+        if isinstance(choice, dict):
+            choice.setdefault("logprobs", None)
+            choice.setdefault("finish_reason", None)
+            message = choice.get("message")
+            if isinstance(message, dict):
+                message.setdefault("content", None)
+                message.setdefault("refusal", None)
+    return response
+
+
+def conform_chunk(chunk: dict) -> dict:
+    """A stream chunk as CreateChatCompletionStreamResponse requires it (each choice has
+    `delta`, `finish_reason`, `index`)."""
+    for i, choice in enumerate(chunk.get("choices") or []):
+        if isinstance(choice, dict):
+            choice.setdefault("delta", {})
+            choice.setdefault("finish_reason", None)
+            choice.setdefault("index", i)
+    return chunk
+
+
 def _label(resolved: Resolved) -> str:
     return f"{resolved.provider_label}, connection {resolved.connection_name!r}"
 
@@ -579,7 +605,7 @@ async def chat_completions(request):
         tokens_in, tokens_out = provider_gateway.usage_of(response)
         await calls.record(plan, attempt, stream=False, status=200, input_tokens=tokens_in,
                            output_tokens=tokens_out)
-        return JsonResponse(response, headers=_answer_headers(attempt))
+        return JsonResponse(conform_chat(response), headers=_answer_headers(attempt))
 
     # chat_stream returns once the first chunk arrived: failures before it fall back, later
     # ones not.
@@ -614,7 +640,7 @@ async def chat_completions(request):
                     elif not any(c.get("delta") or c.get("finish_reason")
                                  for c in chunk.get("choices") or []):
                         chunk["choices"] = []  # as OpenAI sends the usage chunk
-                yield f"data: {json.dumps(chunk)}\n\n"
+                yield f"data: {json.dumps(conform_chunk(chunk))}\n\n"
             # As for a non-streamed call: once the client has the whole answer, its usage row
             # is committed (and the next call of a client that waits for `[DONE]` does not
             # share the process with this one's write).
