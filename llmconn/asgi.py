@@ -133,7 +133,9 @@ class GatewayFirstHandler(ASGIHandler):
         body_file = TOO_LARGE if declared > limit else await self.read_small_body(receive,
                                                                                   limit)
         if body_file is TOO_LARGE:
-            await self.send_response(self._gateway.too_large(limit).response(), send)
+            response = self._gateway.too_large(limit).response()
+            response["x-request-id"] = tracing.current_request_id()
+            await self.send_response(response, send)
             return
         if body_file is None:
             return
