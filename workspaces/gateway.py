@@ -540,7 +540,7 @@ async def _plan_request(request, parse, endpoint: str):
     try:
         _identity, plan = await _context_async(authorization, model, endpoint, check)
         if endpoint == "embeddings":
-            plan = _embeddings_capable(plan)
+            plan = embeddings_capable(plan)
     except REFUSALS as exc:
         return _refusal_response(exc)
     finally:
@@ -556,7 +556,7 @@ def _can_embed(resolved: Resolved) -> bool:
     return spec is not None and EMBEDDINGS in spec.capabilities
 
 
-def _embeddings_capable(plan: calls.Plan) -> calls.Plan:
+def embeddings_capable(plan: calls.Plan) -> calls.Plan:
     """The plan without candidates whose provider has no embeddings endpoint (a 400 when none
     is left): embedding calls go only to connections with the embeddings capability."""
     capable = tuple(c for c in plan.candidates if _can_embed(c))
