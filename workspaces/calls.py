@@ -250,7 +250,7 @@ def _record_many_sync(items: list[tuple[Plan, Attempt, dict]]) -> None:
             endpoint=plan.endpoint, stream=kw["stream"], status_code=kw["status"],
             error_class=kw["error_class"], input_tokens=kw["input_tokens"],
             output_tokens=kw["output_tokens"], cost=cost, latency_ms=kw["latency_ms"],
-            attempt=current.number))
+            attempt=current.number, usage_source=kw.get("usage_source", "provider")))
     try:
         services.usage_records_create(rows=rows)
     except Exception:  # noqa: BLE001 - a lost usage row must not fail the call
@@ -329,12 +329,15 @@ _WRITERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def record(plan: Plan, current: Attempt, *, stream: bool, status: int,
-                 error_class: str = "", input_tokens: int = 0, output_tokens: int = 0) -> None:
+                 error_class: str = "", input_tokens: int = 0, output_tokens: int = 0,
+                 usage_source: str = "provider") -> None:
     """Record one attempt: its UsageRecord, budget counters and cool-down count (returns once
-    they are written; concurrent calls are written together, see _GroupCommit)."""
+    they are written; concurrent calls are written together, see _GroupCommit).
+    `usage_source`: "estimated" when the tokens are llmconn's count (usage.estimate)."""
     item = (plan, current, {
         "stream": stream, "status": status, "error_class": error_class,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "usage_source": usage_source,
         "latency_ms": int((time.perf_counter() - current.started) * 1000)})
     loop = asyncio.get_running_loop()
     writer = _WRITERS.get(loop)

@@ -33,6 +33,7 @@ from llmconn import tracing
 from llmconn.errors import ApplicationError
 from providers import gateway as provider_gateway
 from providers.gateway import ProviderCallError
+from providers.tokens import Generated, aestimate
 
 from . import calls
 from .budgets import BudgetExceeded
@@ -336,6 +337,7 @@ class WorkspaceClient:
         tool_calls: list[ToolCall] = []
         finish, usage, model_name = None, Usage(), resolved.model
         status, error_class = 200, ""
+        reported, generated = False, Generated()  # counted by us if the provider says nothing
 
         def flush() -> list[StreamChunk]:
             out = []
@@ -348,7 +350,9 @@ class WorkspaceClient:
         try:
             async for chunk in chunks:
                 model_name = chunk.get("model") or model_name
+                generated.add(chunk)
                 if chunk.get("usage"):
+                    reported = True
                     tokens = provider_gateway.usage_of(chunk)
                     usage = Usage(*tokens)
                 for choice in chunk.get("choices") or []:
@@ -381,9 +385,14 @@ class WorkspaceClient:
             raise
         finally:
             await chunks.aclose()  # the caller may stop early: release the upstream
+            if not reported:  # charged for what was generated, counted by litellm
+                usage = Usage(*await asyncio.shield(aestimate(
+                    model=resolved.litellm_model, messages=body.get("messages"),
+                    tools=body.get("tools"), output_text=generated.text)))
             await calls.record(plan, attempt, stream=True, status=status,
                                error_class=error_class, input_tokens=usage.input_tokens,
-                               output_tokens=usage.output_tokens)
+                               output_tokens=usage.output_tokens,
+                               usage_source="provider" if reported else "estimated")
         yield StreamChunk("done", response=Response(
             text="".join(text) or None, tool_calls=tuple(tool_calls), finish_reason=finish,
             model=model_name, connection=resolved.connection_name, usage=usage))

@@ -27,6 +27,7 @@ from llmconn.errors import ApplicationError
 from llmconn.throttling import check_gateway_key, gateway_throttled
 from providers import gateway as provider_gateway
 from providers.gateway import ProviderCallError
+from providers.tokens import Generated, aestimate
 
 from . import calls, services
 from .budgets import BudgetExceeded
@@ -603,8 +604,18 @@ async def chat_completions(request):
             return called
         response, attempt = called
         tokens_in, tokens_out = provider_gateway.usage_of(response)
+        source = "provider"
+        if not response.get("usage"):  # a provider that does not report usage: count it
+            generated = Generated()
+            generated.add({"choices": [{"delta": c.get("message") or {}}
+                                       for c in response.get("choices") or []
+                                       if isinstance(c, dict)]})
+            tokens_in, tokens_out = await aestimate(
+                model=attempt.resolved.litellm_model, messages=params.get("messages"),
+                tools=params.get("tools"), output_text=generated.text)
+            source = "estimated"
         await calls.record(plan, attempt, stream=False, status=200, input_tokens=tokens_in,
-                           output_tokens=tokens_out)
+                           output_tokens=tokens_out, usage_source=source)
         return JsonResponse(conform_chat(response), headers=_answer_headers(attempt))
 
     # chat_stream returns once the first chunk arrived: failures before it fall back, later
@@ -619,18 +630,38 @@ async def chat_completions(request):
         usage = [0, 0]
         status, error_class = 200, ""
         recorded = False
+        reported = False  # the provider sent usage
+        generated = Generated()  # what was streamed, to count it if the provider does not
+        last: dict = {}
+
+        async def estimate() -> None:
+            """Count the call with litellm's token counter (usage_source "estimated")."""
+            usage[:] = await aestimate(model=attempt.resolved.litellm_model,
+                                       messages=params.get("messages"),
+                                       tools=params.get("tools"), output_text=generated.text)
+
+        async def write() -> None:
+            source = "provider"
+            if not reported:
+                await estimate()
+                source = "estimated"
+            await calls.record(plan, attempt, stream=True, status=status,
+                               error_class=error_class, input_tokens=usage[0],
+                               output_tokens=usage[1], usage_source=source)
 
         async def record_once():
             nonlocal recorded
             if not recorded:
                 recorded = True
-                await asyncio.shield(calls.record(
-                    plan, attempt, stream=True, status=status, error_class=error_class,
-                    input_tokens=usage[0], output_tokens=usage[1]))
+                # Shielded: a client that went away is still charged for what was generated.
+                await asyncio.shield(write())
 
         try:
             async for chunk in chunks:
+                generated.add(chunk)
+                last = chunk
                 if chunk.get("usage"):
+                    reported = True
                     usage[:] = provider_gateway.usage_of(chunk)
                     if not wants_usage:
                         chunk.pop("usage")
@@ -646,6 +677,15 @@ async def chat_completions(request):
             # share the process with this one's write).
             await chunks.aclose()
             await record_once()
+            if wants_usage and not reported:
+                # The provider ignored include_usage (llama.cpp): the client still gets the
+                # usage chunk it asked for, with the counts that were recorded.
+                yield "data: " + json.dumps({
+                    "id": last.get("id") or "chatcmpl-llmconn", "object": "chat.completion.chunk",
+                    "created": last.get("created") or int(time.time()),
+                    "model": last.get("model") or attempt.resolved.model, "choices": [],
+                    "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                              "total_tokens": usage[0] + usage[1]}}) + "\n\n"
             yield "data: [DONE]\n\n"
         except ProviderCallError as err:
             status, error_class = err.status, err.error_class

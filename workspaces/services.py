@@ -419,7 +419,7 @@ def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key
                         role: str, model: str, endpoint: str, stream: bool, status_code: int,
                         error_class: str = "", input_tokens: int = 0, output_tokens: int = 0,
                         cost: Decimal | float | None = None, latency_ms: int = 0,
-                        attempt: int = 1) -> UsageRecord | None:
+                        attempt: int = 1, usage_source: str = "provider") -> UsageRecord | None:
     """Record one call made through a workspace (for usage reports and budgets).
 
     One INSERT. The connection and key are written through subqueries, so a connection or key
@@ -429,7 +429,7 @@ def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key
         workspace_id=workspace_id, connection_id=connection_id, api_key_id=api_key_id,
         role=role, model=model, endpoint=endpoint, stream=stream, status_code=status_code,
         error_class=error_class, input_tokens=input_tokens, output_tokens=output_tokens,
-        cost=cost, latency_ms=latency_ms, attempt=attempt)])[0]
+        cost=cost, latency_ms=latency_ms, attempt=attempt, usage_source=usage_source)])[0]
 
 
 def usage_records_create(*, rows: list[dict]) -> list[UsageRecord | None]:
@@ -451,7 +451,7 @@ def _usage_record(*, workspace_id: int, connection_id: str | None, api_key_id: i
                   role: str, model: str, endpoint: str, stream: bool, status_code: int,
                   error_class: str = "", input_tokens: int = 0, output_tokens: int = 0,
                   cost: Decimal | float | None = None, latency_ms: int = 0,
-                  attempt: int = 1) -> UsageRecord:
+                  attempt: int = 1, usage_source: str = "provider") -> UsageRecord:
     """The unsaved UsageRecord of one call (values clamped)."""
     return UsageRecord(
         workspace_id=workspace_id, connection_id=connection_id or None,
@@ -461,6 +461,7 @@ def _usage_record(*, workspace_id: int, connection_id: str | None, api_key_id: i
         input_tokens=max(0, int(input_tokens or 0)), output_tokens=max(0, int(output_tokens or 0)),
         cost=None if cost is None else Decimal(str(cost)).quantize(Decimal("0.00000001")),
         latency_ms=max(0, int(latency_ms)), attempt=max(1, min(int(attempt), 100)),
+        usage_source="estimated" if usage_source == "estimated" else "provider",
     )
 
 

@@ -172,3 +172,42 @@ def test_deep_or_malformed_json_through_uvicorn_is_400(small_server, team, raw):
         assert response.status_code == 400, response.text[:300]
         assert response.json()["error"]["code"] == "invalid_json"
         assert response.headers["x-request-id"]
+
+
+# --- usage you can bill on (#21) ---------------------------------------------------------------
+
+def test_a_client_that_disconnects_mid_stream_is_charged_for_what_was_generated(
+        gateway_server, team):
+    import time
+
+    team["up"].set_mode("endless", delay_ms=20)  # streams "x" chunks, never any usage
+    received = 0
+    with httpx.stream("POST", f"{gateway_server[0]}/v1/chat/completions",
+                      json={"model": "chat", "messages": HELLO, "stream": True},
+                      headers={"Authorization": f"Bearer {team['key']}"}, timeout=30) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                received += 1
+            if received == 20:
+                break  # the client goes away
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not UsageRecord.objects.exists():
+        time.sleep(0.2)
+    record = UsageRecord.objects.get()
+    assert record.status_code == 499 and record.usage_source == "estimated"
+    assert record.input_tokens > 0 and record.output_tokens > 0
+
+
+def test_sdk_decodes_base64_embeddings_flat_and_reads_per_token_ones(gateway_server, team):
+    client = sdk(gateway_server, team["key"])
+    decoded = client.embeddings.create(model="embedding", input=["a", "b"])  # SDK: base64
+    assert team["up"].last_request.body["encoding_format"] == "base64"  # forwarded as asked
+    floats = client.embeddings.create(model="embedding", input=["a", "b"],
+                                      encoding_format="float")
+    for a, b in zip(decoded.data, floats.data, strict=True):
+        assert list(a.embedding) == pytest.approx(b.embedding, abs=1e-4)
+    team["up"].set_mode("per_token")
+    nested = client.embeddings.create(model="embedding", input=["two words"])
+    assert len(nested.data[0].embedding) == 2 and len(nested.data[0].embedding[0]) == 8
+    assert UsageRecord.objects.filter(endpoint="embeddings", status_code=200).count() == 3
