@@ -290,6 +290,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for the chat/embeddings choice (provider capabilities, a test's endpoint).
+    "ENUM_NAME_OVERRIDES": {"CapabilityEnum": ["chat", "embeddings"]},
 }
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

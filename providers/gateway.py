@@ -570,6 +570,34 @@ def _load_prices() -> dict[str, tuple[float, float]]:
     return prices
 
 
+_MODES: dict[str, str] | None = None
+
+
+def model_mode(model: str) -> str:
+    """litellm's price table's `mode` for a model ("chat", "embedding", ...; "" if unknown),
+    read without importing litellm, by the full name then without its provider prefix."""
+    global _MODES
+    if _MODES is None:
+        import importlib.util
+        from pathlib import Path
+
+        spec = importlib.util.find_spec("litellm")
+        _MODES = {}
+        if spec is not None and spec.submodule_search_locations:
+            path = Path(list(spec.submodule_search_locations)[0]) / \
+                "model_prices_and_context_window_backup.json"
+            try:
+                table = json.loads(path.read_text())
+            except (OSError, ValueError):
+                table = {}
+            _MODES = {name: entry.get("mode") or "" for name, entry in table.items()
+                      if isinstance(entry, dict)}
+    found = _MODES.get(model)
+    if found is None and "/" in model:
+        found = _MODES.get(model.split("/", 1)[1])
+    return found or ""
+
+
 def price_of(model: str) -> tuple[float, float] | None:
     """(input, output) cost per token of a litellm model string, or None when unknown: the
     full string (`openrouter/openai/gpt-4o-mini`), then the name without its provider prefix

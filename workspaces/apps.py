@@ -4,3 +4,13 @@ from django.apps import AppConfig
 class WorkspacesConfig(AppConfig):
     name = "workspaces"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Connection tests call /embeddings for a connection that serves the embedding role
+        # (connections owns the tests but not the bindings: it asks through this hook).
+        from connections.diagnostics import EMBEDDING_USES
+
+        from .selectors import embedding_models_of
+
+        if embedding_models_of not in EMBEDDING_USES:
+            EMBEDDING_USES.append(embedding_models_of)
