@@ -309,9 +309,13 @@ class WorkspaceClient:
 
         Fallbacks are tried only before the first chunk; a failure after it is an "error"."""
         with _request_id():
-            async for chunk in self._stream(messages, role=role, model=model, system=system,
-                                            tools=tools, tool_choice=tool_choice, **params):
-                yield chunk
+            inner = self._stream(messages, role=role, model=model, system=system, tools=tools,
+                                 tool_choice=tool_choice, **params)
+            try:
+                async for chunk in inner:
+                    yield chunk
+            finally:
+                await inner.aclose()  # a caller that stops early: usage recorded now
 
     async def _stream(self, messages, *, role, model, system, tools, tool_choice, **params):
         try:
