@@ -48,8 +48,8 @@ Behaviour modes, `set_mode(mode, *, status=None, delay_ms=None, times=None, path
   "endless" (200 that never ends: SSE chat chunks when the request has `"stream": true`, else
   an unterminated JSON body; a piece every `delay_ms`, 0 = as fast as the client reads, until
   the client goes away, the server stops or `hang_s` passes: for size caps and deadlines).
-  "no_usage" (streams never carry usage, whatever `stream_options` says, as llama.cpp's
-  server; with `tools`, the tool call is streamed too) | "per_token" (embeddings answer one
+  "no_usage" (no `usage` in answers, and streams never carry it whatever `stream_options`
+  says, as llama.cpp's server; with `tools`, the tool call is streamed too) | "per_token" (embeddings answer one
   vector per input token, a list of lists, and ignore `encoding_format`, as a model without
   pooling does).
   `times=N` applies the mode to the next N matching requests only, then back to "ok";
@@ -557,6 +557,8 @@ class _Handler(BaseHTTPRequestHandler):
             data = {"id": cid, "object": "chat.completion", "created": created, "model": model,
                     "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                     "usage": usage}
+            if self._mode_name == "no_usage":
+                del data["usage"]
             return self._json(200, data, bad_json)
 
         def chunk(delta, finish_reason=None, **extra):

@@ -27,6 +27,8 @@ class ConnectionTestSerializer(serializers.ModelSerializer):
     """A test or discovery job as clients see it (never its secrets or config)."""
 
     error_class = serializers.SerializerMethodField()
+    endpoint = serializers.SerializerMethodField(
+        help_text="API the test called: chat or embeddings (null until it runs; discovery).")
     connection = serializers.UUIDField(source="connection_id", read_only=True, allow_null=True)
 
     class Meta:
@@ -38,6 +40,9 @@ class ConnectionTestSerializer(serializers.ModelSerializer):
 
     def get_error_class(self, obj) -> str | None:
         return obj.error_class or None
+
+    def get_endpoint(self, obj) -> str | None:
+        return obj.endpoint or None
 
 
 class ConnectionTestStartSerializer(serializers.Serializer):

@@ -41,6 +41,16 @@ def test_a_stream_without_provider_usage_is_estimated(gateway, team):
     assert record.output_tokens > 0 and record.usage_source == "estimated"
 
 
+def test_an_answer_without_usage_is_estimated(gateway, team):
+    team["up"].set_mode("no_usage")
+    response = gateway.post(CHAT, team["key"], {"model": "chat", "messages": HELLO})
+    assert response.status_code == 200 and "usage" not in response.json()
+    record = UsageRecord.objects.get()
+    assert (record.input_tokens, record.output_tokens) == tokens.estimate(
+        model="openai/test-model", messages=HELLO, output_text="Hello from upstream.")
+    assert record.usage_source == "estimated"
+
+
 def test_the_client_still_gets_the_usage_chunk_it_asked_for(gateway, team):
     team["up"].set_mode("no_usage")
     _, events = gateway.stream(CHAT, team["key"], {
