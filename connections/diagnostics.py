@@ -21,6 +21,7 @@ running if the sweep dies.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -38,7 +39,7 @@ from audit.services import audit_record, secret_fingerprints
 from llmconn import metrics
 from llmconn.errors import NotFound, ServiceUnavailable, ValidationFailed
 from providers import client
-from providers.base import find_provider, host_of
+from providers.base import EMBEDDINGS, find_provider, host_of
 from providers.errors import ProviderError, classify
 from providers.validation import config_with_defaults, validate_connection_settings
 from workspaces.services import invalidate_for_connection
@@ -144,16 +145,51 @@ def _not_queued(test_id: str, exc: Exception) -> None:
     raise ServiceUnavailable(QUEUE_DOWN_MESSAGE, code="task_queue_unavailable") from None
 
 
+# Hooks that say which models a connection serves to the `embedding` role (registered by the
+# workspaces app, which owns bindings: connections never imports it). Each takes a Connection
+# and returns a set of model names.
+EMBEDDING_USES: list = []
+ENDPOINTS = ("chat", "embeddings")
+
+
+def _check_endpoint(endpoint: str) -> str:
+    endpoint = (endpoint or "").strip()
+    if endpoint and endpoint not in ENDPOINTS:
+        raise ValidationFailed("endpoint must be chat or embeddings.",
+                               fields={"endpoint": ["Use chat or embeddings."]})
+    return endpoint
+
+
+def test_endpoint(*, connection: Connection | None, provider: str, model: str,
+                  endpoint: str = "") -> str:
+    """The API a connection test calls: the one asked for; else embeddings when the provider
+    makes embeddings and the model is an embedding model, or is the model the connection
+    serves to a workspace's `embedding` role; else chat."""
+    if endpoint in ENDPOINTS:
+        return endpoint
+    spec = find_provider(provider)
+    if spec is None or EMBEDDINGS not in spec.capabilities:
+        return "chat"
+    if client.is_embedding_model(model or ""):
+        return "embeddings"
+    if connection is not None and model:
+        for uses in EMBEDDING_USES:
+            if model in uses(connection):
+                return "embeddings"
+    return "chat"
+
+
 @transaction.atomic
-def connection_test_request(*, connection: Connection, model: str = "",
+def connection_test_request(*, connection: Connection, model: str = "", endpoint: str = "",
                             actor=None) -> ConnectionTest:
-    """Queue a test of a saved connection's own settings (its result becomes its status)."""
+    """Queue a test of a saved connection's own settings (its result becomes its status).
+    `endpoint`: "chat" or "embeddings" to choose the API called (default: `test_endpoint`)."""
     model = (model or connection.default_model or "").strip()
     test = ConnectionTest(
         kind=JobKind.TEST, connection=connection, connection_revision=connection.revision,
         provider=connection.provider, auth_method=connection.auth_method,
         base_url=connection.base_url, config=connection.config or {}, secrets=None, model=model,
-        timeout_seconds=connection.timeout_seconds,
+        timeout_seconds=connection.timeout_seconds, endpoint=_check_endpoint(endpoint),
         requested_by=actor if getattr(actor, "pk", None) else None,
     )
     test.full_clean(exclude=["secrets"])
@@ -179,10 +215,12 @@ def connection_test_request_unsaved(
     connection: Connection | None = None,
     timeout_seconds=_UNSET,
     kind: str = JobKind.TEST,
+    endpoint: str = "",
     actor=None,
 ) -> ConnectionTest:
     """Queue a test (or, with kind "discover", a model discovery) of settings that are not saved
     (e.g. a connection being edited); a discovery's result carries the model ids it found.
+    `endpoint` as for connection_test_request.
 
     With `connection`, settings not sent default to that connection's, and its stored secrets
     fill the credential fields not sent, but only for the same destination
@@ -242,6 +280,7 @@ def connection_test_request_unsaved(
         kind=kind, connection=connection, connection_revision=None, provider=provider,
         auth_method=auth_method, base_url=base_url, config=config, secrets=secrets,
         model=(model or "").strip(), timeout_seconds=timeout_seconds,
+        endpoint=_check_endpoint(endpoint),
         settings_digest=settings_digest(provider=provider, auth_method=auth_method,
                                         base_url=base_url, config=config, secrets=secrets,
                                         model=(model or "").strip(),
@@ -360,10 +399,15 @@ def _start(test_id, kind: str) -> tuple[ConnectionTest | None, client.Connection
                 provider=test.provider, auth_method=test.auth_method, base_url=test.base_url,
                 config=config_with_defaults(test.provider, test.auth_method, test.config or {}),
                 secrets=test.secrets, model=test.model, timeout=test.timeout_seconds)
+        if test.kind == JobKind.TEST:
+            test.endpoint = test_endpoint(connection=test.connection, provider=test.provider,
+                                          model=test.model, endpoint=test.endpoint)
+            s = dataclasses.replace(s, endpoint=test.endpoint)
         test.status = TestStatus.RUNNING
         test.started_at = timezone.now()
         test.save(update_fields=["status", "started_at", "provider", "auth_method", "base_url",
-                                 "config", "connection_revision", "model", "timeout_seconds"])
+                                 "config", "connection_revision", "model", "timeout_seconds",
+                                 "endpoint"])
     return test, s
 
 
@@ -425,7 +469,9 @@ def connection_test_run(*, test_id) -> ConnectionTest | None:
         logger.warning("Connection test %s failed unexpectedly (%s)", test.pk, err.error_class)
         return test
     if outcome.ok:
-        message = f"{outcome.message} ({outcome.latency_ms} ms)"
+        called = f"/{test.endpoint}" if test.endpoint == "embeddings" else "/chat/completions"
+        message = f"{outcome.message} ({called}, {outcome.latency_ms} ms)" if test.model \
+            else f"{outcome.message} ({outcome.latency_ms} ms)"
     else:
         message = outcome.message
     logger.info("Connection test %s: %s %s", test.pk, "ok" if outcome.ok else "failed",

@@ -249,6 +249,10 @@ class ConnectionTest(models.Model):
     secrets = EncryptedSecretsField(key_id_field="secrets_key_id", null=True, default=None)
     secrets_key_id = models.CharField(max_length=16, blank=True, default="", editable=False)
     model = models.CharField(max_length=200, blank=True, default="")
+    # Which API the test calls: "chat" or "embeddings" (asked for, or chosen from the model and
+    # the connection's embedding bindings); empty until the test runs, and for discovery.
+    endpoint = models.CharField(max_length=16, blank=True, default="",
+                                choices=[("chat", "chat"), ("embeddings", "embeddings")])
     # Set for a test of a saved connection's own settings: the connection revision tested. Its
     # result updates the connection's status only if the connection has not changed since.
     connection_revision = models.PositiveBigIntegerField(null=True, blank=True)

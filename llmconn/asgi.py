@@ -38,6 +38,7 @@ os.environ.setdefault("DB_POOL", "true")
 logger = logging.getLogger("llmconn.asgi")
 
 GATEWAY_PREFIX = "/v1/"
+TOO_LARGE = object()  # read_small_body: the body passed LLMCONN_MAX_REQUEST_BYTES
 DB_CHECK_INTERVAL_SECONDS = 1.0
 
 
@@ -89,15 +90,21 @@ class GatewayFirstHandler(ASGIHandler):
             return gw.models, {"model_id": rest[len("models/"):]}
         return gw.not_found, {"path": rest}
 
-    async def read_small_body(self, receive):
+    async def read_small_body(self, receive, limit: int | None = None):
         """The request body in memory (spooled to disk past FILE_UPLOAD_MAX_MEMORY_SIZE, as
-        Django does); None when the client went away."""
-        parts, size, spooled = [], 0, None
+        Django does); None when the client went away; TOO_LARGE past `limit` bytes (reading
+        stops there)."""
+        parts, size, spooled, total = [], 0, None, 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
+            total += len(chunk)
+            if limit is not None and total > limit:
+                if spooled is not None:
+                    spooled.close()
+                return TOO_LARGE
             if spooled is not None:
                 spooled.write(chunk)
             else:
@@ -117,7 +124,33 @@ class GatewayFirstHandler(ASGIHandler):
         return io.BytesIO(b"".join(parts))
 
     async def handle_gateway(self, scope, receive, send):
-        body_file = await self.read_small_body(receive)
+        from llmconn import tracing
+
+        headers = dict(scope.get("headers") or ())
+        # One request id for the whole call: its log lines, usage row and answer header (reset
+        # after it, so that a caller sharing this context, e.g. async_to_sync, keeps none).
+        token = tracing.set_request_id(tracing.accept_request_id(
+            headers.get(b"x-request-id", b"").decode("latin-1")))
+        try:
+            await self._handle_gateway(scope, receive, send, headers)
+        finally:
+            tracing.reset_request_id(token)
+
+    async def _handle_gateway(self, scope, receive, send, headers):
+        from llmconn import tracing
+
+        limit = self._gateway.max_request_bytes()
+        try:
+            declared = int(headers.get(b"content-length") or 0)
+        except ValueError:
+            declared = 0
+        body_file = TOO_LARGE if declared > limit else await self.read_small_body(receive,
+                                                                                  limit)
+        if body_file is TOO_LARGE:
+            response = self._gateway.too_large(limit).response()
+            response["x-request-id"] = tracing.current_request_id()
+            await self.send_response(response, send)
+            return
         if body_file is None:
             return
         try:
@@ -132,6 +165,7 @@ class GatewayFirstHandler(ASGIHandler):
         else:
             response = None
         if response is not None:
+            response["x-request-id"] = tracing.current_request_id()
             await self.send_response(response, send)
             body_file.close()
             return
@@ -181,6 +215,10 @@ class GatewayFirstHandler(ASGIHandler):
         await self.check_database(now=outage)
 
     async def _send(self, response, send):
+        from llmconn import tracing
+
+        if not response.has_header("x-request-id"):
+            response["x-request-id"] = tracing.current_request_id()
         try:
             await self.send_response(response, send)
         except asyncio.CancelledError:

@@ -135,6 +135,8 @@ LLMCONN_PERSONAL_CONNECTIONS = env.bool("LLMCONN_PERSONAL_CONNECTIONS", default=
 # That timeout bounds the connect, the first byte and every silence of a stream; a stream that
 # keeps producing runs up to this many seconds in all (providers/transport.py).
 LLMCONN_STREAM_MAX_SECONDS = env.int("LLMCONN_STREAM_MAX_SECONDS", default=3600)
+# Largest /v1 request body (one chat message with images can be tens of MB); above: 413.
+LLMCONN_MAX_REQUEST_BYTES = env.int("LLMCONN_MAX_REQUEST_BYTES", default=32 * 1024 * 1024)
 
 INSTALLED_APPS = [
     "llmconn.apps.LlmconnAdminConfig",  # django.contrib.admin with the index order of llmconn
@@ -347,6 +349,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name for the chat/embeddings choice (provider capabilities, a test's endpoint).
+    "ENUM_NAME_OVERRIDES": {"CapabilityEnum": ["chat", "embeddings"]},
 }
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -76,6 +76,8 @@ class ConnectionSettings:
     secrets: dict | None = field(default=None, repr=False)
     model: str = ""
     timeout: float | None = None  # the connection's timeout_seconds; None: the caller's default
+    # "chat" | "embeddings": which API a test calls; "" = by the model's name (`endpoint_for`).
+    endpoint: str = ""
 
     def __repr__(self) -> str:
         return (f"ConnectionSettings(provider={self.provider!r}, auth_method="
@@ -139,7 +141,18 @@ async def _with_oauth_retry(s: ConnectionSettings, call):
 
 
 def is_embedding_model(model: str) -> bool:
-    return "embed" in model.lower()
+    """True for a model that makes embeddings, not chat: litellm's price table says so (mode
+    "embedding"), or its name does ("embed": text-embedding-3-small, nomic-embed-text...)."""
+    from .gateway import model_mode
+
+    return "embed" in model.lower() or model_mode(model) == "embedding"
+
+
+def endpoint_for(s: ConnectionSettings, model: str) -> str:
+    """The API a test of `s` calls: the one asked for, else embeddings for an embedding model."""
+    if s.endpoint in ("chat", "embeddings"):
+        return s.endpoint
+    return "embeddings" if is_embedding_model(model) else "chat"
 
 
 async def _read_capped(response, limit: int, host: str) -> bytes:
@@ -178,7 +191,7 @@ def _direct_request(s: ConnectionSettings, spec, kwargs: dict, model: str
             headers["Authorization"] = f"Bearer {key}"
         if kwargs.get("organization"):
             headers["OpenAI-Organization"] = kwargs["organization"]
-        if is_embedding_model(model):
+        if endpoint_for(s, model) == "embeddings":
             url, body, expect = f"{base}/embeddings", {"model": model, "input": ["ping"]}, "data"
         else:
             # OpenAI's reasoning models refuse max_tokens; litellm renames it the same way.
@@ -225,7 +238,8 @@ async def _acall(s: ConnectionSettings, model: str, timeout: float) -> None:
         provider=s.provider, base_url=s.base_url, config=s.config), s.host)
     spec = find_provider(s.provider)
     if spec is not None and kwargs.get("api_base") and (
-            spec.wire == WIRE_OPENAI or spec.wire == WIRE_ANTHROPIC and not is_embedding_model(model)):
+            spec.wire == WIRE_OPENAI
+            or spec.wire == WIRE_ANTHROPIC and endpoint_for(s, model) == "chat"):
         return await _acall_direct(s, spec, kwargs, model, timeout)
     from .gateway import _litellm_call
     from .transport import CA_CERT
@@ -236,7 +250,7 @@ async def _acall(s: ConnectionSettings, model: str, timeout: float) -> None:
     try:
         # asyncio's own limit backs litellm's timeout up, in case a transport ignores it.
         async with asyncio.timeout(timeout + 5):
-            if is_embedding_model(model):
+            if endpoint_for(s, model) == "embeddings":
                 await litellm.aembedding(input=["ping"], timeout=timeout, num_retries=0,
                                          **kwargs)
             else:

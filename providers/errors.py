@@ -2,7 +2,11 @@
 
 Upstream error text can echo what was sent (OpenAI's "Incorrect API key provided: sk-..."), so
 it never reaches a message, a log line or a stored row: `classify()` looks only at exception
-types and HTTP status codes, and writes its own sentence. It does not import litellm: it
+types and HTTP status codes, and writes its own sentence. The gateway, which must show a
+developer the provider's own explanation (CONTRACT.md, "Provider errors"), asks for it
+separately with `upstream_detail()`: the provider's message, type, param and code, with every
+secret this process knows scrubbed (llmconn.redaction) and at most MAX_UPSTREAM_MESSAGE
+characters; it is answered to the caller, never stored or logged. It does not import litellm: it
 recognises litellm's, openai's, httpx's and aiohttp's exceptions by class name along the
 exception chain (`__cause__` / `__context__`), which also works for exceptions that litellm
 re-wraps (a refused port arrives as `InternalServerError("Connection error.")`, STACK-NOTES.md).
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 AUTH = "auth"
 RATE_LIMITED = "rate_limited"
@@ -158,3 +163,95 @@ def classify(exc: BaseException, *, host: str = "", listing: bool = False) -> Pr
     return ProviderError(PROVIDER_ERROR, f"The call to{where} failed "
                          f"({type(exc).__name__}).")
 
+
+
+MAX_UPSTREAM_MESSAGE = 2000
+_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+:\s*)?(?:\w+Error:\s*)?(?:\w+Exception - )?")
+
+
+def _scrub(value, limit: int = MAX_UPSTREAM_MESSAGE) -> str | None:
+    """A provider-written string fit to show: secrets redacted, bounded."""
+    from llmconn.redaction import redact
+
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = redact(text[: limit * 4])  # bound the work before redacting, then the result
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _from_json(data) -> dict | None:
+    """{"message", "type", "param", "code"} from the error body shapes providers use: OpenAI's
+    `{"error": {...}}` (Gemini's too, with `status`), Anthropic's `{"type": "error", "error":
+    {...}}`, `{"error": "text"}`, `{"message": ...}`, FastAPI's `{"detail": ...}`."""
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]  # Gemini answers some errors as a one-element list
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error", data)
+    if isinstance(error, str):
+        return {"message": error}
+    if not isinstance(error, dict):
+        return None
+    message = error.get("message")
+    if message is None and "detail" in error:
+        message = error["detail"]
+    if message is None:
+        return None
+    code = error.get("code")
+    return {"message": message if isinstance(message, str) else json.dumps(message),
+            "type": error.get("type") or error.get("status"),
+            "param": error.get("param"),
+            "code": code if isinstance(code, str) else None}
+
+
+def _parse(text) -> dict | None:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        found = _from_json(json.loads(text))
+    except ValueError:
+        found = None
+    return found
+
+
+def upstream_detail(exc: BaseException) -> dict | None:
+    """The provider's own error: {"message", "type", "param", "code"} (strings or None), with
+    secrets scrubbed; None when the failure carries no answer from the provider.
+
+    Looks along the exception chain for the raw response body (httpx's HTTPStatusError, which
+    litellm and the openai SDK wrap), then the parsed `body` the openai SDK keeps, then the
+    text litellm put in its message."""
+    chain = _chain(exc)
+    found = None
+    for item in reversed(chain):  # the innermost holds the raw answer
+        response = getattr(item, "response", None)
+        content = getattr(response, "content", None)
+        if isinstance(content, (bytes, str)):
+            found = _parse(content)
+            if found is None and content.strip() and getattr(response, "status_code", 0) >= 400:
+                text = content.decode("utf-8", "replace") if isinstance(content, bytes) \
+                    else content
+                found = {"message": text.strip()}
+            if found:
+                break
+    if found is None:
+        for item in chain:
+            body = getattr(item, "body", None)
+            if isinstance(body, (dict, list)):
+                found = _from_json(body) or _from_json({"error": body})
+                if found:
+                    break
+    if found is None:
+        for item in chain:
+            message = getattr(item, "message", None)
+            if isinstance(message, str) and message.strip() and _status(item):
+                text = _LITELLM_PREFIX.sub("", message.strip(), count=1)
+                found = _parse(text) or {"message": text}
+                break
+    if not found or not found.get("message"):
+        return None
+    return {"message": _scrub(found["message"]), "type": _scrub(found.get("type"), 100),
+            "param": _scrub(found.get("param"), 200), "code": _scrub(found.get("code"), 200)}

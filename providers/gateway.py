@@ -89,16 +89,29 @@ class ProviderCallError(Exception):
     error_class: str
     retry_after: str | None = None
     extra: dict = field(default_factory=dict)
+    # The provider's own `type` and `param` (providers.errors.upstream_detail), when it sent them.
+    type: str | None = None
+    param: str | None = None
 
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def should_retry(self) -> bool:
+        """False when a retry cannot fix it (stored credentials, blocked destination, the
+        request itself): answered with `x-should-retry: false`."""
+        return self.error_class in errors.RETRYABLE
+
     def as_openai(self) -> dict:
         """`{"error": {"message", "type", "code", "param"}}` as OpenAI's API answers errors."""
-        return {"error": {"message": self.message, "type": "provider_error", "code": self.code,
-                          "param": None, "error_class": self.error_class}}
+        return {"error": {"message": self.message, "type": self.type or "provider_error",
+                          "code": self.code, "param": self.param,
+                          "error_class": self.error_class}}
 
 
+# Provider statuses the gateway answers as they are (CONTRACT.md, "Provider errors"); other
+# 4xx are 400, a failure of the stored credentials 502, timeouts 504.
+PASSED_STATUSES = frozenset({400, 404, 413, 422, 429})
 # error class (providers.errors) -> (HTTP status, code) the gateway answers with
 _STATUS = {
     errors.AUTH: (502, "provider_auth_failed"),
@@ -130,7 +143,20 @@ def classify(exc: BaseException, *, label: str, host: str = "") -> ProviderCallE
     status, code = _STATUS.get(err.error_class, (502, "provider_error"))
     if err.error_class == errors.PROVIDER_ERROR and err.status == 503:
         status, code = 503, "provider_unavailable"
-    message = f"Error from the provider ({label}): {err.message}"
+    if err.status in PASSED_STATUSES and err.error_class in (
+            errors.BAD_REQUEST, errors.MODEL_NOT_FOUND, errors.RATE_LIMITED):
+        status = err.status
+    # The provider's own explanation (scrubbed, bounded): which parameter was wrong, etc.
+    detail = None if err.error_class in (errors.TIMEOUT, errors.UNREACHABLE, errors.BLOCKED) \
+        else errors.upstream_detail(exc)
+    type_ = param = None
+    if detail is not None:
+        message = f"Error from the provider ({label}): {detail['message']}"
+        type_, param = detail["type"], detail["param"]
+        if detail["code"] and err.error_class not in (errors.AUTH, errors.BLOCKED):
+            code = detail["code"]
+    else:
+        message = f"Error from the provider ({label}): {err.message}"
     if err.error_class == errors.AUTH:
         message += (" Your llmconn API key was accepted; an admin must fix the credentials of "
                     "the workspace's connection.")
@@ -141,7 +167,8 @@ def classify(exc: BaseException, *, label: str, host: str = "") -> ProviderCallE
         retry_after = str(max(0, int(err.retry_after)))
     elif err.error_class == errors.RATE_LIMITED:
         retry_after = _retry_after_header(exc)
-    return ProviderCallError(status, code, message, err.error_class, retry_after=retry_after)
+    return ProviderCallError(status, code, message, err.error_class, retry_after=retry_after,
+                             type=type_, param=param)
 
 
 def _retry_after_header(exc: BaseException) -> str | None:
@@ -282,6 +309,22 @@ async def _bounded_error_body(response) -> bytes:
         return b""
 
 
+def check_fields(call: dict, params: dict, *, label: str, endpoint: str = "chat") -> None:
+    """Refuse (400 `unsupported_parameter`, naming field and provider) what litellm would not
+    send to the provider of `call` (providers.fields): never dropped silently."""
+    from .fields import unsupported
+
+    refused = unsupported(model=call.get("model") or "", params=params, endpoint=endpoint)
+    if refused:
+        raise ProviderCallError(
+            400, "unsupported_parameter",
+            f"{label} cannot take {', '.join(f'`{n}`' for n in refused)}: litellm, which "
+            "translates the request for this provider, does not map "
+            f"{'it' if len(refused) == 1 else 'them'}. Remove "
+            f"{'it' if len(refused) == 1 else 'them'} or use an OpenAI-compatible connection.",
+            errors.BAD_REQUEST, type="invalid_request_error", param=refused[0])
+
+
 def _kwargs(call: dict, params: dict, timeout: float | None) -> dict:
     # The resolution's arguments come last: nothing the caller sent can redirect the call.
     return {**params, **call, "num_retries": 0,
@@ -319,8 +362,7 @@ async def chat(*, call: dict, params: dict, label: str, endpoint: str | None = N
     direct = direct_target(call)
     if direct is not None:
         base, model, headers = direct
-        body = {k: v for k, v in params.items() if k not in ("stream", "stream_options")}
-        body["model"] = model
+        body = {**params, "model": model}  # the client's fields as sent (CONTRACT.md)
         try:
             await check_egress(endpoint)
             return await _post_json(f"{base}/chat/completions", headers, body,
@@ -328,6 +370,7 @@ async def chat(*, call: dict, params: dict, label: str, endpoint: str | None = N
                                     call.get("llmconn_ca_cert") or "")
         except Exception as exc:  # noqa: BLE001 - every failure becomes our error
             raise classify(exc, label=label, host=_host(endpoint)) from None
+    check_fields(call, params, label=label)
     from .transport import CA_CERT
 
     litellm = _litellm()
@@ -362,6 +405,7 @@ async def chat_stream(*, call: dict, params: dict, label: str, endpoint: str | N
                                     ca_cert=call.get("llmconn_ca_cert") or "")
     from .transport import CA_CERT
 
+    check_fields(call, params, label=label)
     litellm = _litellm()
     kwargs, ca_cert = _litellm_call(_kwargs(call, params, timeout))
     kwargs["stream"] = True
@@ -414,12 +458,14 @@ async def chat_stream(*, call: dict, params: dict, label: str, endpoint: str | N
 
 async def embed(*, call: dict, params: dict, label: str, endpoint: str | None = None,
                 timeout: float | None = None) -> dict:
-    """Embeddings (OpenAI response dict, float vectors)."""
+    """Embeddings (OpenAI response dict). OpenAI-wire providers get the client's fields as sent
+    (`encoding_format` included: they encode); through litellm, float vectors are asked for and
+    the caller encodes them when the client asked for base64 (`encode_embeddings`)."""
     endpoint = endpoint or call.get("api_base")
     direct = direct_target(call)
     if direct is not None:
         base, model, headers = direct
-        body = {**params, "model": model, "encoding_format": "float"}
+        body = {**params, "model": model}
         try:
             await check_egress(endpoint)
             return await _post_json(f"{base}/embeddings", headers, body,
@@ -427,6 +473,7 @@ async def embed(*, call: dict, params: dict, label: str, endpoint: str | None = 
                                     call.get("llmconn_ca_cert") or "")
         except Exception as exc:  # noqa: BLE001
             raise classify(exc, label=label, host=_host(endpoint)) from None
+    check_fields(call, params, label=label, endpoint="embeddings")
     from .transport import CA_CERT
 
     litellm = _litellm()
@@ -441,7 +488,48 @@ async def embed(*, call: dict, params: dict, label: str, endpoint: str | None = 
         raise classify(exc, label=label, host=_host(endpoint)) from None
     finally:
         CA_CERT.reset(token)
-    return _dump(response)
+    return _dump(response)  # floats: the caller encodes them if base64 was asked for
+
+
+def _to_base64(vector: list) -> str:
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def _shape(value, depth: int = 0) -> str:
+    """A short description of an embedding's shape for error messages."""
+    if isinstance(value, list):
+        inner = _shape(value[0], depth + 1) if value and depth < 4 else "nothing"
+        return f"a list of {len(value)} × {inner}"
+    return type(value).__name__
+
+
+def encode_embeddings(response: dict, *, label: str) -> None:
+    """Encode the float vectors of an embeddings answer as base64 float32 (in place), as
+    OpenAI does for `encoding_format: "base64"`. A flat vector becomes one string; a model that
+    answers one vector per token (a list of lists, e.g. a model without pooling) keeps its
+    nested floats (OpenAI's SDKs decode only strings, so clients still read them); any other
+    shape is a 502 naming it (the usage row is written all the same)."""
+    for item in response.get("data") or []:
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vector, str):
+            continue
+        if isinstance(vector, list) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
+            item["embedding"] = _to_base64(vector)
+            continue
+        if isinstance(vector, list) and vector and all(
+                isinstance(row, list) and all(isinstance(x, (int, float))
+                                              and not isinstance(x, bool) for x in row)
+                for row in vector):
+            continue  # one vector per token: left as floats
+        raise ProviderCallError(
+            502, "provider_bad_embedding",
+            f"Error from the provider ({label}): an embedding came back as {_shape(vector)}, "
+            "not a list of numbers (or one per token); it cannot be encoded as base64.",
+            errors.PROVIDER_ERROR, type="provider_error")
 
 
 async def _aclose(stream) -> None:
@@ -465,7 +553,9 @@ def _event(line: bytes):
     if not isinstance(event, dict):
         raise json.JSONDecodeError("not an object", data.decode("utf-8", "replace"), 0)
     if event.get("error"):
-        raise UpstreamStreamError("the provider reported an error in the stream")
+        error = UpstreamStreamError("the provider reported an error in the stream")
+        error.body = event  # the provider's message (providers.errors.upstream_detail)
+        raise error
     return event
 
 
@@ -481,8 +571,10 @@ async def _direct_stream(direct: tuple[str, str, dict], params: dict, *, label: 
     from . import transport
 
     base, model, headers = direct
-    body = {k: v for k, v in params.items() if k not in ("stream", "stream_options")}
-    body.update(model=model, stream=True, stream_options={"include_usage": True})
+    # The client's fields as sent; usage asked for in any case (counted, then dropped from the
+    # answer unless the client asked for it too).
+    body = {**params, "model": model, "stream": True,
+            "stream_options": {**(params.get("stream_options") or {}), "include_usage": True}}
     host = _host(endpoint)
     response = None
     loop = asyncio.get_running_loop()
@@ -571,6 +663,34 @@ def _load_prices() -> dict[str, tuple[float, float]]:
         if isinstance(inp, (int, float)) or isinstance(out, (int, float)):
             prices[name] = (float(inp or 0), float(out or 0))
     return prices
+
+
+_MODES: dict[str, str] | None = None
+
+
+def model_mode(model: str) -> str:
+    """litellm's price table's `mode` for a model ("chat", "embedding", ...; "" if unknown),
+    read without importing litellm, by the full name then without its provider prefix."""
+    global _MODES
+    if _MODES is None:
+        import importlib.util
+        from pathlib import Path
+
+        spec = importlib.util.find_spec("litellm")
+        _MODES = {}
+        if spec is not None and spec.submodule_search_locations:
+            path = Path(list(spec.submodule_search_locations)[0]) / \
+                "model_prices_and_context_window_backup.json"
+            try:
+                table = json.loads(path.read_text())
+            except (OSError, ValueError):
+                table = {}
+            _MODES = {name: entry.get("mode") or "" for name, entry in table.items()
+                      if isinstance(entry, dict)}
+    found = _MODES.get(model)
+    if found is None and "/" in model:
+        found = _MODES.get(model.split("/", 1)[1])
+    return found or ""
 
 
 def price_of(model: str) -> tuple[float, float] | None:

@@ -120,6 +120,10 @@ def _build(*, provider: str, auth_method: str, base_url: str | None, config: dic
     secrets = _secrets(secrets)
     config = config_with_defaults(provider, auth_method, config or {})
     kwargs: dict = {"model": spec.model_string(model)}
+    if token:  # a fetched OAuth/Entra token is a secret too: scrubbed from logs and answers
+        from llmconn.redaction import remember
+
+        remember(token)
 
     effective = spec.effective_base_url(base_url)
     if provider == "bedrock":

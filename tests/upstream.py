@@ -22,6 +22,10 @@ Endpoints (paths are relative to `upstream.url`, e.g. http://127.0.0.1:PORT):
 - Anthropic-style, base URL `upstream.anthropic_url` (= url + "/anthropic"):
   `POST /anthropic/v1/messages` (JSON or SSE events message_start ... message_stop; a
   `tool_use` block when the request has `tools`), `GET /anthropic/v1/models`.
+- Gemini-style (Google AI Studio), base URL `upstream.gemini_url` (= url + "/gemini"), as
+  litellm's `gemini/` provider calls it with an api_base: `POST /gemini/models/{model}:
+  generateContent`, `:streamGenerateContent` (SSE), `:batchEmbedContents`; key in
+  `x-goog-api-key`; errors as `{"error": {"code", "message", "status"}}`.
 - OAuth 2.0 client credentials, `upstream.token_url` (= url + "/oauth/token"): form fields
   `grant_type=client_credentials`, `client_id`, `client_secret` (or HTTP Basic), `scope`.
   Clients are `upstream.oauth_clients` ({client_id: client_secret}); tokens live
@@ -38,7 +42,8 @@ Models. `models` (a list) is what the listings return; a chat/messages/embedding
 a model not in it gets 404 `model_not_found` unless `check_models` is False.
 
 Behaviour modes, `set_mode(mode, *, status=None, delay_ms=None, times=None, path=None)`:
-  "ok" (default) | 401 | 429 (with Retry-After) | 500 | "status" (answer `status`) |
+  "ok" (default) | 401 | 429 (with Retry-After) | 500 | "status" (answer `status`;
+  message `error_message` if set) |
   "slow" (wait `delay_ms`, then answer normally) | "hang" (never answer until the server stops
   or `hang_s` passes) | "bad_json" (200 with a body that is not JSON; in streams, a broken
   chunk) | "echo_key" (error `status`, default 401, whose message contains the presented key:
@@ -48,6 +53,10 @@ Behaviour modes, `set_mode(mode, *, status=None, delay_ms=None, times=None, path
   the client goes away, the server stops or `hang_s` passes: for size caps and deadlines;
   `upstream.endless_padding = N` adds N characters to each event, `bytes_streamed` counts
   what was written: for backpressure).
+  "no_usage" (no `usage` in answers, and streams never carry it whatever `stream_options`
+  says, as llama.cpp's server; with `tools`, the tool call is streamed too) | "per_token" (embeddings answer one
+  vector per input token, a list of lists, and ignore `encoding_format`, as a model without
+  pooling does).
   `times=N` applies the mode to the next N matching requests only, then back to "ok";
   `path="/v1/chat"` limits it to paths starting with that prefix (others behave normally).
   `set_mode("ok")` or `reset()` clears it. Auth is checked before modes except "echo_key",
@@ -94,14 +103,16 @@ DEFAULT_MODELS = (
     "test-embedding",
     "text-embedding-3-small",
 )
-DEFAULT_KEY_HEADERS = ("authorization", "x-api-key", "x-litellm-api-key", "api-key")
+DEFAULT_KEY_HEADERS = ("authorization", "x-api-key", "x-litellm-api-key", "api-key",
+                       "x-goog-api-key")
 EMBEDDING_DIMENSIONS = 8
 _MODE_ALIASES = {
     "401": "auth_error", "auth": "auth_error", "429": "rate_limit", "rate_limited": "rate_limit",
     "500": "server_error", "404": "not_found", "timeout": "hang",
 }
 _MODES = {"ok", "auth_error", "rate_limit", "server_error", "status", "slow", "hang",
-          "bad_json", "echo_key", "drop", "not_found", "endless", "redirect", "drip"}
+          "bad_json", "echo_key", "drop", "not_found", "endless", "redirect", "drip", "no_usage",
+          "per_token"}
 
 
 @dataclass
@@ -157,6 +168,7 @@ class Upstream:
     ):
         self.api_keys: set[str] = set(api_keys or ())
         self.models: list[str] = list(models)
+        self.error_message: str | None = None  # mode "status": this message instead of ours
         self.name = name
         self.key_headers: set[str] = {h.lower() for h in key_headers}
         self.oauth_clients: dict[str, str] = dict(oauth_clients or {})
@@ -205,6 +217,10 @@ class Upstream:
     @property
     def anthropic_url(self) -> str:
         return f"{self.url}/anthropic"
+
+    @property
+    def gemini_url(self) -> str:
+        return self.url + "/gemini"
 
     @property
     def token_url(self) -> str:
@@ -434,6 +450,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             return self._oauth_token(body if isinstance(body, dict) else {}, headers)
 
+        self._mode_name = mode.name
+        if path.startswith("/gemini/models/") and method == "POST":
+            return self._gemini(path, body, presented, mode)
         routes = {
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/chat/completions"): self._chat,
@@ -466,7 +485,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode.name == "server_error":
             self._error(500, "The upstream had an internal error.", "server_error")
         elif mode.name == "status":
-            self._error(mode.status, f"Upstream answered {mode.status}.", "upstream_status")
+            self._error(mode.status, self.up.error_message or f"Upstream answered {mode.status}.",
+                        "upstream_status")
         else:
             return False
         return True
@@ -632,6 +652,8 @@ class _Handler(BaseHTTPRequestHandler):
             data = {"id": cid, "object": "chat.completion", "created": created, "model": model,
                     "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                     "usage": usage}
+            if self._mode_name == "no_usage":
+                del data["usage"]
             return self._json(200, data, bad_json)
 
         def chunk(delta, finish_reason=None, **extra):
@@ -652,7 +674,8 @@ class _Handler(BaseHTTPRequestHandler):
             for i, word in enumerate(words):
                 events.append(chunk({"content": word if i == 0 else " " + word}))
         events.append(chunk({}, finish))
-        if (payload.get("stream_options") or {}).get("include_usage"):
+        if (payload.get("stream_options") or {}).get("include_usage") \
+                and self._mode_name != "no_usage":
             events.append({"id": cid, "object": "chat.completion.chunk", "created": created,
                            "model": model, "choices": [], "usage": usage})
         self._start_stream()
@@ -676,12 +699,72 @@ class _Handler(BaseHTTPRequestHandler):
         for i, item in enumerate(inputs):
             seed = sum(str(item).encode()) % 97
             vector = [round(((seed + j * 7) % 13) / 13.0, 4) for j in range(EMBEDDING_DIMENSIONS)]
+            if self._mode_name == "per_token":  # one vector per (whitespace) token, floats
+                words = str(item).split() or [""]
+                data.append({"object": "embedding", "index": i, "embedding": [
+                    [round(v + k / 100, 4) for v in vector] for k in range(len(words))]})
+                continue
             embedding = (base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
                          if as_base64 else vector)
             data.append({"object": "embedding", "index": i, "embedding": embedding})
         tokens = self._count_tokens(inputs)
         self._json(200, {"object": "list", "data": data, "model": payload.get("model"),
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, bad_json)
+
+    # --- Gemini (AI Studio) -----------------------------------------------------------------
+    def _gemini_error(self, status: int, message: str, kind: str):
+        self._json(status, {"error": {"code": status, "message": message, "status": kind}})
+
+    def _gemini(self, path: str, body, presented: list[str], mode: _Mode) -> None:
+        model, _, action = path[len("/gemini/models/"):].partition(":")
+        if not self.up._key_ok(presented):
+            return self._gemini_error(400, "API key not valid. Please pass a valid API key.",
+                                      "INVALID_ARGUMENT")
+        if mode.name == "auth_error":
+            return self._gemini_error(403, "Permission denied: the API key is not valid.",
+                                      "PERMISSION_DENIED")
+        if mode.name == "rate_limit":
+            return self._gemini_error(429, "Resource has been exhausted.", "RESOURCE_EXHAUSTED")
+        if mode.name == "status":
+            return self._gemini_error(mode.status, self.up.error_message
+                                      or f"Upstream answered {mode.status}.", "FAILED_PRECONDITION")
+        if mode.name == "server_error":
+            return self._gemini_error(500, "Internal error.", "INTERNAL")
+        if self.up.check_models and model not in self.up.models:
+            return self._gemini_error(404, f"models/{model} is not found.", "NOT_FOUND")
+        payload = body if isinstance(body, dict) else {}
+        if action == "batchEmbedContents":
+            values = [[round(((sum(json.dumps(r).encode()) + j * 7) % 13) / 13.0, 4)
+                       for j in range(EMBEDDING_DIMENSIONS)] for r in payload.get("requests") or []]
+            return self._json(200, {"embeddings": [{"values": v} for v in values]})
+        if action not in ("generateContent", "streamGenerateContent"):
+            return self._gemini_error(404, f"Unknown action {action}.", "NOT_FOUND")
+        prompt_tokens = self._count_tokens(payload.get("contents"))
+        text = self._reply_text()
+        tools = [d for t in payload.get("tools") or [] for d in t.get("functionDeclarations")
+                 or t.get("function_declarations") or []]
+        if tools:
+            part = {"functionCall": {"name": tools[0].get("name", "tool"),
+                                     "args": _properties_example(tools[0].get("parameters"))}}
+        else:
+            part = {"text": text}
+        usage = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": len(text.split()),
+                 "totalTokenCount": prompt_tokens + len(text.split())}
+        final = {"candidates": [{"content": {"parts": [part], "role": "model"},
+                                 "finishReason": "STOP", "index": 0}],
+                 "usageMetadata": usage, "modelVersion": model}
+        if action == "generateContent":
+            return self._json(200, final)
+        self._start_stream()
+        if not tools:
+            words = text.split(" ")
+            for word in words[:-1]:
+                self._chunk("data: " + json.dumps({"candidates": [{"content": {
+                    "parts": [{"text": word + " "}], "role": "model"}, "index": 0}],
+                    "modelVersion": model}) + "\r\n\r\n")
+            final["candidates"][0]["content"]["parts"] = [{"text": words[-1]}]
+        self._chunk("data: " + json.dumps(final) + "\r\n\r\n")
+        self._end_stream()
 
     # --- Anthropic -------------------------------------------------------------------------
     def _anthropic_models(self, payload, bad_json=False):

@@ -10,3 +10,12 @@ class WorkspacesConfig(AppConfig):
         from .admin_people import register
 
         register()
+
+        # Connection tests call /embeddings for a connection that serves the embedding role
+        # (connections owns the tests but not the bindings: it asks through this hook).
+        from connections.diagnostics import EMBEDDING_USES
+
+        from .selectors import embedding_models_of
+
+        if embedding_models_of not in EMBEDDING_USES:
+            EMBEDDING_USES.append(embedding_models_of)

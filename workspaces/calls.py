@@ -279,7 +279,8 @@ def _record_many_sync(items: list[tuple[Plan, Attempt, dict]]) -> None:
             output_tokens=kw["output_tokens"], cost=cost, latency_ms=kw["latency_ms"],
             attempt=current.number, user_id=plan.user_id or resolved.user_id,
             workspace_name=resolved.workspace_name, connection_name=resolved.connection_name,
-            request_id=plan.request_id, created_at=kw["at"]))
+            request_id=plan.request_id, created_at=kw["at"],
+            usage_source=kw.get("usage_source", "provider")))
     recorded = _write_or_spool(rows)
     if recorded:
         try:
@@ -400,9 +401,11 @@ _WRITERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def record(plan: Plan, current: Attempt, *, stream: bool, status: int,
-                 error_class: str = "", input_tokens: int = 0, output_tokens: int = 0) -> None:
+                 error_class: str = "", input_tokens: int = 0, output_tokens: int = 0,
+                 usage_source: str = "provider") -> None:
     """Record one attempt: its UsageRecord, budget counters and cool-down count (returns once
-    they are written; concurrent calls are written together, see _GroupCommit)."""
+    they are written; concurrent calls are written together, see _GroupCommit).
+    `usage_source`: "estimated" when the tokens are llmconn's count (usage.estimate)."""
     metrics.observe_attempt(current.resolved, started=current.started, answered=current.answered,
                             status=status, error_class=error_class, stream=stream,
                             input_tokens=input_tokens, output_tokens=output_tokens,
@@ -410,6 +413,7 @@ async def record(plan: Plan, current: Attempt, *, stream: bool, status: int,
     item = (plan, current, {
         "stream": stream, "status": status, "error_class": error_class,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "usage_source": usage_source,
         "latency_ms": int((time.perf_counter() - current.started) * 1000),
         "at": timezone.now()})
     loop = asyncio.get_running_loop()

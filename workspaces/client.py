@@ -21,6 +21,7 @@ expects it (Anthropic's top-level `system`, a system message elsewhere) and tool
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -28,26 +29,33 @@ from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
 
+from llmconn import tracing
 from llmconn.errors import ApplicationError
 from providers import gateway as provider_gateway
 from providers.gateway import ProviderCallError
+from providers.tokens import Generated, aestimate
 
 from . import calls
 from .budgets import BudgetExceeded
+from .gateway import GatewayError, embeddings_capable, forbidden_fields
 from .models import Workspace
-from .resolution import Resolved, current_revision, resolve, resolve_model
+from .resolution import ROLES, Resolved, current_revision, resolve, resolve_model
 
 
 class LLMError(Exception):
     """A call that failed: ours (not configured, budget used up...) or the provider's
-    (`error_class` says). `budget`: the used-up budget (with `resets_at`) for budget_exceeded."""
+    (`error_class` says; `message` then carries the provider's own explanation, scrubbed, and
+    `type`/`param` its own). `budget`: the used-up budget (with `resets_at`) for
+    budget_exceeded. `request_id`: the id of the call in logs and usage rows."""
 
     def __init__(self, message: str, *, code: str, status: int, error_class: str = "",
-                 budget: dict | None = None):
+                 budget: dict | None = None, param: str | None = None,
+                 type: str | None = None):  # noqa: A002 - OpenAI's name
         super().__init__(message)
         self.message, self.code, self.status, self.error_class = (
             message, code, status, error_class)
-        self.budget = budget
+        self.budget, self.param, self.type = budget, param, type
+        self.request_id = tracing.current_request_id()
 
 
 @dataclass(frozen=True)
@@ -196,7 +204,10 @@ def _tools(tools) -> list[dict] | None:
 def _error(exc: Exception) -> LLMError:
     if isinstance(exc, ProviderCallError):
         return LLMError(exc.message, code=exc.code, status=exc.status,
-                        error_class=exc.error_class)
+                        error_class=exc.error_class, param=exc.param, type=exc.type)
+    if isinstance(exc, GatewayError):
+        return LLMError(exc.message, code=exc.code, status=exc.status, param=exc.param,
+                        type=exc.type)
     if isinstance(exc, BudgetExceeded):
         return LLMError(exc.message, code=exc.code, status=exc.status_code, budget=exc.budget)
     if isinstance(exc, ApplicationError):
@@ -230,15 +241,29 @@ class WorkspaceClient:
                                revision=revision)
 
     async def _plan(self, role, model, endpoint) -> calls.Plan:
+        if endpoint == "embeddings" and model in ROLES:
+            model = None  # a role name for embeddings means the embedding role
         try:
-            return await sync_to_async(self._plan_sync)(role, model, endpoint)
-        except (ApplicationError, ProviderCallError) as exc:
+            plan = await sync_to_async(self._plan_sync)(role, model, endpoint)
+            return embeddings_capable(plan) if endpoint == "embeddings" else plan
+        except (ApplicationError, ProviderCallError, GatewayError) as exc:
             raise _error(exc) from None
+
+    @staticmethod
+    def _check(params: dict) -> None:
+        """As the gateway: fields that would redirect the call are refused, all others are
+        forwarded (OpenAI-wire providers get them as given; litellm maps or refuses them)."""
+        forbidden = forbidden_fields(params)
+        if forbidden:
+            raise LLMError(f"Field(s) {', '.join(forbidden)} are not accepted: the workspace's "
+                           "binding decides where a call goes and with which credentials.",
+                           code="forbidden_parameter", status=400, param=forbidden[0])
 
     def _timeout(self, resolved: Resolved) -> float:
         return self.timeout or resolved.call_timeout
 
     def _params(self, messages, system, tools, tool_choice, params) -> dict:
+        self._check(params)
         data = dict(params)
         data["messages"] = _messages(messages, system)
         if tools:
@@ -251,9 +276,15 @@ class WorkspaceClient:
                        model: str | None = None, system: str | None = None,
                        tools: Iterable[Tool | dict] | None = None, tool_choice=None,
                        **params) -> Response:
-        """One answer from the role's model (or `model`, if a bound connection offers it)."""
-        plan = await self._plan(role, model, "chat")
+        """One answer from the role's model (or `model`, if a bound connection offers it).
+        Other keyword arguments are request fields, sent as given (`temperature`, `top_k`...)."""
+        with _request_id():
+            return await self._complete(messages, role=role, model=model, system=system,
+                                        tools=tools, tool_choice=tool_choice, **params)
+
+    async def _complete(self, messages, *, role, model, system, tools, tool_choice, **params):
         body = self._params(messages, system, tools, tool_choice, params)
+        plan = await self._plan(role, model, "chat")
 
         async def invoke(resolved: Resolved, call: dict):
             return await provider_gateway.chat(
@@ -278,12 +309,22 @@ class WorkspaceClient:
         """The answer as it comes: "delta" and "tool_call" chunks, then "done" (or "error").
 
         Fallbacks are tried only before the first chunk; a failure after it is an "error"."""
+        with _request_id():
+            inner = self._stream(messages, role=role, model=model, system=system, tools=tools,
+                                 tool_choice=tool_choice, **params)
+            try:
+                async for chunk in inner:
+                    yield chunk
+            finally:
+                await inner.aclose()  # a caller that stops early: usage recorded now
+
+    async def _stream(self, messages, *, role, model, system, tools, tool_choice, **params):
         try:
+            body = self._params(messages, system, tools, tool_choice, params)
             plan = await self._plan(role, model, "chat")
         except LLMError as exc:
             yield StreamChunk("error", error=exc)
             return
-        body = self._params(messages, system, tools, tool_choice, params)
 
         async def invoke(resolved_: Resolved, call: dict):
             return await provider_gateway.chat_stream(
@@ -302,6 +343,7 @@ class WorkspaceClient:
         tool_calls: list[ToolCall] = []
         finish, usage, model_name = None, Usage(), resolved.model
         status, error_class = 200, ""
+        reported, generated = False, Generated()  # counted by us if the provider says nothing
 
         def flush() -> list[StreamChunk]:
             out = []
@@ -314,7 +356,9 @@ class WorkspaceClient:
         try:
             async for chunk in chunks:
                 model_name = chunk.get("model") or model_name
+                generated.add(chunk)
                 if chunk.get("usage"):
+                    reported = True
                     tokens = provider_gateway.usage_of(chunk)
                     usage = Usage(*tokens)
                 for choice in chunk.get("choices") or []:
@@ -347,21 +391,34 @@ class WorkspaceClient:
             raise
         finally:
             await chunks.aclose()  # the caller may stop early: release the upstream
+            if not reported:  # charged for what was generated, counted by litellm
+                usage = Usage(*await asyncio.shield(aestimate(
+                    model=resolved.litellm_model, messages=body.get("messages"),
+                    tools=body.get("tools"), output_text=generated.text)))
             await calls.record(plan, attempt, stream=True, status=status,
                                error_class=error_class, input_tokens=usage.input_tokens,
-                               output_tokens=usage.output_tokens)
+                               output_tokens=usage.output_tokens,
+                               usage_source="provider" if reported else "estimated")
         yield StreamChunk("done", response=Response(
             text="".join(text) or None, tool_calls=tuple(tool_calls), finish_reason=finish,
             model=model_name, connection=resolved.connection_name, usage=usage))
 
-    async def embed(self, texts: str | Iterable[str], *, model: str | None = None
-                    ) -> list[list[float]]:
-        """Vectors for `texts` from the workspace's embedding role (one per text, in order)."""
+    async def embed(self, texts: str | Iterable[str], *, model: str | None = None,
+                    **params) -> list[list[float]]:
+        """Vectors for `texts` from the workspace's embedding role (one per text, in order).
+        Other keyword arguments are request fields sent as given (`dimensions`,
+        `input_type`...)."""
+        with _request_id():
+            return await self._embed(texts, model=model, **params)
+
+    async def _embed(self, texts, *, model, **params):
         items = [texts] if isinstance(texts, str) else list(texts)
+        params.pop("encoding_format", None)  # vectors are returned as floats
+        self._check(params)
         plan = await self._plan("embedding", model, "embeddings")
 
         async def invoke(resolved: Resolved, call: dict):
-            return await provider_gateway.embed(call=call, params={"input": items},
+            return await provider_gateway.embed(call=call, params={**params, "input": items},
                                                 label=_label(resolved),
                                                 endpoint=resolved.endpoint,
                                                 timeout=self._timeout(resolved))
@@ -374,6 +431,20 @@ class WorkspaceClient:
         await calls.record(plan, attempt, stream=False, status=200, input_tokens=tokens)
         data = sorted(raw.get("data") or [], key=lambda d: d.get("index", 0))
         return [d["embedding"] for d in data]
+
+
+@contextlib.contextmanager
+def _request_id():
+    """The call's request id (llmconn.tracing): the one already running (a /v1 request, a
+    task), else a fresh one for this call."""
+    if tracing.current_request_id() is not None:
+        yield
+        return
+    token = tracing.set_request_id(tracing.new_request_id())
+    try:
+        yield
+    finally:
+        tracing.reset_request_id(token)
 
 
 def _label(resolved: Resolved) -> str:

@@ -11,53 +11,41 @@ and never use 401 (which here means "your llmconn key is not valid").
 from __future__ import annotations
 
 import asyncio
-import base64
+import dataclasses
+import functools
 import json
 import logging
-import struct
 import time
 
 from asgiref.sync import sync_to_async
-from django.core.exceptions import RequestDataTooBig
+from django.conf import settings
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from llmconn import tracing
 from llmconn.errors import ApplicationError
 from llmconn.throttling import check_gateway_key, gateway_throttled
 from providers import gateway as provider_gateway
 from providers.gateway import ProviderCallError
+from providers.tokens import Generated, aestimate
 
 from . import calls, services
 from .budgets import BudgetExceeded
 from .keys import KeyIdentity, authenticate_key, bearer_token
-from .resolution import Resolved, current_revision, resolve_model, workspace_models
+from .resolution import ROLES, Resolved, current_revision, resolve_model, workspace_models
 
 logger = logging.getLogger(__name__)
 
 # Fields that would send the call (and the stored key) somewhere else, or change how we
-# authenticate upstream: always refused.
-REDIRECT_FIELDS = frozenset({
-    "api_base", "base_url", "api_key", "api_version", "api_type", "extra_headers", "headers",
-    "extra_query", "extra_body", "custom_llm_provider", "organization", "azure_ad_token",
-    "azure_ad_token_provider", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
-    "aws_region_name", "aws_profile_name", "aws_role_name", "vertex_project", "vertex_location",
-    "vertex_credentials", "litellm_params", "model_list", "deployment_id", "proxy", "proxies",
-    "client", "http_client", "mock_response", "input_cost_per_token", "output_cost_per_token",
-    "litellm_call_id", "litellm_logging_obj", "callbacks", "timeout", "num_retries",
-    "max_retries",
+# authenticate upstream: always refused (CONTRACT.md, "OpenAI-compatible"). Every other field
+# is forwarded as the client sent it (providers.gateway; litellm paths: providers.fields).
+FORBIDDEN_FIELDS = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "organization", "headers",
+    "extra_headers", "extra_body", "extra_query", "custom_llm_provider", "mock_response",
+    "client", "max_retries", "timeout",
 })
-CHAT_FIELDS = frozenset({
-    "model", "messages", "stream", "stream_options", "temperature", "top_p", "n", "stop",
-    "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty",
-    "logit_bias", "logprobs", "top_logprobs", "user", "tools", "tool_choice",
-    "parallel_tool_calls", "response_format", "seed", "functions", "function_call",
-    "reasoning_effort", "modalities", "audio", "prediction", "service_tier", "top_k",
-    "web_search_options", "verbosity", "safety_identifier", "prompt_cache_key",
-    # accepted and not forwarded: OpenAI's stored-completions options
-    "store", "metadata",
-})
-NOT_FORWARDED = frozenset({"model", "stream", "stream_options", "store", "metadata"})
-EMBEDDING_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+FORBIDDEN_PREFIXES = ("litellm_", "azure_", "vertex_", "aws_")
+NOT_FORWARDED = frozenset({"model"})
 _NUMBER = (int, float)
 _TYPES = {
     "temperature": _NUMBER, "top_p": _NUMBER, "presence_penalty": _NUMBER,
@@ -68,6 +56,14 @@ _TYPES = {
     "logit_bias": dict, "user": str, "stream_options": dict, "reasoning_effort": str,
     "dimensions": int, "encoding_format": str,
 }
+
+
+# Statuses a retry cannot fix: OpenAI's SDKs retry 408, 409, 429 and 5xx unless the answer
+# says `x-should-retry: false` (https://github.com/openai/openai-python, _should_retry).
+NO_RETRY_CODES = frozenset({
+    "forbidden_parameter", "provider_auth_failed", "provider_blocked", "connection_inactive",
+    "unsupported_parameter", "unsupported_endpoint", "request_too_large", "role_not_configured",
+})
 
 
 class GatewayError(Exception):
@@ -82,8 +78,18 @@ class GatewayError(Exception):
     def response(self) -> JsonResponse:
         body = {"error": {"message": self.message, "type": self.type, "code": self.code,
                           "param": self.param}}
-        headers = {"WWW-Authenticate": 'Bearer realm="llmconn"'} if self.status == 401 else None
+        headers = {}
+        if self.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="llmconn"'
+        if _no_retry(self.status, self.code):
+            headers["x-should-retry"] = "false"
         return JsonResponse(body, status=self.status, headers=headers)
+
+
+def _no_retry(status: int, code: str | None) -> bool:
+    """True for an answer a client must not retry (a 4xx other than 408/409/429, or one of
+    NO_RETRY_CODES)."""
+    return code in NO_RETRY_CODES or (400 <= status < 500 and status not in (408, 409, 429))
 
 
 def _provider_error_response(err: ProviderCallError, attempt: calls.Attempt | None
@@ -91,6 +97,8 @@ def _provider_error_response(err: ProviderCallError, attempt: calls.Attempt | No
     headers = {}
     if err.retry_after:
         headers["Retry-After"] = str(err.retry_after)
+    if not err.should_retry:
+        headers["x-should-retry"] = "false"
     if attempt is not None:
         headers.update(_answer_headers(attempt))
     return JsonResponse(err.as_openai(), status=err.status, headers=headers)
@@ -111,31 +119,91 @@ def _budget_response(exc: BudgetExceeded) -> JsonResponse:
         "x-llmconn-budget": str(exc.budget["id"])})
 
 
-def _parse_body(request) -> dict:
-    try:
-        raw = request.body
-    except RequestDataTooBig:
-        raise GatewayError(413, "The request body is too large.", code="request_too_large")
+MAX_JSON_DEPTH = 100  # nesting of a request body; OpenAI's own fields need far less
+
+
+def max_request_bytes() -> int:
+    return int(getattr(settings, "LLMCONN_MAX_REQUEST_BYTES", 32 * 1024 * 1024))
+
+
+def too_large(limit: int) -> GatewayError:
+    """413 naming the limit (LLMCONN_MAX_REQUEST_BYTES)."""
+    return GatewayError(413, f"The request body is larger than the limit of {limit} bytes "
+                        f"({limit / 1048576:g} MiB, LLMCONN_MAX_REQUEST_BYTES).",
+                        code="request_too_large")
+
+
+def _raw_body(request) -> bytes:
+    """The request body, refused past LLMCONN_MAX_REQUEST_BYTES. Read from the stream, not
+    `request.body` (which applies Django's DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MB, meant for
+    forms: one image in a chat message is more)."""
+    limit = max_request_bytes()
+    if hasattr(request, "_body"):
+        raw = request._body
+    else:
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            raise too_large(limit)
+        raw = request.read(limit + 1)
+        request._body = raw
+    if len(raw) > limit:
+        raise too_large(limit)
+    return raw
+
+
+def _too_deep(value) -> bool:
+    """True when a parsed JSON value nests deeper than MAX_JSON_DEPTH (iterative walk)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return False
+
+
+def parse_json_object(raw: bytes) -> dict:
+    """A request body as a JSON object; GatewayError (400) when it is not JSON, not an object
+    or nested too deeply (json raises RecursionError, not ValueError, on `[` x 5000)."""
     try:
         body = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         raise GatewayError(400, "The body must be JSON.", code="invalid_json") from None
+    except RecursionError:
+        body = None
+        deep = True
+    else:
+        deep = isinstance(body, (dict, list)) and _too_deep(body)
+    if deep:
+        raise GatewayError(400, f"The JSON body is nested more than {MAX_JSON_DEPTH} levels "
+                           "deep.", code="invalid_json")
     if not isinstance(body, dict):
         raise GatewayError(400, "The body must be a JSON object.", code="invalid_json")
     return body
 
 
-def _check_fields(body: dict, allowed: frozenset[str]) -> None:
-    redirect = sorted(set(body) & REDIRECT_FIELDS)
-    if redirect:
+def _parse_body(request) -> dict:
+    return parse_json_object(_raw_body(request))
+
+
+def forbidden_fields(body: dict) -> list[str]:
+    """The fields of a request body that would redirect the call or change its credentials."""
+    return sorted(k for k in body if k in FORBIDDEN_FIELDS or k.startswith(FORBIDDEN_PREFIXES))
+
+
+def _check_fields(body: dict) -> None:
+    forbidden = forbidden_fields(body)
+    if forbidden:
         raise GatewayError(
-            400, f"Field(s) {', '.join(redirect)} are not accepted: the workspace's binding "
+            400, f"Field(s) {', '.join(forbidden)} are not accepted: the workspace's binding "
             "decides where a call goes and with which credentials.",
-            code="forbidden_parameter", param=redirect[0])
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise GatewayError(400, f"Unrecognized request argument(s) supplied: "
-                           f"{', '.join(unknown)}.", code="unknown_parameter", param=unknown[0])
+            code="forbidden_parameter", param=forbidden[0])
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise GatewayError(400, "`model` is required: a role name (chat, agent, embedding) or a "
@@ -339,6 +407,66 @@ def _context_warm(authorization: str | None, model: str, endpoint: str,
                                 user_id=identity.user_id)
 
 
+def traced(view):
+    """Run a /v1 view under one request id (llmconn.tracing): the client's `x-request-id` when
+    it is plain and short, else a fresh one (unless the ASGI handler already set one), and
+    answer it in the `x-request-id` header. A streamed answer's body runs under it too."""
+
+    @functools.wraps(view)
+    async def wrapper(request, *args, **kwargs):
+        rid = tracing.current_request_id() or tracing.accept_request_id(
+            request.headers.get(tracing.HEADER))
+        token = tracing.set_request_id(rid)
+        try:
+            response = await view(request, *args, **kwargs)
+        finally:
+            tracing.reset_request_id(token)
+        response[tracing.HEADER] = rid
+        if response.streaming:
+            response.streaming_content = _under_request_id(response.streaming_content, rid)
+        return response
+
+    return wrapper
+
+
+async def _under_request_id(content, rid: str):
+    token = tracing.set_request_id(rid)
+    try:
+        async for part in content:
+            yield part
+    finally:
+        tracing.reset_request_id(token)
+        closer = getattr(content, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+def conform_chat(response: dict) -> dict:
+    """A chat completion as OpenAI's schema requires it (CreateChatCompletionResponse): the
+    nullable fields it requires (`logprobs`, `message.content`, `message.refusal`) present
+    even where a provider or litellm left them out. Changes nothing else."""
+    for choice in response.get("choices") or []:
+        if isinstance(choice, dict):
+            choice.setdefault("logprobs", None)
+            choice.setdefault("finish_reason", None)
+            message = choice.get("message")
+            if isinstance(message, dict):
+                message.setdefault("content", None)
+                message.setdefault("refusal", None)
+    return response
+
+
+def conform_chunk(chunk: dict) -> dict:
+    """A stream chunk as CreateChatCompletionStreamResponse requires it (each choice has
+    `delta`, `finish_reason`, `index`)."""
+    for i, choice in enumerate(chunk.get("choices") or []):
+        if isinstance(choice, dict):
+            choice.setdefault("delta", {})
+            choice.setdefault("finish_reason", None)
+            choice.setdefault("index", i)
+    return chunk
+
+
 def _label(resolved: Resolved) -> str:
     return f"{resolved.provider_label}, connection {resolved.connection_name!r}"
 
@@ -373,7 +501,7 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
 def _chat_body(request) -> dict:
     """The checked body of a chat completion request (GatewayError when it is not valid)."""
     body = _parse_body(request)
-    _check_fields(body, CHAT_FIELDS)
+    _check_fields(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
@@ -385,7 +513,7 @@ def _chat_body(request) -> dict:
 def _embedding_body(request) -> tuple[dict, str | list, str]:
     """(body, input, encoding format) of an embeddings request (GatewayError when not valid)."""
     body = _parse_body(request)
-    _check_fields(body, EMBEDDING_FIELDS)
+    _check_fields(body)
     data = body.get("input")
     ok = isinstance(data, str) and data != "" or isinstance(data, list) and data and all(
         isinstance(x, str) or isinstance(x, int) and not isinstance(x, bool)
@@ -416,12 +544,39 @@ async def _plan_request(request, parse, endpoint: str):
             return exc.response()
         raise
     body = parsed[0] if isinstance(parsed, tuple) else parsed
+    model = body["model"].strip()
+    if endpoint == "embeddings" and model in ROLES:
+        model = "embedding"  # a role name on /v1/embeddings means the embedding role
     try:
-        _identity, plan = await _context_async(authorization, body["model"].strip(), endpoint,
-                                               check)
+        _identity, plan = await _context_async(authorization, model, endpoint, check)
+        if endpoint == "embeddings":
+            plan = embeddings_capable(plan)
     except REFUSALS as exc:
         return _refusal_response(exc)
     return parsed, plan
+
+
+def _can_embed(resolved: Resolved) -> bool:
+    from providers.base import EMBEDDINGS, find_provider
+
+    spec = find_provider(resolved.provider)
+    return spec is not None and EMBEDDINGS in spec.capabilities
+
+
+def embeddings_capable(plan: calls.Plan) -> calls.Plan:
+    """The plan without candidates whose provider has no embeddings endpoint (a 400 when none
+    is left): embedding calls go only to connections with the embeddings capability."""
+    capable = tuple(c for c in plan.candidates if _can_embed(c))
+    if len(capable) == len(plan.candidates):
+        return plan
+    if not capable:
+        first = plan.candidates[0]
+        raise GatewayError(
+            400, f"The connection {first.connection_name!r} ({first.provider_label}) has no "
+            "embeddings endpoint: bind an embeddings-capable connection to the workspace's "
+            "`embedding` role.", code="unsupported_endpoint", param="model")
+    first_call = plan.first_call if capable[0] is plan.candidates[0] else None
+    return dataclasses.replace(plan, candidates=capable, first_call=first_call)
 
 
 async def _call(plan: calls.Plan, provider_call, params: dict, *, stream: bool = False,
@@ -441,6 +596,7 @@ async def _call(plan: calls.Plan, provider_call, params: dict, *, stream: bool =
 
 
 @csrf_exempt
+@traced
 async def chat_completions(request):
     """POST /v1/chat/completions (JSON, or SSE when `stream` is true)."""
     if request.method != "POST":
@@ -457,9 +613,19 @@ async def chat_completions(request):
             return called
         response, attempt = called
         tokens_in, tokens_out = provider_gateway.usage_of(response)
+        source = "provider"
+        if not response.get("usage"):  # a provider that does not report usage: count it
+            generated = Generated()
+            generated.add({"choices": [{"delta": c.get("message") or {}}
+                                       for c in response.get("choices") or []
+                                       if isinstance(c, dict)]})
+            tokens_in, tokens_out = await aestimate(
+                model=attempt.resolved.litellm_model, messages=params.get("messages"),
+                tools=params.get("tools"), output_text=generated.text)
+            source = "estimated"
         await calls.record(plan, attempt, stream=False, status=200, input_tokens=tokens_in,
-                           output_tokens=tokens_out)
-        return JsonResponse(response, headers=_answer_headers(attempt))
+                           output_tokens=tokens_out, usage_source=source)
+        return JsonResponse(conform_chat(response), headers=_answer_headers(attempt))
 
     # chat_stream returns once the first chunk arrived: failures before it fall back, later
     # ones not.
@@ -473,18 +639,38 @@ async def chat_completions(request):
         usage = [0, 0]
         status, error_class = 200, ""
         recorded = False
+        reported = False  # the provider sent usage
+        generated = Generated()  # what was streamed, to count it if the provider does not
+        last: dict = {}
+
+        async def estimate() -> None:
+            """Count the call with litellm's token counter (usage_source "estimated")."""
+            usage[:] = await aestimate(model=attempt.resolved.litellm_model,
+                                       messages=params.get("messages"),
+                                       tools=params.get("tools"), output_text=generated.text)
+
+        async def write() -> None:
+            source = "provider"
+            if not reported:
+                await estimate()
+                source = "estimated"
+            await calls.record(plan, attempt, stream=True, status=status,
+                               error_class=error_class, input_tokens=usage[0],
+                               output_tokens=usage[1], usage_source=source)
 
         async def record_once():
             nonlocal recorded
             if not recorded:
                 recorded = True
-                await asyncio.shield(calls.record(
-                    plan, attempt, stream=True, status=status, error_class=error_class,
-                    input_tokens=usage[0], output_tokens=usage[1]))
+                # Shielded: a client that went away is still charged for what was generated.
+                await asyncio.shield(write())
 
         try:
             async for chunk in chunks:
+                generated.add(chunk)
+                last = chunk
                 if chunk.get("usage"):
+                    reported = True
                     usage[:] = provider_gateway.usage_of(chunk)
                     if not wants_usage:
                         chunk.pop("usage")
@@ -494,12 +680,21 @@ async def chat_completions(request):
                     elif not any(c.get("delta") or c.get("finish_reason")
                                  for c in chunk.get("choices") or []):
                         chunk["choices"] = []  # as OpenAI sends the usage chunk
-                yield f"data: {json.dumps(chunk)}\n\n"
+                yield f"data: {json.dumps(conform_chunk(chunk))}\n\n"
             # As for a non-streamed call: once the client has the whole answer, its usage row
             # is committed (and the next call of a client that waits for `[DONE]` does not
             # share the process with this one's write).
             await chunks.aclose()
             await record_once()
+            if wants_usage and not reported:
+                # The provider ignored include_usage (llama.cpp): the client still gets the
+                # usage chunk it asked for, with the counts that were recorded.
+                yield "data: " + json.dumps({
+                    "id": last.get("id") or "chatcmpl-llmconn", "object": "chat.completion.chunk",
+                    "created": last.get("created") or int(time.time()),
+                    "model": last.get("model") or attempt.resolved.model, "choices": [],
+                    "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                              "total_tokens": usage[0] + usage[1]}}) + "\n\n"
             yield "data: [DONE]\n\n"
         except ProviderCallError as err:
             status, error_class = err.status, err.error_class
@@ -520,11 +715,8 @@ async def chat_completions(request):
     return response
 
 
-def _to_base64(vector: list[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
 @csrf_exempt
+@traced
 async def embeddings(request):
     """POST /v1/embeddings (floats, or base64 float32 when `encoding_format` is "base64")."""
     if request.method != "POST":
@@ -533,20 +725,22 @@ async def embeddings(request):
     if isinstance(planned, JsonResponse):
         return planned
     (body, data, fmt), plan = planned
-    params = {"input": data}
-    for name in ("dimensions", "user"):
-        if body.get(name) is not None:
-            params[name] = body[name]
+    params = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
 
     called = await _call(plan, provider_gateway.embed, params)
     if isinstance(called, JsonResponse):
         return called
     response, attempt = called
-    if fmt == "base64":
-        for item in response.get("data") or []:
-            if isinstance(item.get("embedding"), list):
-                item["embedding"] = _to_base64(item["embedding"])
     tokens_in, _ = provider_gateway.usage_of(response)
+    if fmt == "base64":
+        # OpenAI-wire providers encoded it themselves (strings are left alone); floats (litellm
+        # paths, or a provider that ignores encoding_format) are encoded here.
+        try:
+            provider_gateway.encode_embeddings(response, label=_label(attempt.resolved))
+        except ProviderCallError as err:
+            await calls.record(plan, attempt, stream=False, status=err.status,
+                               error_class=err.error_class, input_tokens=tokens_in)
+            return _provider_error_response(err, attempt)
     response.setdefault("model", attempt.resolved.model)
     await calls.record(plan, attempt, stream=False, status=200, input_tokens=tokens_in)
     return JsonResponse(response, headers=_answer_headers(attempt))
@@ -562,14 +756,46 @@ def _models_context(authorization: str | None) -> list[dict]:
     if identity is None:
         raise GatewayError(401, "Invalid or revoked API key.", code="invalid_api_key")
     services.api_key_touch(api_key_id=identity.key_id)
-    return workspace_models(workspace_id=identity.scope_id, revision=revision)
+    rows = workspace_models(workspace_id=identity.scope_id, revision=revision)
+    return [_model_row(row, created) for row, created in zip(rows, _created(rows), strict=True)]
 
 
-def _model_row(row: dict) -> dict:
-    return {"id": row["id"], "object": "model", "created": 0, "owned_by": row["owned_by"]}
+def _created(rows: list[dict]) -> list[int]:
+    """A real Unix time per listed model: the `created` the provider's own listing gave (kept
+    by discovery), else when it was discovered, else when its connection was created."""
+    from connections.models import Connection, DiscoveredModel
+
+    ids = {r["connection_id"] for r in rows}
+    made = {str(pk): at for pk, at in
+            Connection.objects.filter(pk__in=ids).values_list("pk", "created_at")}
+    found = {}
+    for conn_id, model_id, at, meta in DiscoveredModel.objects.filter(
+            connection_id__in=ids).values_list("connection_id", "model_id", "discovered_at",
+                                               "metadata"):
+        created = (meta or {}).get("created") if isinstance(meta, dict) else None
+        found[(str(conn_id), model_id)] = created if isinstance(created, int) and \
+            not isinstance(created, bool) and created > 0 else int(at.timestamp())
+    out = []
+    for row in rows:
+        stamp = found.get((str(row["connection_id"]), row["model"]))
+        if stamp is None:
+            conn_made = made.get(str(row["connection_id"]))
+            stamp = int(conn_made.timestamp()) if conn_made else int(time.time())
+        out.append(stamp)
+    return out
+
+
+def _model_row(row: dict, created: int) -> dict:
+    """OpenAI's Model: `owned_by` is the provider's name (the catalog's), `created` real."""
+    from providers.base import find_provider
+
+    spec = find_provider(row["provider"])
+    return {"id": row["id"], "object": "model", "created": created,
+            "owned_by": spec.name if spec else row["provider"]}
 
 
 @csrf_exempt
+@traced
 async def models(request, model_id: str | None = None):
     """GET /v1/models (role names first, then the bound connections' models), /v1/models/{id}."""
     if request.method != "GET":
@@ -580,14 +806,15 @@ async def models(request, model_id: str | None = None):
     except GatewayError as err:
         return err.response()
     if model_id is None:
-        return JsonResponse({"object": "list", "data": [_model_row(r) for r in rows]})
+        return JsonResponse({"object": "list", "data": rows})
     for row in rows:
         if row["id"] == model_id:
-            return JsonResponse(_model_row(row))
+            return JsonResponse(row)
     return GatewayError(404, f"The model {model_id!r} does not exist in this workspace.",
                         code="model_not_found").response()
 
 
+@traced
 async def not_found(request, path: str = ""):
     """Anything else under /v1/: 404 in OpenAI's format."""
     return GatewayError(404, f"Unknown endpoint /v1/{path}.", code="not_found").response()

@@ -192,6 +192,10 @@ class UsageRecord(models.Model):
     # 1 for the binding's own connection, 2.. for the fallbacks tried after it: a request that
     # fell back leaves one row per connection it reached.
     attempt = models.PositiveSmallIntegerField(default=1)
+    # Where the token counts come from: the provider's answer, or llmconn's estimate (litellm's
+    # token counter) when a provider said nothing, e.g. a stream without usage.
+    usage_source = models.CharField(max_length=16, default="provider",
+                                    choices=[("provider", "provider"), ("estimated", "estimated")])
     # When the call was made (not when the row was written: a row kept in the spool while the
     # database was down is written later with its call's time, in its period).
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)

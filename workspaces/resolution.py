@@ -550,14 +550,18 @@ def workspace_models(*, workspace_id: int, revision: int | None = None) -> list[
             resolved = resolve(workspace_id=workspace_id, role=role, revision=revision)
         except ResolutionError:
             continue
-        rows.append({"id": role, "owned_by": resolved.connection_name})
+        rows.append({"id": role, "owned_by": resolved.connection_name,
+                     "provider": resolved.provider, "connection_id": resolved.connection_id,
+                     "model": resolved.model})
         seen.add(role)
         models_by_role.append((resolved, sorted(resolved.offered_models)))
     for resolved, names in models_by_role:
         for name in [resolved.model, *names]:
             if name not in seen:
                 seen.add(name)
-                rows.append({"id": name, "owned_by": resolved.connection_name})
+                rows.append({"id": name, "owned_by": resolved.connection_name,
+                             "provider": resolved.provider,
+                             "connection_id": resolved.connection_id, "model": name})
     return rows
 
 

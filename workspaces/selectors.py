@@ -113,3 +113,25 @@ def system_defaults() -> dict:
                 "model": d.model} if (d := found.get(role)) else None)
         for role in Role.values
     }
+
+
+def embedding_models_of(connection) -> set[str]:
+    """The models `connection` serves to the `embedding` role: as a binding's connection, a
+    binding's fallback or the system default (a binding without a model: its default model)."""
+    from .models import SystemDefault, WorkspaceBinding
+
+    found: set[str] = set()
+    default = connection.default_model or ""
+    for model in WorkspaceBinding.objects.filter(role="embedding", connection=connection
+                                                 ).values_list("model", flat=True):
+        found.add(model or default)
+    for fallbacks in WorkspaceBinding.objects.filter(role="embedding").exclude(
+            fallbacks=[]).values_list("fallbacks", flat=True):
+        for item in fallbacks or []:
+            if str(item.get("connection")) == str(connection.pk):
+                found.add(item.get("model") or default)
+    for model in SystemDefault.objects.filter(role="embedding", connection=connection
+                                              ).values_list("model", flat=True):
+        found.add(model or default)
+    found.discard("")
+    return found

@@ -113,6 +113,21 @@ def _clean_params(value, *, where: str) -> dict:
                                fields={where: [str(exc)]}) from None
 
 
+def _check_capability(connection: Connection | None, *, role: str, where: str) -> None:
+    """400 when a connection whose provider has no embeddings endpoint is bound to the
+    `embedding` role (it would fail on every call, with a confusing message)."""
+    from providers.base import EMBEDDINGS, find_provider
+
+    if connection is None or role != Role.EMBEDDING:
+        return
+    spec = find_provider(connection.provider)
+    if spec is not None and EMBEDDINGS not in spec.capabilities:
+        raise ValidationFailed(
+            f"{where}: connection {connection.name!r} ({spec.label}) has no embeddings endpoint "
+            "and cannot be bound to the embedding role.", code="unsupported_endpoint",
+            fields={where: ["This provider cannot make embeddings."]})
+
+
 def _clean_model(value, *, where: str) -> str | None:
     if value is None:
         return None
@@ -209,6 +224,7 @@ def _apply_bindings(*, workspace: Workspace, bindings: dict) -> None:
                                                          where=f"{where}.connection")
             if binding.connection is not None:
                 binding.provider = ""
+            _check_capability(binding.connection, role=role, where=f"{where}.connection")
         if "provider" in value:
             binding.provider = _clean_provider(value["provider"], where=f"{where}.provider")
             if binding.provider:
@@ -220,6 +236,9 @@ def _apply_bindings(*, workspace: Workspace, bindings: dict) -> None:
             binding.model = _clean_model(value["model"], where=f"{where}.model")
         if "fallbacks" in value:
             binding.fallbacks = _clean_fallbacks(value["fallbacks"], where=f"{where}.fallbacks")
+            for i, item in enumerate(binding.fallbacks):
+                _check_capability(Connection.objects.filter(pk=item["connection"]).first(),
+                                  role=role, where=f"{where}.fallbacks[{i}].connection")
         binding.full_clean()
         binding.save()
 
@@ -302,6 +321,7 @@ def system_default_set(*, role: str, connection, model: str | None = None,
     if role not in ROLES:
         raise NotFound(f"Unknown role {role!r}: roles are {', '.join(ROLES)}.")
     conn = _connection_for_binding(connection, where="connection")
+    _check_capability(conn, role=role, where="connection")
     if conn is None:
         raise ValidationFailed("connection is required (delete the default to remove it).",
                                fields={"connection": ["Required."]})
@@ -562,8 +582,8 @@ def usage_record_create(*, workspace_id: int | None, connection_id: str | None,
                         cost: Decimal | float | None = None, latency_ms: int = 0,
                         attempt: int = 1, user_id: int | None = None,
                         workspace_name: str = "", connection_name: str = "",
-                        request_id: str | None = None, created_at: datetime | None = None
-                        ) -> UsageRecord | None:
+                        request_id: str | None = None, created_at: datetime | None = None,
+                        usage_source: str = "provider") -> UsageRecord | None:
     """Record one call made through a workspace or a personal key (for usage reports and
     budgets).
 
@@ -577,7 +597,7 @@ def usage_record_create(*, workspace_id: int | None, connection_id: str | None,
         error_class=error_class, input_tokens=input_tokens, output_tokens=output_tokens,
         cost=cost, latency_ms=latency_ms, attempt=attempt, user_id=user_id,
         workspace_name=workspace_name, connection_name=connection_name, request_id=request_id,
-        created_at=created_at)])[0]
+        created_at=created_at, usage_source=usage_source)])[0]
 
 
 def usage_records_create(*, rows: list[dict], replay: bool = False) -> list[UsageRecord | None]:
@@ -628,8 +648,8 @@ def _usage_record(*, workspace_id: int | None, connection_id: str | None,
                   output_tokens: int = 0, cost: Decimal | float | str | None = None,
                   latency_ms: int = 0, attempt: int = 1, user_id: int | None = None,
                   workspace_name: str = "", connection_name: str = "",
-                  request_id: str | None = None,
-                  created_at: datetime | str | None = None) -> UsageRecord:
+                  request_id: str | None = None, created_at: datetime | str | None = None,
+                  usage_source: str = "provider") -> UsageRecord:
     """The unsaved UsageRecord of one call (values clamped)."""
     if isinstance(created_at, str):
         created_at = datetime.fromisoformat(created_at)
@@ -646,6 +666,7 @@ def _usage_record(*, workspace_id: int | None, connection_id: str | None,
         latency_ms=max(0, int(latency_ms)), attempt=max(1, min(int(attempt), 100)),
         request_id=(request_id or None) and request_id[:REQUEST_ID_MAX],
         created_at=created_at or timezone.now(),
+        usage_source="estimated" if usage_source == "estimated" else "provider",
     )
 
 

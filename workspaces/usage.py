@@ -111,8 +111,17 @@ def _records(*, since: datetime, until: datetime, workspace_ids=None, connection
     ).order_by()
 
 
+_ESTIMATED = Q(usage_source="estimated")
+
+
 def _totals_of(rows, postgres: bool) -> dict:
     aggregates = {
+        # Rows whose tokens llmconn counted (the provider reported none): included in the
+        # token and cost totals below, and shown apart so a report says how much is estimated.
+        # (First: the totals' names shadow the fields once annotated.)
+        "estimated_calls": Count("id", filter=_ESTIMATED),
+        "estimated_input_tokens": Sum("input_tokens", filter=_ESTIMATED),
+        "estimated_output_tokens": Sum("output_tokens", filter=_ESTIMATED),
         "calls": Count("id"), "errors": Count("id", filter=~_ANSWERED),
         "input_tokens": Sum("input_tokens"), "output_tokens": Sum("output_tokens"),
         "cost": Sum("cost"),
@@ -131,6 +140,9 @@ def _clean(row: dict) -> dict:
         "input_tokens": row.get("input_tokens") or 0,
         "output_tokens": row.get("output_tokens") or 0,
         "cost": None if cost is None else str(Decimal(cost).quantize(Decimal("0.00000001"))),
+        "estimated_calls": row.get("estimated_calls") or 0,
+        "estimated_input_tokens": row.get("estimated_input_tokens") or 0,
+        "estimated_output_tokens": row.get("estimated_output_tokens") or 0,
     }
     for name in ("latency_p50_ms", "latency_p95_ms"):
         value = row.get(name)

@@ -35,6 +35,8 @@ class ConnectionTestSerializer(serializers.ModelSerializer):
     """A test or discovery job as clients see it (never its secrets or config)."""
 
     error_class = serializers.SerializerMethodField()
+    endpoint = serializers.SerializerMethodField(
+        help_text="API the test called: chat or embeddings (null until it runs; discovery).")
     connection = serializers.UUIDField(source="connection_id", read_only=True, allow_null=True)
     models = serializers.ListField(
         source="model_ids", child=serializers.CharField(), read_only=True, allow_null=True,
@@ -43,12 +45,15 @@ class ConnectionTestSerializer(serializers.ModelSerializer):
     class Meta:
         model = ConnectionTest
         fields = ["id", "kind", "connection", "status", "error_class", "message", "latency_ms",
-                  "model", "models_found", "models", "timeout_seconds", "provider", "base_url",
-                  "created_at", "started_at", "finished_at"]
+                  "model", "endpoint", "models_found", "models", "timeout_seconds", "provider",
+                  "base_url", "created_at", "started_at", "finished_at"]
         read_only_fields = fields
 
     def get_error_class(self, obj) -> str | None:
         return obj.error_class or None
+
+    def get_endpoint(self, obj) -> str | None:
+        return obj.endpoint or None
 
 
 class ConnectionTestStartSerializer(serializers.Serializer):
@@ -56,6 +61,10 @@ class ConnectionTestStartSerializer(serializers.Serializer):
 
     model = serializers.CharField(required=False, allow_blank=True, max_length=200,
                                   help_text="Model to call; default: the connection's default.")
+    endpoint = serializers.ChoiceField(
+        choices=["chat", "embeddings"], required=False,
+        help_text="API to call; default: embeddings for an embedding model or the model the "
+                  "connection serves to a workspace's embedding role, else chat.")
 
 
 class UnsavedTestSerializer(serializers.Serializer):
@@ -81,6 +90,8 @@ class UnsavedTestSerializer(serializers.Serializer):
     default_model = serializers.CharField(required=False, allow_blank=True, max_length=200)
     model = serializers.CharField(required=False, allow_blank=True, max_length=200,
                                   help_text="Model to call; default: default_model.")
+    endpoint = serializers.ChoiceField(choices=["chat", "embeddings"], required=False,
+                                       help_text="API to call (as for a saved connection).")
     config = serializers.DictField(required=False, allow_null=True)
     credentials = serializers.DictField(
         child=serializers.CharField(allow_null=True, allow_blank=True, max_length=8192,
@@ -141,7 +152,8 @@ class ConnectionTestStartView(APIView):
         body = ConnectionTestStartSerializer(data=request.data or {})
         body.is_valid(raise_exception=True)
         test = diagnostics.connection_test_request(
-            connection=connection, model=body.validated_data.get("model", ""), actor=request.user)
+            connection=connection, model=body.validated_data.get("model", ""),
+            endpoint=body.validated_data.get("endpoint", ""), actor=request.user)
         return _accepted(test)
 
 

@@ -511,8 +511,8 @@ def test_an_event_past_the_line_cap_is_refused(upstream, monkeypatch):
 
 @pytest.mark.parametrize("mode,status,code", [
     (401, 502, "provider_auth_failed"),
-    (429, 429, "provider_rate_limited"),
-    (500, 502, "provider_error"),
+    (429, 429, "rate_limit_exceeded"),  # the provider's own code (CONTRACT.md)
+    (500, 502, "server_error"),
     ("drop", 502, "provider_unreachable"),
 ])
 def test_stream_failures_are_classified(upstream, mode, status, code):

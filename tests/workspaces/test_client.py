@@ -135,3 +135,55 @@ def test_stopping_a_stream_early_still_records_usage(client_for):
 
     assert run(first_delta, client_for()).text == "Hello"
     assert UsageRecord.objects.get().stream
+
+
+# --- the same pass-through and errors as the gateway (#15) ------------------------------------
+
+def test_client_forwards_extension_fields_as_given(client_for, upstream):
+    client = client_for()
+    run(client.complete, [Message.user("Hi")], min_p=0.05, chat_template_kwargs={"a": 1},
+        store=True, metadata={"team": "x"})
+    body = upstream.last_request.body
+    assert (body["min_p"], body["chat_template_kwargs"], body["store"], body["metadata"]) == (
+        0.05, {"a": 1}, True, {"team": "x"})
+    run(client.embed, ["a"], input_type="query", dimensions=8)
+    body = upstream.last_request.body
+    assert (body["input_type"], body["dimensions"]) == ("query", 8)
+
+
+def test_client_refuses_redirect_fields_naming_them(client_for, upstream):
+    client = client_for()
+    with pytest.raises(LLMError) as refused:
+        run(client.complete, [Message.user("Hi")], api_base="http://elsewhere.example")
+    assert (refused.value.status, refused.value.code, refused.value.param) == (
+        400, "forbidden_parameter", "api_base")
+    chunks = run(_collect, client.stream([Message.user("Hi")], extra_headers={"x": "y"}))
+    assert chunks[0].type == "error" and chunks[0].error.code == "forbidden_parameter"
+    with pytest.raises(LLMError):
+        run(client.embed, ["a"], litellm_params={})
+    assert upstream.request_count == 0
+
+
+def test_client_errors_carry_the_providers_message_and_a_request_id(client_for, upstream):
+    client = client_for(anthropic=True)
+    with pytest.raises(LLMError) as refused:  # litellm would drop it for Anthropic
+        run(client.complete, [Message.user("Hi")], n=2)
+    assert refused.value.code == "unsupported_parameter" and refused.value.param == "n"
+    upstream.set_mode("status", status=422)
+    with pytest.raises(LLMError) as failed:
+        run(client.complete, [Message.user("Hi")])
+    assert failed.value.status == 422 and "Upstream answered 422." in failed.value.message
+    assert failed.value.request_id.startswith("req_")
+
+
+def test_client_embeds_only_with_an_embeddings_capable_connection(upstream, make_connection,
+                                                                  make_workspace):
+    from workspaces.models import SystemDefault
+
+    claude = make_connection(upstream, anthropic=True)
+    SystemDefault.objects.create(role="embedding", connection=claude)
+    client = WorkspaceClient(make_workspace("NoEmbed", chat=claude).slug)
+    with pytest.raises(LLMError) as refused:
+        run(client.embed, ["a"])
+    assert refused.value.code == "unsupported_endpoint"
+    assert upstream.request_count == 0

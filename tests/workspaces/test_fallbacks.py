@@ -92,7 +92,7 @@ def test_when_every_candidate_fails_the_last_error_is_answered_naming_its_connec
     response = gateway.post("/v1/chat/completions", chain["key"],
                             {"model": "chat", "messages": HELLO})
     assert response.status_code == 429
-    assert response.json()["error"]["code"] == "provider_rate_limited"
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"  # the provider's
     assert "connection 'third'" in response.json()["error"]["message"]
     assert response.headers["x-llmconn-connection"] == "third"
     assert response.headers["Retry-After"] == "1"
@@ -101,8 +101,8 @@ def test_when_every_candidate_fails_the_last_error_is_answered_naming_its_connec
 
 @pytest.mark.parametrize("mode,status,code", [
     (401, 502, "provider_auth_failed"),
-    ("not_found", 404, "provider_model_not_found"),
-    (400, 400, "provider_bad_request"),
+    ("not_found", 404, "not_found"),  # the provider's own codes (CONTRACT.md)
+    (400, 400, "upstream_status"),
 ])
 def test_auth_and_bad_request_failures_do_not_fall_back(gateway, chain, mode, status, code):
     up1, up2, up3 = chain["ups"]

@@ -57,6 +57,11 @@ class UsageRowSerializer(serializers.Serializer):
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     cost = serializers.DecimalField(max_digits=20, decimal_places=8, allow_null=True)
+    estimated_calls = serializers.IntegerField(
+        help_text="Calls whose tokens llmconn counted (usage_source \"estimated\": the provider "
+                  "reported no usage); included in the token and cost totals.")
+    estimated_input_tokens = serializers.IntegerField()
+    estimated_output_tokens = serializers.IntegerField()
     latency_p50_ms = serializers.FloatField(allow_null=True)
     latency_p95_ms = serializers.FloatField(allow_null=True)
 
