@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from audit.services import audit_record, secret_fingerprints
 from llmconn.errors import Conflict, NotFound, ValidationFailed
+from llmconn.versions import bump_connections
 from providers.base import CHAT, EMBEDDINGS, all_presets, find_provider, get_preset, host_of
 from providers.validation import validate_base_url
-from workspaces.services import invalidate_for_connection
 
 from .models import Connection
 from .secrets import looks_masked, make_hint
@@ -245,7 +245,7 @@ def connection_update(
         extra={"credentials_removed": sorted(k for k, v in credentials.items() if v is None)}
         if any(v is None for v in credentials.values()) else None,
     )
-    invalidate_for_connection(current.pk)
+    bump_connections(current.pk)
     return current
 
 
@@ -268,7 +268,7 @@ def connection_delete(*, connection: Connection, actor=None) -> None:
             current.delete()
             audit_record(action="connection.delete", target=target, actor=actor,
                          extra={"provider": current.provider})
-            invalidate_for_connection(target[1])
+            bump_connections(target[1])
     except (ProtectedError, RestrictedError) as exc:
         # Something else protects it (a row added since the check above, or a model that
         # connection_dependents does not know yet): refuse as a conflict, not a 500.
@@ -300,8 +300,9 @@ def connection_set_default(*, connection: Connection, actor=None) -> Connection:
         audit_record(action="connection.set_default", target=current, actor=actor,
                      extra={"unchanged": True})
         return current
-    previous = list(Connection.objects.filter(provider=current.provider, is_default=True)
-                    .exclude(pk=current.pk).values_list("name", flat=True))
+    previous_rows = list(Connection.objects.filter(provider=current.provider, is_default=True)
+                         .exclude(pk=current.pk).values_list("pk", "name"))
+    previous = [name for _, name in previous_rows]
     Connection.objects.filter(provider=current.provider, is_default=True).exclude(
         pk=current.pk).update(is_default=False)
     try:
@@ -316,7 +317,8 @@ def connection_set_default(*, connection: Connection, actor=None) -> Connection:
     current.refresh_from_db()
     audit_record(action="connection.set_default", target=current, actor=actor,
                  changed_fields=["is_default"], extra={"previous_default": previous})
-    invalidate_for_connection(current.pk)
+    # What resolved through the provider's default now resolves elsewhere: both scopes.
+    bump_connections(current.pk, *[pk for pk, _ in previous_rows])
     return current
 
 
@@ -434,7 +436,7 @@ def connection_move_bindings(*, source: Connection, target: Connection, actor=No
         extra={"to": str(target.pk), "to_name": target.name, "bindings": len(bindings),
                "system_defaults": len(defaults), "fallbacks": len(with_fallback)},
     )
-    invalidate_for_connection(source.pk)
+    bump_connections(source.pk)
     return {
         "moved_bindings": len(bindings),
         "moved_system_defaults": len(defaults),

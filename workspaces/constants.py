@@ -1,18 +1,19 @@
 """Constants of the workspaces app: cache keys, API key format, limits."""
 
-# One revision stamp in the shared cache for everything a resolution depends on (workspaces,
-# bindings, system defaults, connections, API keys). Any change increments it; each process
-# keeps its resolved bindings and API keys in memory and re-resolves when the stamp moves.
-REVISION_CACHE_KEY = "llmconn:rev"
+# The global stamp in the shared cache: every cached resolution and API key depends on it (and
+# on the versions of its own scopes, llmconn/versions.py); bumped only by changes that may alter
+# what any workspace resolves.
+REVISION_CACHE_KEY = "llmconn:rev"  # = llmconn.versions.GLOBAL
 
 # A cached resolution is also re-read from the database after this many seconds, whatever the
 # stamp says: a safety net for a flushed or unshared cache (e.g. local-memory cache with several
 # processes), not the mechanism edits rely on.
 RESOLUTION_MAX_AGE_SECONDS = 60
 
-# In-process cache sizes: beyond them the cache is emptied (cheap, and bounds memory).
-MAX_CACHED_RESOLUTIONS = 5000
-MAX_CACHED_KEYS = 10000
+# In-process cache sizes: beyond them the cache is emptied (cheap, and bounds memory). Sized for
+# tens of thousands of workspaces (one entry per role called; see bench/RESULTS.md for memory).
+MAX_CACHED_RESOLUTIONS = 100_000
+MAX_CACHED_KEYS = 100_000
 
 API_KEY_PREFIX = "lck_"
 API_KEY_RANDOM_BYTES = 32  # token_urlsafe(32): 43 url-safe characters

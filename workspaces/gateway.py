@@ -159,8 +159,8 @@ def _context(authorization: str | None, model: str, endpoint: str,
     """Authenticate, resolve, check budgets and plan the call (sync: may query the database,
     fetch an OAuth token). `counted`: (key id, wait) when the warm path already counted this
     call in that key's throttle (not counted twice)."""
-    revision = current_revision()
     raw = bearer_token(authorization)
+    revision = current_revision(*_scopes_of(raw))
     if raw is None:
         raise GatewayError(401, "Missing API key: send `Authorization: Bearer lck_...` with a "
                            "workspace API key.", code="missing_api_key")
@@ -178,6 +178,23 @@ def _context(authorization: str | None, model: str, endpoint: str,
     plan = calls.plan_call(resolved=resolved, api_key_id=identity.key_id, endpoint=endpoint,
                            revision=revision)
     return identity, plan
+
+
+def _scopes_of(raw_key: str | None) -> list[str]:
+    """The cache scopes a call with this key will check (read in the call's first round trip):
+    the key's, and those of its workspace's cached resolutions when the key is known."""
+    from llmconn import versions
+
+    from .keys import cached_identity
+    from .resolution import cached_scopes
+    from .services import hash_api_key
+
+    if not raw_key or len(raw_key) > 200:
+        return []
+    hit = cached_identity(raw_key)
+    if hit is None:
+        return [versions.key(hash_api_key(raw_key))]
+    return [*(s for s, _ in hit[0]), *cached_scopes(hit[1].workspace_id)]
 
 
 _context_sync = sync_to_async(_context)
@@ -203,8 +220,9 @@ async def _context_async(authorization: str | None, model: str, endpoint: str,
 class WarmCheck:
     """The warm path's one Redis round trip, sent before the request body is parsed.
 
-    When this process already knows a request's API key, the revision stamp and the key's
-    throttle count are asked for as soon as the view starts (`start`), and the replies are read
+    When this process already knows a request's API key, the versions of the cache scopes its
+    cached key and resolutions depend on (one MGET, llmconn.versions) and the key's throttle
+    count are asked for as soon as the view starts (`start`), and the replies are read
     once the body is checked and the call is planned (`replies`): the round trip overlaps that
     work instead of adding to it. Nothing goes to a provider before the replies are read, so an
     edit, a revoked key or a throttled key still takes effect on the very next call. A request
@@ -216,10 +234,12 @@ class WarmCheck:
     which knows what to do.
     """
 
-    __slots__ = ("hit", "window", "_client", "_throttle_key", "_conn", "_count", "_replies")
+    __slots__ = ("hit", "window", "scopes", "_client", "_throttle_key", "_conn", "_count",
+                 "_replies")
 
-    def __init__(self, hit, window, client, throttle_key, conn, count):
+    def __init__(self, hit, window, client, throttle_key, conn, count, scopes=()):
         self.hit, self.window, self._client = hit, window, client
+        self.scopes = scopes
         self._throttle_key, self._conn, self._count = throttle_key, conn, count
         self._replies: list | None = None
 
@@ -227,20 +247,23 @@ class WarmCheck:
     def start(cls, authorization: str | None) -> WarmCheck | None:
         """Send the round trip for a key this process knows; None when the call cannot take
         the warm path anyway (unknown key, last-used write due, no Redis)."""
+        from llmconn import versions
         from llmconn.rediscache import client_and_key
         from llmconn.throttling import gateway_window
 
-        from .constants import REVISION_CACHE_KEY
         from .keys import cached_identity
+        from .resolution import cached_scopes
 
         hit = cached_identity(bearer_token(authorization))
         if hit is None or services.api_key_touch_due(hit[1].key_id):
             return None
-        client, stamp_key = client_and_key(REVISION_CACHE_KEY)
+        scopes = list(dict.fromkeys([*(s for s, _ in hit[0]),
+                                     *cached_scopes(hit[1].workspace_id)]))
+        client, version_keys = versions.full_keys(scopes)
         if client is None:
             return None
         window = gateway_window(hit[1].key_id)
-        commands: list[tuple] = [("GET", stamp_key)]
+        commands: list[tuple] = [("MGET", *version_keys)]
         throttle_key = None
         if window is not None:
             _, throttle_key = client_and_key(window[0])
@@ -256,10 +279,10 @@ class WarmCheck:
                 conn.disconnect()
                 pool.release(conn)
             return None
-        return cls(hit, window, client, throttle_key, conn, len(commands))
+        return cls(hit, window, client, throttle_key, conn, len(commands), scopes)
 
     def replies(self) -> list | None:
-        """[stamp, (SET reply, count)]; None when Redis failed. Read once; the connection goes
+        """[[version of each scope], (SET reply, count)]; None when Redis failed. Read once; the connection goes
         back to the pool as soon as they are read."""
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -287,22 +310,24 @@ def _context_warm(authorization: str | None, model: str, endpoint: str,
                   check: WarmCheck | None = None):
     """The warm path of `_context`, run on the event loop without a hand-off to the sync thread.
 
-    Taken when this process already knows the API key and the resolution under some revision
-    stamp, the key's last-used time needs no write, and there are no budgets and no fallbacks
+    Taken when this process already knows the API key and the resolution (with the versions
+    of the scopes they depend on), the key's last-used time needs no write, and there are no budgets and no fallbacks
     for the call (their counters and cool-down flags are read by the sync path). Then the whole
     call costs one Redis round trip (`check`, a WarmCheck the view sent before it parsed the
-    body; None for a call this process cannot take warm). If the stamp moved, the cached entries
-    are not used (same rule as the sync path: an edit takes effect on the next call). Returns
+    body; None for a call this process cannot take warm). An entry whose versions moved is
+    not used (same rule as the sync path: an edit takes effect on the next call). Returns
     (identity, Plan) when the call can go on; None to take the sync path; (key id, wait) to
     take it with the throttle already counted. Raises the same errors `_context` would for the
     same state.
     """
+    from llmconn.versions import Versions
+
     from .budgets import cached_budgets
     from .resolution import resolve_model_cached
 
     if check is None:  # (the view's WarmCheck.start found nothing to check: a cold call)
         return None
-    cached_revision, identity = check.hit
+    key_deps, identity = check.hit
     window = check.window
     replies = check.replies()
     if replies is None:
@@ -311,9 +336,10 @@ def _context_warm(authorization: str | None, model: str, endpoint: str,
     if window is not None and int(replies[2]) > window[2]:
         wait = max(1.0, window[3] - time.time())
     counted = (identity.key_id, wait) if window is not None else None
-    if replies[0] is None or int(replies[0]) != cached_revision:
+    revision = Versions({s: None if v is None else int(v)
+                         for s, v in zip(check.scopes, replies[0], strict=True)}, frozen=True)
+    if not revision.current(key_deps):
         return counted
-    revision = cached_revision
     if wait is not None:
         raise gateway_throttled(wait)
     resolved = resolve_model_cached(workspace_id=identity.workspace_id, model=model,
@@ -544,8 +570,8 @@ async def embeddings(request):
 
 
 def _models_context(authorization: str | None) -> list[dict]:
-    revision = current_revision()
     raw = bearer_token(authorization)
+    revision = current_revision(*_scopes_of(raw))
     if raw is None:
         raise GatewayError(401, "Missing API key: send `Authorization: Bearer lck_...`.",
                            code="missing_api_key")

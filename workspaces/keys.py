@@ -1,8 +1,9 @@
 """Authentication of workspace API keys (`Authorization: Bearer lck_...`) for the gateway.
 
 A key is looked up by its SHA-256 hash. Each process remembers the keys it has seen, validated
-against the shared revision stamp like resolutions are (revoking a key bumps it), so a known
-key costs no query while a revoked one is refused from the next call on in every process.
+against the version of the key's own scope (llmconn.versions.key: revoking a key or deleting
+its workspace bumps it) and the global stamp, so a known key costs no query while a revoked
+one is refused from the next call on in every process.
 Unknown keys are not remembered (a flood of random keys must not fill memory).
 """
 
@@ -11,6 +12,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+
+from llmconn import versions
+from llmconn.versions import Versions
 
 from .constants import API_KEY_PREFIX, MAX_CACHED_KEYS, RESOLUTION_MAX_AGE_SECONDS
 from .models import WorkspaceAPIKey
@@ -27,7 +31,8 @@ class KeyIdentity:
     prefix: str
 
 
-_KEYS: dict[str, tuple[int, float, KeyIdentity]] = {}
+# sha256 → (((scope, version), ...), cached at (monotonic), identity)
+_KEYS: dict[str, tuple[tuple, float, KeyIdentity]] = {}
 _LOCK = threading.Lock()
 
 
@@ -41,16 +46,24 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
-def authenticate_key(raw_key: str | None, *, revision: int | None) -> KeyIdentity | None:
+def key_scopes(digest: str) -> list[str]:
+    """The scopes a remembered key depends on."""
+    return [versions.GLOBAL, versions.key(digest)]
+
+
+def authenticate_key(raw_key: str | None, *, revision: Versions | None) -> KeyIdentity | None:
     """The active key matching `raw_key`, or None (unknown, malformed or revoked)."""
     if not raw_key or not raw_key.startswith(API_KEY_PREFIX) or len(raw_key) > 200:
         return None
     digest = hash_api_key(raw_key)
     now = time.monotonic()
     hit = _KEYS.get(digest)
-    if (hit is not None and revision is not None and hit[0] == revision
-            and now - hit[1] < RESOLUTION_MAX_AGE_SECONDS):
+    if (hit is not None and revision is not None and now - hit[1] < RESOLUTION_MAX_AGE_SECONDS
+            and revision.current(hit[0])):
         return hit[2]
+    scopes = key_scopes(digest)
+    if revision is not None:
+        revision.fetch(scopes)  # before the query
     row = (WorkspaceAPIKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
            .select_related("workspace").only("id", "prefix", "workspace__id", "workspace__slug")
            .first())
@@ -59,18 +72,20 @@ def authenticate_key(raw_key: str | None, *, revision: int | None) -> KeyIdentit
         return None
     identity = KeyIdentity(key_id=row.id, workspace_id=row.workspace_id,
                            workspace_slug=row.workspace.slug, prefix=row.prefix)
-    if revision is not None:
+    deps = revision.snapshot(scopes) if revision is not None else None
+    if deps is not None:
         with _LOCK:
             if len(_KEYS) >= MAX_CACHED_KEYS:
                 _KEYS.clear()
-            _KEYS[digest] = (revision, now, identity)
+            _KEYS[digest] = (deps, now, identity)
     return identity
 
 
-def cached_identity(raw_key: str | None) -> tuple[int, KeyIdentity] | None:
-    """(stamp it was cached under, identity) of a key this process already knows, without any
-    query; None when unknown or older than RESOLUTION_MAX_AGE_SECONDS. The caller must check
-    that the stamp is still the current one (the gateway's warm path, workspaces/gateway.py)."""
+def cached_identity(raw_key: str | None) -> tuple[tuple, KeyIdentity] | None:
+    """(((scope, version), ...) it was cached under, identity) of a key this process already
+    knows, without any query; None when unknown or older than RESOLUTION_MAX_AGE_SECONDS. The
+    caller must check that the versions are still current (the gateway's warm path,
+    workspaces/gateway.py)."""
     if not raw_key or not raw_key.startswith(API_KEY_PREFIX) or len(raw_key) > 200:
         return None
     hit = _KEYS.get(hash_api_key(raw_key))

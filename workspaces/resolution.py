@@ -1,16 +1,18 @@
 """Resolution: (workspace, role) → the provider, model, endpoint and credentials to call.
 
 Every process keeps what it resolved in memory, keyed by (workspace id, role), together with
-the revision stamp it was resolved under. The stamp is one integer in the shared cache
-(`constants.REVISION_CACHE_KEY`); every service that changes a workspace, a binding, a system
-default, an API key or a connection increments it (`bump_revision`). A call reads the stamp
-(one cache GET, no database query) and re-resolves only when it moved, so an edit takes effect
-on the next call in every process without a restart, while a call already running keeps the
-`Resolved` object it started with (they are immutable).
+the scopes it depends on and their versions (llmconn/versions.py): the workspace, the role's
+system default when it resolved through it, every connection it names (its own and the
+binding's fallbacks) and the global stamp. A service that changes one of those bumps that scope
+only; a call reads the versions of the scopes its entries depend on (one MGET, no database
+query) and re-resolves only an entry whose versions moved, so an edit takes effect on the next
+call in every process without a restart, an unrelated edit leaves the entry in place, and a
+call already running keeps the `Resolved` object it started with (they are immutable).
 
-If the cache is unreachable the stamp is unknown and every call resolves from the database:
-slower, never stale. A cached entry is also refreshed after RESOLUTION_MAX_AGE_SECONDS in case
-the cache was flushed or is not shared between processes (local-memory cache).
+If the cache is unreachable the versions are unknown and every call resolves from the
+database: slower, never stale. A cached entry is also refreshed after
+RESOLUTION_MAX_AGE_SECONDS in case the cache was flushed or is not shared between processes
+(local-memory cache).
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.core.cache import cache
-from django.db import transaction
 
+from llmconn import versions
 from llmconn.errors import ApplicationError
+from llmconn.versions import Versions
 
-from .constants import MAX_CACHED_RESOLUTIONS, RESOLUTION_MAX_AGE_SECONDS, REVISION_CACHE_KEY
+from .constants import MAX_CACHED_RESOLUTIONS, RESOLUTION_MAX_AGE_SECONDS
 from .models import Role, SystemDefault, Workspace, WorkspaceBinding
 
 logger = logging.getLogger(__name__)
@@ -42,61 +44,28 @@ class ResolutionError(ApplicationError):
     code = "role_not_configured"
 
 
-# --- the revision stamp --------------------------------------------------------------------
+# --- versions -------------------------------------------------------------------------------
 
-def _fresh_stamp() -> int:
-    # A stamp that never repeats an earlier value even if the key was lost (cache flush):
-    # microseconds since the epoch, then incremented.
-    return time.time_ns() // 1000
-
-
-def _read_stamp():
-    # Read on every gateway call: straight from Redis with one client per process (see
-    # llmconn/rediscache.py), through Django's cache otherwise.
-    from llmconn.rediscache import client_and_key
-
-    client, full = client_and_key(REVISION_CACHE_KEY)
-    if client is None:
-        return cache.get(REVISION_CACHE_KEY)
-    raw = client.get(full)
-    return None if raw is None else int(raw)
+# Read by every call before anything else: the stamp every entry depends on, the connection
+# epoch (see _store) and the budgets' version.
+_BASE_SCOPES = (versions.GLOBAL, versions.CONNECTIONS, versions.BUDGETS)
 
 
-def current_revision() -> int | None:
-    """The shared revision stamp; None when the cache cannot be read (then nothing is cached)."""
-    try:
-        value = _read_stamp()
-        if value is None:
-            cache.add(REVISION_CACHE_KEY, _fresh_stamp(), timeout=None)
-            value = cache.get(REVISION_CACHE_KEY)
-    except Exception:  # noqa: BLE001 - a cache outage must not stop calls
-        logger.warning("Revision stamp unreadable (cache down?): resolving from the database.")
-        return None
-    return int(value) if value is not None else None
-
-
-def _incr() -> None:
-    try:
-        try:
-            cache.incr(REVISION_CACHE_KEY)
-        except ValueError:  # no stamp yet (or it was evicted)
-            if not cache.add(REVISION_CACHE_KEY, _fresh_stamp(), timeout=None):
-                cache.incr(REVISION_CACHE_KEY)
-    except Exception:  # noqa: BLE001
-        logger.error("Could not bump the revision stamp (cache down?): other processes may use "
-                     "a stale resolution for up to %ss.", RESOLUTION_MAX_AGE_SECONDS)
-    _LOCAL.clear()
+def current_revision(*extra: str) -> Versions | None:
+    """The versions a call starts with (one MGET: the base scopes and `extra`); None when the
+    cache cannot be read (then nothing is cached)."""
+    found = Versions()
+    found.fetch([*_BASE_SCOPES, *extra])
+    return found if found.ok else None
 
 
 def bump_revision() -> None:
-    """Mark every cached resolution and API key stale, in every process.
+    """Mark every cached resolution and API key stale, in every process (the global stamp).
 
-    Bumped now (this process and tests inside a transaction see it at once) and again when the
-    surrounding transaction commits, so that no process can re-resolve between the first bump
-    and the commit and keep the old rows under the new stamp.
+    For changes that may alter what any workspace resolves; a change of one workspace,
+    connection, key or default bumps only its own scope (llmconn.versions.bump).
     """
-    _incr()
-    transaction.on_commit(_incr)
+    versions.bump(versions.GLOBAL)
 
 
 # --- resolved calls -------------------------------------------------------------------------
@@ -127,6 +96,9 @@ class Resolved:
     # The binding's fallbacks that can be called, resolved like this one (source "fallback"),
     # in the order they are tried after this connection.
     fallback_chain: tuple = field(default=(), repr=False)
+    # Cache scopes (llmconn.versions) this resolution depends on beyond its workspace, its
+    # connections and its role's system default, e.g. a person's defaults.
+    depends_on: tuple = field(default=(), repr=False)
 
     @property
     def provider_label(self) -> str:
@@ -333,34 +305,83 @@ def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved
     return tuple(chain)
 
 
-# (workspace id, role) → (stamp, resolved at (monotonic), Resolved or ResolutionError)
-_LOCAL: dict[tuple[int, str], tuple[int, float, object]] = {}
+# (workspace id, role) → (((scope, version), ...), resolved at (monotonic),
+#                         Resolved or ResolutionError)
+_LOCAL: dict[tuple[int, str], tuple[tuple, float, object]] = {}
 _LOCK = threading.Lock()
 
 
-def resolve(*, workspace_id: int, role: str, revision: int | None = None) -> Resolved:
-    """Resolve a workspace role, from this process's memory while the stamp has not moved.
+def dependencies(workspace_id: int, role: str, value) -> list[str]:
+    """The scopes a resolution depends on: what must be bumped for it to be made again.
 
-    `revision`: the stamp already read for this call (saves a second cache read).
+    The global stamp and the workspace always; the role's system default when the role did not
+    resolve through its own binding; every connection it names (its own and all the binding's
+    fallbacks, callable or not: reactivating a skipped one must bring it back); the scopes the
+    resolution itself declares (`Resolved.depends_on`, e.g. a person's defaults). An error may
+    come from any connection (inactive, unreadable, missing default), so it depends on the
+    connection epoch: any connection change retries it.
+    """
+    scopes = [versions.GLOBAL, versions.workspace(workspace_id)]
+    if isinstance(value, ResolutionError):
+        return scopes + [versions.default(role), versions.CONNECTIONS]
+    if value.source != "binding":
+        scopes.append(versions.default(role))
+    scopes.append(versions.connection(value.connection_id))
+    for item in value.fallbacks:
+        if isinstance(item, dict) and item.get("connection"):
+            scopes.append(versions.connection(item["connection"]))
+    scopes.extend(value.depends_on)
+    return list(dict.fromkeys(scopes))
+
+
+def _store(key: tuple[int, str], revision: Versions, now: float, value) -> None:
+    """Keep a resolution made under `revision`, if it is safe to.
+
+    The scopes read before the queries (global, workspace, default, epoch) are safe by
+    construction. The connections' are known only after the queries: their versions are read
+    now, with the connection epoch again; if the epoch moved, a connection changed while this
+    resolution ran and its new version could hide old rows: the entry is not kept (the next
+    call resolves again)."""
+    scopes = dependencies(key[0], key[1], value)
+    epoch = revision.values.get(versions.CONNECTIONS)
+    unknown = [s for s in scopes if s not in revision.values]
+    if unknown:
+        revision.fetch([*unknown, versions.CONNECTIONS], again=True)
+        if revision.values.get(versions.CONNECTIONS) != epoch:
+            return
+    deps = revision.snapshot(scopes)
+    if deps is None:
+        return
+    with _LOCK:
+        if len(_LOCAL) >= MAX_CACHED_RESOLUTIONS:
+            _LOCAL.clear()
+        _LOCAL[key] = (deps, now, value)
+
+
+def resolve(*, workspace_id: int, role: str, revision: Versions | None = None) -> Resolved:
+    """Resolve a workspace role, from this process's memory while the versions of what it
+    depends on have not moved.
+
+    `revision`: the versions already read for this call (saves cache reads).
     """
     if revision is None:
         revision = current_revision()
     key = (workspace_id, role)
     now = time.monotonic()
     hit = _LOCAL.get(key)
-    if (hit is not None and revision is not None and hit[0] == revision
-            and now - hit[1] < RESOLUTION_MAX_AGE_SECONDS):
+    if (hit is not None and revision is not None and now - hit[1] < RESOLUTION_MAX_AGE_SECONDS
+            and revision.current(hit[0])):
         value = hit[2]
     else:
+        if revision is not None:  # before the queries (see _store)
+            revision.fetch([versions.GLOBAL, versions.CONNECTIONS,
+                            versions.workspace(workspace_id), versions.default(role)])
         try:
             value = resolve_uncached(workspace_id=workspace_id, role=role)
         except ResolutionError as exc:
             value = exc
-        if revision is not None:
-            with _LOCK:
-                if len(_LOCAL) >= MAX_CACHED_RESOLUTIONS:
-                    _LOCAL.clear()
-                _LOCAL[key] = (revision, now, value)
+        if revision is not None and revision.ok:
+            _store(key, revision, now, value)
     if isinstance(value, ResolutionError):
         raise value
     return value  # type: ignore[return-value]
@@ -369,18 +390,29 @@ def resolve(*, workspace_id: int, role: str, revision: int | None = None) -> Res
 _MISS = object()
 
 
-def _cached(workspace_id: int, role: str, revision: int, now: float):
+def _cached(workspace_id: int, role: str, revision: Versions, now: float):
     hit = _LOCAL.get((workspace_id, role))
-    if hit is None or hit[0] != revision or now - hit[1] >= RESOLUTION_MAX_AGE_SECONDS:
+    if hit is None or now - hit[1] >= RESOLUTION_MAX_AGE_SECONDS or not revision.current(hit[0]):
         return _MISS
     return hit[2]
 
 
-def resolve_model_cached(*, workspace_id: int, model: str, endpoint: str, revision: int
+def cached_scopes(workspace_id: int) -> list[str]:
+    """The scopes the cached resolutions of a workspace depend on (what the gateway's warm
+    path reads in its one round trip), with the global stamp and the budgets' version."""
+    scopes = [versions.GLOBAL, versions.BUDGETS]
+    for role in ROLES:
+        hit = _LOCAL.get((workspace_id, role))
+        if hit is not None:
+            scopes.extend(s for s, _ in hit[0])
+    return list(dict.fromkeys(scopes))
+
+
+def resolve_model_cached(*, workspace_id: int, model: str, endpoint: str, revision: Versions
                          ) -> Resolved | None:
     """`resolve_model` from this process's memory only (no query, no cache read: the gateway's
-    warm path runs it on the event loop); None when anything it needs is not cached under
-    `revision`. Raises what `resolve_model` would raise for the same cached entries."""
+    warm path runs it on the event loop, `revision` frozen); None when anything it needs is
+    not cached under `revision`. Raises what `resolve_model` would raise for the same cached entries."""
     now = time.monotonic()
     if model in ROLES:
         value = _cached(workspace_id, model, revision, now)
@@ -405,7 +437,7 @@ def resolve_model_cached(*, workspace_id: int, model: str, endpoint: str, revisi
 
 
 def resolve_model(*, workspace_id: int, model: str, endpoint: str = "chat",
-                  revision: int | None = None) -> Resolved:
+                  revision: Versions | None = None) -> Resolved:
     """Resolve the `model` of an OpenAI-style request: a role name or a model a bound connection
     offers (looked up in the roles that fit the endpoint first)."""
     if revision is None:
@@ -438,7 +470,7 @@ class ModelNotOffered(ApplicationError):
             f"({', '.join(ROLES)}) or a model listed by GET /v1/models.")
 
 
-def workspace_models(*, workspace_id: int, revision: int | None = None) -> list[dict]:
+def workspace_models(*, workspace_id: int, revision: Versions | None = None) -> list[dict]:
     """What GET /v1/models lists: the role names, then every model of the bound connections."""
     if revision is None:
         revision = current_revision()

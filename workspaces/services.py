@@ -1,6 +1,7 @@
 """Writes of workspaces: the workspace, its role bindings, members, API keys, system defaults
-and usage records. Every change bumps the shared revision stamp (resolution.bump_revision) so
-that every process re-resolves on its next call.
+and usage records. Every change bumps the version of the cache scopes it touches
+(llmconn.versions: the workspace, a role's system default, a key, the budgets) so that every
+process re-resolves what depends on them on its next call, and nothing else.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from .models import (
     WorkspaceAPIKey,
     WorkspaceBinding,
 )
-from .resolution import bump_revision
+from llmconn import versions
 
 ROLES = tuple(Role.values)
 _UNSET: Any = object()
@@ -197,7 +198,7 @@ def workspace_create(*, name: str, slug: str | None = None, bindings: dict | Non
         _apply_bindings(workspace=workspace, bindings=bindings)
     audit_record(action="workspace.create", target=workspace, actor=actor,
                  changed_fields=["name", "slug"] + [f"bindings.{r}" for r in bindings or {}])
-    bump_revision()
+    versions.bump(versions.workspace(workspace.pk))
     return workspace
 
 
@@ -234,7 +235,7 @@ def workspace_update(*, workspace: Workspace, name: str = _UNSET, slug: str = _U
                if getattr(current, f) != old] + [f"bindings.{r}" for r in bindings or {}]
     audit_record(action="workspace.update", target=current, actor=actor, changed_fields=changed,
                  extra={"bindings": bindings} if bindings else None)
-    bump_revision()
+    versions.bump(versions.workspace(current.pk))
     return current, warnings
 
 
@@ -242,9 +243,11 @@ def workspace_update(*, workspace: Workspace, name: str = _UNSET, slug: str = _U
 def workspace_delete(*, workspace: Workspace, actor=None) -> None:
     """Delete a workspace with its bindings, members, API keys and usage records."""
     target = ("workspace", str(workspace.pk), workspace.slug)
+    digests = list(WorkspaceAPIKey.objects.filter(workspace_id=workspace.pk)
+                   .values_list("key_hash", flat=True))
     Workspace.objects.filter(pk=workspace.pk).delete()
     audit_record(action="workspace.delete", target=target, actor=actor)
-    bump_revision()
+    versions.bump(versions.workspace(workspace.pk), *[versions.key(d) for d in digests])
 
 
 # --- system defaults --------------------------------------------------------------------------
@@ -279,7 +282,7 @@ def system_default_set(*, role: str, connection, model: str | None = None,
     audit_record(action="system_default.set", target=("system_default", role, role),
                  actor=actor, changed_fields=["connection", "model"],
                  extra={"connection": str(conn.pk), "model": default.model})
-    bump_revision()
+    versions.bump(versions.default(role))
     return default, warnings
 
 
@@ -291,7 +294,7 @@ def system_default_clear(*, role: str, actor=None) -> None:
     SystemDefault.objects.filter(role=role).delete()
     audit_record(action="system_default.clear", target=("system_default", role, role),
                  actor=actor)
-    bump_revision()
+    versions.bump(versions.default(role))
 
 
 # --- memberships ------------------------------------------------------------------------------
@@ -363,7 +366,7 @@ def api_key_revoke(*, api_key: WorkspaceAPIKey, actor=None) -> WorkspaceAPIKey:
         audit_record(action="workspace.api_key_revoke", target=current.workspace, actor=actor,
                      changed_fields=["api_keys"], extra={"key_id": current.pk,
                                                          "prefix": current.prefix})
-    bump_revision()
+    versions.bump(versions.key(current.key_hash))
     return current
 
 
@@ -530,8 +533,14 @@ def _insert_usage(records: list[UsageRecord], rows: list[dict]) -> None:
 # --- connections ------------------------------------------------------------------------------
 
 def invalidate_for_connection(connection_id=None) -> None:
-    """Called by connection services after a change: cached resolutions become stale."""
-    bump_revision()
+    """Cached resolutions naming this connection become stale (all of them without an id).
+
+    Kept for callers outside the connections app; connection services bump their scope
+    themselves (llmconn.versions.bump_connections) and import nothing from workspaces."""
+    if connection_id is None:
+        versions.bump(versions.GLOBAL)
+    else:
+        versions.bump_connections(connection_id)
 
 
 # --- budgets ----------------------------------------------------------------------------------
@@ -599,7 +608,7 @@ def budget_create(*, scope: str, workspace=None, connection=None, limit,
                  actor=actor, changed_fields=["scope", *BUDGET_FIELDS],
                  extra={"scope": scope, "target": str(ws.pk if ws else conn.pk),
                         "period": period, "metric": metric, "limit": str(limit)})
-    bump_revision()
+    versions.bump(versions.BUDGETS)
     return budget
 
 
@@ -624,7 +633,7 @@ def budget_update(*, budget: Budget, actor=None, **changes: Any) -> Budget:
     audit_record(action="budget.update", target=("budget", str(current.pk), current.label),
                  actor=actor, changed_fields=changed,
                  extra={f: str(getattr(current, f)) for f in changed})
-    bump_revision()
+    versions.bump(versions.BUDGETS)
     return current
 
 
@@ -634,4 +643,4 @@ def budget_delete(*, budget: Budget, actor=None) -> None:
     audit_record(action="budget.delete", target=("budget", str(budget.pk), budget.label),
                  actor=actor)
     Budget.objects.filter(pk=budget.pk).delete()
-    bump_revision()
+    versions.bump(versions.BUDGETS)

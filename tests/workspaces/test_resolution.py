@@ -87,10 +87,10 @@ def test_cache_outage_resolves_from_the_database_every_time(ws, monkeypatch,
         raise ConnectionError("cache down")
 
     class DownRedis:
-        get = staticmethod(broken)
+        get = mget = pipeline = staticmethod(broken)
 
-    monkeypatch.setattr(resolution.cache, "get", broken)
-    # the stamp is read straight from Redis when the cache is Redis (llmconn/rediscache.py)
+    monkeypatch.setattr("django.core.cache.cache.get_many", broken)
+    # versions are read straight from Redis when the cache is Redis (llmconn/rediscache.py)
     monkeypatch.setattr("llmconn.rediscache.client_and_key", lambda key: (DownRedis(), key))
     assert resolution.current_revision() is None
     assert resolve(workspace_id=ws.pk, role="chat").model == "m1"
