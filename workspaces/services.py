@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -48,6 +49,7 @@ from llmconn import versions
 
 ROLES = tuple(Role.values)
 _UNSET: Any = object()
+BULK_AUDIT_BATCH = 500  # workspaces per audit row of workspace_bulk_create
 
 EMBEDDING_WARNING = (
     "The embedding connection or model changed (from {old} to {new}): vectors stored earlier "
@@ -200,6 +202,156 @@ def workspace_create(*, name: str, slug: str | None = None, bindings: dict | Non
                  changed_fields=["name", "slug"] + [f"bindings.{r}" for r in bindings or {}])
     versions.bump(versions.workspace(workspace.pk))
     return workspace
+
+
+@transaction.atomic
+def workspace_bulk_create(*, items: list[dict], actor=None) -> list[tuple[Workspace, list[str]]]:
+    """Create many workspaces at once, each with its bindings and API keys (operators and
+    imports with thousands of workspaces): all or nothing, a handful of queries whatever N.
+
+    `items`: [{"name", "slug" (optional), "bindings" (as workspace_create), "api_keys": [key
+    names]}]. Returns [(workspace, [raw keys, shown once])] in order. The same rules as
+    workspace_create and api_key_create (audit rows in batches of BULK_AUDIT_BATCH workspaces,
+    each listing its workspaces and their keys' ids and prefixes);
+    ValidationFailed names the item (`items[i]`) at fault, Conflict a taken name or slug.
+    """
+    if not isinstance(items, list):
+        raise ValidationFailed("items must be a list.", fields={"items": ["Must be a list."]})
+    ids = set()
+    for item in items:
+        for value in ((item or {}).get("bindings") or {}).values():
+            if isinstance(value, dict):
+                ids.add(value.get("connection"))
+                ids.update(f.get("connection") for f in value.get("fallbacks") or []
+                           if isinstance(f, dict))
+    known = _connections_by_id(ids)
+    workspaces, bindings, keys, raws = [], [], [], []
+    for i, item in enumerate(items):
+        where = f"items[{i}]"
+        if not isinstance(item, dict) or set(item) - {"name", "slug", "bindings", "api_keys"}:
+            raise ValidationFailed(f"{where} must be an object with name, slug, bindings, "
+                                   "api_keys.", fields={where: ["Invalid item."]})
+        name = (item.get("name") or "").strip()
+        workspace = Workspace(name=name, slug=(item.get("slug") or slugify(name))[:100])
+        try:
+            workspace.full_clean(validate_unique=False)
+        except DjangoValidationError as exc:
+            raise ValidationFailed(f"{where}: {'; '.join(exc.messages)}",
+                                   fields={where: exc.messages}) from None
+        workspaces.append(workspace)
+        bindings.append(_bulk_bindings(item.get("bindings") or {}, known, where=where))
+        names = item.get("api_keys") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValidationFailed(f"{where}.api_keys must be a list of key names.",
+                                   fields={f"{where}.api_keys": ["List of names."]})
+        raws.append([API_KEY_PREFIX + secrets.token_urlsafe(API_KEY_RANDOM_BYTES)
+                     for _ in names])
+        keys.append(names)
+    for field in ("name", "slug"):
+        values = [getattr(w, field) for w in workspaces]
+        taken = set(Workspace.objects.filter(**{f"{field}__in": values})
+                    .values_list(field, flat=True))
+        if taken or len(set(values)) != len(values):
+            raise Conflict(f"A workspace with this {field} already exists (or is repeated): "
+                           f"{sorted(taken)[:5] or 'repeated in items'}.",
+                           code="workspace_exists")
+    try:
+        with transaction.atomic():
+            Workspace.objects.bulk_create(workspaces)
+    except IntegrityError as exc:
+        raise Conflict("A workspace with this name or slug already exists.",
+                       code="workspace_exists") from exc
+    creator = actor if getattr(actor, "is_authenticated", False) else None
+    binding_rows, key_rows = [], []
+    for workspace, roles, names, raw_keys in zip(workspaces, bindings, keys, raws, strict=True):
+        for role, (connection, model, fallbacks) in roles.items():
+            binding_rows.append(WorkspaceBinding(workspace=workspace, role=role,
+                                                 connection=connection, model=model,
+                                                 fallbacks=fallbacks))
+        for key_name, raw in zip(names, raw_keys, strict=True):
+            key_rows.append(WorkspaceAPIKey(
+                workspace=workspace, name=key_name.strip()[:100],
+                prefix=raw[:API_KEY_SHOWN_PREFIX_LENGTH], key_hash=hash_api_key(raw),
+                created_by=creator))
+    WorkspaceBinding.objects.bulk_create(binding_rows, batch_size=2000)
+    WorkspaceAPIKey.objects.bulk_create(key_rows, batch_size=2000)
+    keys_of: dict[int, list[WorkspaceAPIKey]] = {}
+    for key in key_rows:
+        keys_of.setdefault(key.workspace_id, []).append(key)
+    # Batched audit rows: one per BULK_AUDIT_BATCH workspaces, listing each (id, slug, roles
+    # bound, keys by id and prefix: never a key).
+    for start in range(0, len(workspaces), BULK_AUDIT_BATCH):
+        batch = list(zip(workspaces, bindings, strict=True))[start:start + BULK_AUDIT_BATCH]
+        audit_record(
+            action="workspace.bulk_create", actor=actor,
+            target=("workspace", str(batch[0][0].pk), f"{len(batch)} workspaces"),
+            changed_fields=["name", "slug", "bindings", "api_keys"],
+            extra={"workspaces": [
+                {"id": w.pk, "slug": w.slug, "bindings": sorted(roles),
+                 "api_keys": [{"key_id": k.pk, "prefix": k.prefix, "name": k.name}
+                              for k in keys_of.get(w.pk, [])]}
+                for w, roles in batch]})
+    versions.bump(*[versions.workspace(w.pk) for w in workspaces])
+    return list(zip(workspaces, raws, strict=True))
+
+
+def _connections_by_id(ids) -> dict[str, Connection]:
+    """{str(id): Connection} of the valid UUIDs among `ids` (one query)."""
+    pks = set()
+    for value in ids:
+        if value in (None, ""):
+            continue
+        try:
+            pks.add(uuid.UUID(str(value)))
+        except ValueError:
+            continue
+    return {str(c.pk): c for c in Connection.objects.filter(pk__in=pks)}
+
+
+def _bulk_bindings(bindings, known: dict, *, where: str) -> dict:
+    """{role: (connection, model, fallbacks)} of one bulk item, checked like _apply_bindings
+    (connections looked up in `known`, not one query each)."""
+    if not isinstance(bindings, dict) or set(bindings) - set(ROLES):
+        raise ValidationFailed(f"{where}.bindings must be an object keyed by role "
+                               f"({', '.join(ROLES)}).", fields={f"{where}.bindings": ["Invalid."]})
+
+    def lookup(value, at):
+        if value in (None, ""):
+            return None
+        found = known.get(str(value))
+        if found is None:
+            try:
+                found = known.get(str(uuid.UUID(str(value))))
+            except ValueError:
+                pass
+        return _connection_for_binding(found if found is not None else value, where=at)
+
+    result = {}
+    for role, value in bindings.items():
+        at = f"{where}.bindings.{role}"
+        if value is None:
+            continue
+        if not isinstance(value, dict) or set(value) - {"connection", "model", "fallbacks"}:
+            raise ValidationFailed(f"{at} must be an object with connection, model, fallbacks.",
+                                   fields={at: ["Invalid binding."]})
+        fallbacks = value.get("fallbacks") or []
+        if not isinstance(fallbacks, list) or len(fallbacks) > 5:
+            raise ValidationFailed(f"{at}.fallbacks: a list of at most 5.",
+                                   fields={at: ["At most 5 fallbacks."]})
+        cleaned = []
+        for j, item in enumerate(fallbacks):
+            if not isinstance(item, dict) or set(item) - {"connection", "model"}:
+                raise ValidationFailed(f"{at}.fallbacks[{j}] must be {{connection, model}}.",
+                                       fields={at: [f"Fallback {j}: invalid."]})
+            connection = lookup(item.get("connection"), f"{at}.fallbacks[{j}].connection")
+            if connection is None:
+                raise ValidationFailed(f"{at}.fallbacks[{j}].connection is required.",
+                                       fields={at: [f"Fallback {j}: connection required."]})
+            cleaned.append({"connection": str(connection.pk), "model": _clean_model(
+                item.get("model"), where=f"{at}.fallbacks[{j}].model")})
+        result[role] = (lookup(value.get("connection"), f"{at}.connection"),
+                        _clean_model(value.get("model"), where=f"{at}.model"), cleaned)
+    return result
 
 
 @transaction.atomic
