@@ -393,7 +393,10 @@ def _store_models(connection_id, model_ids: list[str], *, source: str) -> None:
         for m in model_ids if m not in existing
     ])
     if removed or set(model_ids) - existing:
-        # the gateway accepts the new model names (an unchanged list changes nothing cached)
+        # The gateway accepts the new model names (an unchanged list changes nothing cached):
+        # updated_at tells processes the connection's models changed (not `revision`, which
+        # tests of its settings are matched against).
+        Connection.objects.filter(pk=connection_id).update(updated_at=now)
         bump_connections(connection_id)
 
 

@@ -9,11 +9,12 @@ every workspace resolves). A change bumps exactly the scopes it touches (`bump`)
 one connection makes stale only the entries that name it; a call reads the versions of the
 scopes its cached entries depend on (one MGET, `read`) and uses an entry only while they match.
 
-`CONNECTIONS` is an epoch bumped with every connection scope. It is not a dependency of a
-resolved call: a resolution that learns which connections it uses only from the database reads
-their versions after its queries, and is kept only when the epoch (read before the queries) did
-not move meanwhile; otherwise a change committed between its query and its version read could
-be stored under the new version (see README "How changes reach running processes").
+`EPOCH` is bumped with every scope, by every change. It is what lets a call read the versions of
+an entry's scopes *after* the queries that made it (one round trip, once the connections used
+are known): the entry is kept only when the epoch, read when the call started (before the
+queries), did not move meanwhile; otherwise a change committed between a query and the version
+read could be stored under the new version (see README "How changes reach running processes").
+It is a dependency of failed resolutions only (any change may fix them).
 
 Versions never repeat: a missing scope (never bumped, or lost in a cache flush) is created with
 the current time in microseconds, and a bump increments it. Nothing here imports an app: the
@@ -31,7 +32,7 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 GLOBAL = "llmconn:rev"
-CONNECTIONS = "llmconn:rev:c*"
+EPOCH = "llmconn:rev:epoch"
 BUDGETS = "llmconn:rev:b"
 
 
@@ -129,13 +130,14 @@ def bump(*scopes: str) -> None:
     scopes = tuple(dict.fromkeys(s for s in scopes if s))
     if not scopes:
         return
+    scopes += (EPOCH,)
     _bump_now(scopes)
     transaction.on_commit(lambda: _bump_now(scopes))
 
 
 def bump_connections(*pks) -> None:
-    """A change to these connections: their scopes and the connection epoch."""
-    bump(*[connection(pk) for pk in pks if pk], CONNECTIONS)
+    """A change to these connections."""
+    bump(*[connection(pk) for pk in pks if pk])
 
 
 class Versions:

@@ -46,9 +46,9 @@ class ResolutionError(ApplicationError):
 
 # --- versions -------------------------------------------------------------------------------
 
-# Read by every call before anything else: the stamp every entry depends on, the connection
-# epoch (see _store) and the budgets' version.
-_BASE_SCOPES = (versions.GLOBAL, versions.CONNECTIONS, versions.BUDGETS)
+# Read by every call before anything else: the stamp every entry depends on, the epoch (see
+# _store) and the budgets' version.
+_BASE_SCOPES = (versions.GLOBAL, versions.EPOCH, versions.BUDGETS)
 
 
 def current_revision(*extra: str) -> Versions | None:
@@ -181,33 +181,107 @@ class Resolved:
         }
 
 
-def _offered(connection, *extra: str | None) -> frozenset[str]:
-    names = {m for m in extra if m}
+# --- what every workspace using a connection shares -------------------------------------------
+
+@dataclass(frozen=True)
+class _Shared:
+    """What a resolution takes from its connection beyond the row's plain fields, built once per
+    connection state in each process and shared by every workspace resolving to it: the
+    decrypted secrets (decryption costs more than the query), the effective config and base
+    URL, and the models offered (catalog + default + discovered)."""
+
+    readable: bool
+    secrets: dict = field(repr=False)
+    config: dict = field(repr=False)
+    base_url: str | None = None
+    offered: frozenset[str] = frozenset()
+
+
+# connection id → ((revision, updated_at), _Shared)
+_SHARED: dict[str, tuple[tuple, _Shared]] = {}
+_SECRET_FIELDS = ("secrets", "pending_secrets", "previous_secrets")
+
+
+def _with_state(qs, prefix: str = ""):
+    """`qs` (of connections, or of rows whose `prefix` relation is one) without the encrypted
+    fields: they are decrypted once per connection state (_shared), not per row."""
+    return qs.defer(*[f"{prefix}{f}" for f in _SECRET_FIELDS])
+
+
+def _shared(connection, state: tuple) -> _Shared:
+    """The _Shared of a connection loaded by `_with_state` (two queries the first time this
+    process sees the connection in this state, none after)."""
+    key = str(connection.pk)
+    hit = _SHARED.get(key)
+    if hit is not None and hit[0] == state:
+        return hit[1]
+    from connections.fields import UnreadableSecrets
+    from connections.models import Connection
+
+    secrets = Connection.objects.filter(pk=connection.pk).values_list("secrets", flat=True).first()
+    names = set(connection.discovered_models.values_list("model_id", flat=True))
     if connection.default_model:
         names.add(connection.default_model)
     spec = connection.spec
     if spec is not None:
         names.update(spec.models)
-    names.update(connection.discovered_models.values_list("model_id", flat=True))
-    return frozenset(names)
+    readable = not isinstance(secrets, UnreadableSecrets)
+    shared = _Shared(readable=readable, secrets=dict(secrets or {}) if readable else {},
+                     config=dict(connection.effective_config),
+                     base_url=connection.effective_base_url, offered=frozenset(names))
+    with _LOCK:
+        if len(_SHARED) >= MAX_CACHED_RESOLUTIONS:
+            _SHARED.clear()
+        _SHARED[key] = (state, shared)
+    return shared
+
+
+def _state_of(connection) -> tuple:
+    """What tells a connection's states apart: `revision` grows with every settings change,
+    `updated_at` also moves when a discovery changes its models (connections.diagnostics)."""
+    return (connection.revision, connection.updated_at)
+
+
+def _offered(shared: _Shared, model: str | None) -> frozenset[str]:
+    # The connection's set itself (shared by every workspace) unless the model is not in it.
+    if not model or model in shared.offered:
+        return shared.offered
+    return shared.offered | {model}
 
 
 def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
-    """Resolve from the database (ResolutionError when the role cannot be called)."""
+    """Resolve from the database (ResolutionError when the role cannot be called).
+
+    One query for a bound role (binding, workspace and connection together), two through the
+    system default (binding, then default and workspace) or with fallbacks; the connection's secrets and models come from _Shared
+    (two more queries the first time a process meets a connection state)."""
     if role not in ROLES:
         raise ResolutionError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.",
                               code="unknown_role")
-    workspace = Workspace.objects.filter(pk=workspace_id).only("id", "slug").first()
-    if workspace is None:
-        raise ResolutionError("The workspace no longer exists.", code="workspace_not_found")
-    binding = (WorkspaceBinding.objects.select_related("connection")
-               .filter(workspace_id=workspace_id, role=role).first())
-    connection, model, source = None, None, "binding"
+    from django.db.models import Subquery
+
+    binding = _with_state(WorkspaceBinding.objects.select_related("workspace", "connection")
+                          .filter(workspace_id=workspace_id, role=role), "connection__").first()
+    workspace = binding.workspace if binding is not None else None
+    connection, model, source, state = None, None, "binding", None
     if binding is not None and binding.connection_id:
         connection = binding.connection
         model = binding.model or connection.default_model
+        state = _state_of(connection)
     else:
-        default = SystemDefault.objects.select_related("connection").filter(role=role).first()
+        # The default, with the workspace's slug when the workspace was not read with a binding
+        # (one query either way).
+        defaults = SystemDefault.objects.select_related("connection").filter(role=role)
+        if workspace is None:
+            defaults = defaults.annotate(workspace_slug=Subquery(
+                Workspace.objects.filter(pk=workspace_id).values("slug")[:1]))
+        default = _with_state(defaults, "connection__").first()
+        if workspace is None and default is not None and default.workspace_slug is not None:
+            workspace = Workspace(id=workspace_id, slug=default.workspace_slug)
+        if workspace is None:
+            workspace = Workspace.objects.filter(pk=workspace_id).only("id", "slug").first()
+        if workspace is None:
+            raise ResolutionError("The workspace no longer exists.", code="workspace_not_found")
         if default is None:
             raise ResolutionError(
                 f"Workspace {workspace.slug!r} has no connection for role {role!r} and there is "
@@ -217,22 +291,24 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
         connection, source = default.connection, "system_default"
         model = (binding.model if binding is not None and binding.model else None) \
             or default.model or connection.default_model
+        state = _state_of(connection)
     fallbacks = tuple(binding.fallbacks or ()) if binding is not None else ()
     primary = _resolved_connection(workspace=workspace, role=role, source=source,
-                                   connection=connection, model=model)
+                                   connection=connection, model=model, state=state)
     return dataclasses.replace(primary, fallbacks=fallbacks, fallback_chain=_fallback_chain(
         workspace=workspace, role=role, fallbacks=fallbacks, primary=primary))
 
 
 def _resolved_connection(*, workspace, role: str, source: str, connection,
-                         model: str | None) -> Resolved:
+                         model: str | None, state: tuple) -> Resolved:
     """A Resolved for one connection, or ResolutionError saying why it cannot be called."""
     if not connection.is_active:
         raise ResolutionError(
             f"Connection {connection.name!r} used by role {role!r} is inactive.",
             code="connection_inactive",
         )
-    if not connection.credentials_readable:
+    shared = _shared(connection, state)
+    if not shared.readable:
         raise ResolutionError(
             f"The credentials of connection {connection.name!r} cannot be decrypted with the "
             "configured FERNET_KEYS: an admin must enter them again.",
@@ -257,11 +333,11 @@ def _resolved_connection(*, workspace, role: str, source: str, connection,
         connection_name=connection.name,
         provider=connection.provider,
         auth_method=connection.auth_method,
-        base_url=connection.effective_base_url,
+        base_url=shared.base_url,
         model=model,
-        offered_models=_offered(connection, model),
-        config=dict(connection.effective_config),
-        secrets=dict(connection.secrets or {}),
+        offered_models=_offered(shared, model),
+        config=shared.config,
+        secrets=shared.secrets,
         timeout=connection.timeout_seconds,
         input_cost_per_million=connection.input_cost_per_million_tokens,
         output_cost_per_million=connection.output_cost_per_million_tokens,
@@ -280,7 +356,7 @@ def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved
     if not fallbacks:
         return ()
     ids = [str(item.get("connection")) for item in fallbacks if isinstance(item, dict)]
-    found = {str(c.pk): c for c in Connection.objects.filter(pk__in=ids)}
+    found = {str(c.pk): c for c in _with_state(Connection.objects.filter(pk__in=ids))}
     chain: list[Resolved] = []
     seen = {(primary.connection_id, primary.model)}
     for item in fallbacks:
@@ -294,7 +370,8 @@ def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved
         model = item.get("model") or connection.default_model
         try:
             resolved = _resolved_connection(workspace=workspace, role=role, source="fallback",
-                                            connection=connection, model=model)
+                                            connection=connection, model=model,
+                                            state=_state_of(connection))
         except ResolutionError as exc:
             logger.warning("Workspace %s role %s: fallback skipped: %s", workspace.slug, role,
                            exc.message)
@@ -318,12 +395,12 @@ def dependencies(workspace_id: int, role: str, value) -> list[str]:
     resolve through its own binding; every connection it names (its own and all the binding's
     fallbacks, callable or not: reactivating a skipped one must bring it back); the scopes the
     resolution itself declares (`Resolved.depends_on`, e.g. a person's defaults). An error may
-    come from any connection (inactive, unreadable, missing default), so it depends on the
-    connection epoch: any connection change retries it.
+    come from anything (an inactive connection, a missing default...), so it depends on the
+    epoch: any change retries it.
     """
     scopes = [versions.GLOBAL, versions.workspace(workspace_id)]
     if isinstance(value, ResolutionError):
-        return scopes + [versions.default(role), versions.CONNECTIONS]
+        return scopes + [versions.default(role), versions.EPOCH]
     if value.source != "binding":
         scopes.append(versions.default(role))
     scopes.append(versions.connection(value.connection_id))
@@ -334,20 +411,19 @@ def dependencies(workspace_id: int, role: str, value) -> list[str]:
     return list(dict.fromkeys(scopes))
 
 
-def _store(key: tuple[int, str], revision: Versions, now: float, value) -> None:
+def _store(key: tuple[int, str], revision: Versions, epoch, now: float, value) -> None:
     """Keep a resolution made under `revision`, if it is safe to.
 
-    The scopes read before the queries (global, workspace, default, epoch) are safe by
-    construction. The connections' are known only after the queries: their versions are read
-    now, with the connection epoch again; if the epoch moved, a connection changed while this
-    resolution ran and its new version could hide old rows: the entry is not kept (the next
-    call resolves again)."""
+    Versions read before the queries are safe by order. Those not read yet (typically the
+    connections', known only now) are read now in one round trip, with the epoch again: if
+    the epoch moved since `epoch` (read before the queries), something changed while this
+    resolution ran and a new version could hide old rows: the entry is not kept (the next call
+    resolves again)."""
     scopes = dependencies(key[0], key[1], value)
-    epoch = revision.values.get(versions.CONNECTIONS)
     unknown = [s for s in scopes if s not in revision.values]
     if unknown:
-        revision.fetch([*unknown, versions.CONNECTIONS], again=True)
-        if revision.values.get(versions.CONNECTIONS) != epoch:
+        revision.fetch([*unknown, versions.EPOCH], again=True)
+        if epoch is None or revision.values.get(versions.EPOCH) != epoch:
             return
     deps = revision.snapshot(scopes)
     if deps is None:
@@ -373,15 +449,13 @@ def resolve(*, workspace_id: int, role: str, revision: Versions | None = None) -
             and revision.current(hit[0])):
         value = hit[2]
     else:
-        if revision is not None:  # before the queries (see _store)
-            revision.fetch([versions.GLOBAL, versions.CONNECTIONS,
-                            versions.workspace(workspace_id), versions.default(role)])
+        epoch = revision.get(versions.EPOCH) if revision is not None else None  # (see _store)
         try:
             value = resolve_uncached(workspace_id=workspace_id, role=role)
         except ResolutionError as exc:
             value = exc
         if revision is not None and revision.ok:
-            _store(key, revision, now, value)
+            _store(key, revision, epoch, now, value)
     if isinstance(value, ResolutionError):
         raise value
     return value  # type: ignore[return-value]
@@ -494,5 +568,6 @@ def workspace_models(*, workspace_id: int, revision: Versions | None = None) -> 
 
 
 def clear_local_cache() -> None:
-    """Forget every resolution this process holds (tests, and after a bump)."""
+    """Forget every resolution this process holds (tests)."""
     _LOCAL.clear()
+    _SHARED.clear()

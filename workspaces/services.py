@@ -30,6 +30,7 @@ from .constants import (
     API_KEY_RANDOM_BYTES,
     API_KEY_SHOWN_PREFIX_LENGTH,
     API_KEY_TOUCH_INTERVAL_SECONDS,
+    MAX_CACHED_KEYS,
 )
 from .models import (
     Budget,
@@ -291,7 +292,8 @@ def workspace_bulk_create(*, items: list[dict], actor=None) -> list[tuple[Worksp
                  "api_keys": [{"key_id": k.pk, "prefix": k.prefix, "name": k.name}
                               for k in keys_of.get(w.pk, [])]}
                 for w, roles in batch]})
-    versions.bump(*[versions.workspace(w.pk) for w in workspaces])
+    versions.bump(*[versions.workspace(w.pk) for w in workspaces],
+                  *[versions.key(k.key_hash) for k in key_rows])
     return list(zip(workspaces, raws, strict=True))
 
 
@@ -505,6 +507,7 @@ def api_key_create(*, workspace: Workspace, name: str = "", actor=None
     audit_record(action="workspace.api_key_create", target=workspace, actor=actor,
                  changed_fields=["api_keys"], extra={"key_id": key.pk, "prefix": key.prefix,
                                                      "name": key.name})
+    versions.bump(versions.key(key.key_hash))  # creates its version: a first call reads it
     return key, raw
 
 
@@ -538,14 +541,23 @@ def api_key_touch(*, api_key_id: int) -> None:
     last = _TOUCHED.get(api_key_id)
     if last is not None and now - last < API_KEY_TOUCH_INTERVAL_SECONDS:
         return
-    if len(_TOUCHED) > 10000:
+    if len(_TOUCHED) > MAX_CACHED_KEYS:
         _TOUCHED.clear()
     _TOUCHED[api_key_id] = now
     stamp = timezone.now()
-    WorkspaceAPIKey.objects.filter(pk=api_key_id).filter(
+    touch = WorkspaceAPIKey.objects.filter(pk=api_key_id).filter(
         Q(last_used_at__isnull=True)
-        | Q(last_used_at__lt=stamp - timedelta(seconds=API_KEY_TOUCH_INTERVAL_SECONDS))
-    ).update(last_used_at=stamp)
+        | Q(last_used_at__lt=stamp - timedelta(seconds=API_KEY_TOUCH_INTERVAL_SECONDS)))
+    conn = transaction.get_connection()
+    if conn.vendor == "postgresql" and conn.get_autocommit():
+        # The first call of a key (a cold call) must not wait for the WAL flush of a last-used
+        # time: committed without waiting for the disk (a crash may lose the last fraction of
+        # a second of these times, nothing else; as usage rows, _insert_usage).
+        with transaction.atomic(), conn.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            touch.update(last_used_at=stamp)
+    else:
+        touch.update(last_used_at=stamp)
 
 
 # --- usage ------------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ def test_a_revoked_key_is_refused_and_other_keys_stay_cached(two, django_assert_
 
 def test_a_test_result_changes_nothing_cached(two, upstream, django_assert_num_queries):
     _warm(two["wa"])
-    scopes = [versions.GLOBAL, versions.CONNECTIONS, versions.connection(two["ca"].pk)]
+    scopes = [versions.GLOBAL, versions.EPOCH, versions.connection(two["ca"].pk)]
     before = versions.read(scopes)
     upstream.set_mode(500)  # a failing test: the status changes, the settings do not
     job = diagnostics.connection_test_request(connection=two["ca"])
