@@ -24,6 +24,7 @@ connections app bumps its scopes without knowing who caches what.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 from django.core.cache import cache
@@ -38,7 +39,8 @@ BUDGETS = "llmconn:rev:b"
 
 def connection(pk) -> str:
     """The scope of one connection (its settings, secrets, offered models, default flag)."""
-    return f"llmconn:rev:c:{pk}"
+    # interned: thousands of cached entries name the same connection
+    return sys.intern(f"llmconn:rev:c:{pk}")
 
 
 def workspace(pk) -> str:
@@ -69,8 +71,8 @@ def full_keys(scopes) -> tuple[object, list[str]] | tuple[None, None]:
     client, _ = client_and_key(GLOBAL)
     if client is None:
         return None, None
-    backend = redis_backend()
-    return client, [backend.make_and_validate_key(s) for s in scopes]
+    make_key = redis_backend().make_key  # (our own scope names: nothing to validate)
+    return client, [make_key(s) for s in scopes]
 
 
 def read(scopes: list[str]) -> list[int]:

@@ -208,6 +208,8 @@ async def _context_async(authorization: str | None, model: str, endpoint: str,
     warm = _context_warm(authorization, model, endpoint, check)
     if isinstance(warm, tuple) and len(warm) == 2 and isinstance(warm[1], calls.Plan):
         plan = warm[1]
+        if services.api_key_touch_later(api_key_id=warm[0].key_id):
+            _schedule_touch_flush()
         # As plan_call(with_call=True), without blocking (an OAuth token is fetched async).
         try:
             plan.first_call = await calls._acall_kwargs(plan.candidates[0])
@@ -215,6 +217,24 @@ async def _context_async(authorization: str | None, model: str, endpoint: str,
             plan.first_call = err
         return warm
     return await _context_sync(authorization, model, endpoint, warm)
+
+
+_TOUCH_FLUSHES: set = set()  # (references to the running flush tasks)
+
+
+def _schedule_touch_flush() -> None:
+    """Write the last-used times queued by warm calls in a second, in one UPDATE on the sync
+    thread, without holding any call up."""
+    async def flush():
+        await asyncio.sleep(1.0)
+        try:
+            await sync_to_async(services.api_key_touch_flush)()
+        except Exception:  # noqa: BLE001 - a last-used time is not worth an error
+            logger.warning("Could not write API keys' last-used times.", exc_info=True)
+
+    task = asyncio.get_running_loop().create_task(flush())
+    _TOUCH_FLUSHES.add(task)
+    task.add_done_callback(_TOUCH_FLUSHES.discard)
 
 
 class WarmCheck:
@@ -246,7 +266,8 @@ class WarmCheck:
     @classmethod
     def start(cls, authorization: str | None) -> WarmCheck | None:
         """Send the round trip for a key this process knows; None when the call cannot take
-        the warm path anyway (unknown key, last-used write due, no Redis)."""
+        the warm path anyway (unknown key, no Redis). A last-used write due is queued
+        (services.api_key_touch_later), not a reason to leave the warm path."""
         from llmconn import versions
         from llmconn.rediscache import client_and_key
         from llmconn.throttling import gateway_window
@@ -255,7 +276,7 @@ class WarmCheck:
         from .resolution import cached_scopes
 
         hit = cached_identity(bearer_token(authorization))
-        if hit is None or services.api_key_touch_due(hit[1].key_id):
+        if hit is None:
             return None
         scopes = list(dict.fromkeys([*(s for s, _ in hit[0]),
                                      *cached_scopes(hit[1].workspace_id)]))

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from llmconn import versions
+from llmconn.prepared import Prepared
 from llmconn.versions import Versions
 
 from .constants import API_KEY_PREFIX, MAX_CACHED_KEYS, RESOLUTION_MAX_AGE_SECONDS
@@ -46,6 +47,14 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
+# The active key with this hash (compiled once per process: see llmconn/prepared.py).
+_KEY = Prepared(
+    WorkspaceAPIKey,
+    lambda digest: WorkspaceAPIKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
+    .values_list("id", "workspace_id", "workspace__slug", "prefix")[:1],
+    digest="\x01digest")
+
+
 def key_scopes(digest: str) -> list[str]:
     """The scopes a remembered key depends on."""
     return [versions.GLOBAL, versions.key(digest)]
@@ -64,14 +73,13 @@ def authenticate_key(raw_key: str | None, *, revision: Versions | None) -> KeyId
     scopes = key_scopes(digest)
     if revision is not None:
         revision.fetch(scopes)  # before the query
-    row = (WorkspaceAPIKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
-           .select_related("workspace").only("id", "prefix", "workspace__id", "workspace__slug")
-           .first())
-    if row is None:
+    rows = _KEY.rows(digest=digest)
+    if not rows:
         _KEYS.pop(digest, None)
         return None
-    identity = KeyIdentity(key_id=row.id, workspace_id=row.workspace_id,
-                           workspace_slug=row.workspace.slug, prefix=row.prefix)
+    key_id, workspace_id, slug, prefix = rows[0]
+    identity = KeyIdentity(key_id=key_id, workspace_id=workspace_id, workspace_slug=slug,
+                           prefix=prefix)
     deps = revision.snapshot(scopes) if revision is not None else None
     if deps is not None:
         with _LOCK:

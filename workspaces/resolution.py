@@ -24,9 +24,12 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.db import router
+from django.db.models import Subquery
 
 from llmconn import versions
 from llmconn.errors import ApplicationError
+from llmconn.prepared import Prepared
 from llmconn.versions import Versions
 
 from .constants import MAX_CACHED_RESOLUTIONS, RESOLUTION_MAX_AGE_SECONDS
@@ -249,19 +252,81 @@ def _offered(shared: _Shared, model: str | None) -> frozenset[str]:
     return shared.offered | {model}
 
 
+@dataclass(frozen=True)
+class _Row:
+    """A binding or system default as resolve_uncached reads it (one prepared query)."""
+
+    workspace: Workspace | None
+    connection_id: object
+    connection: object
+    model: str | None
+    fallbacks: list
+    workspace_slug: str | None = None
+
+
+def _connection_fields() -> list[str]:
+    """The connection columns a resolution reads: all but the encrypted ones (see _shared)."""
+    from connections.models import Connection
+
+    return [f.attname for f in Connection._meta.concrete_fields
+            if f.name not in _SECRET_FIELDS]
+
+
+def _connection_from(values: tuple):
+    from connections.models import Connection
+
+    if values[0] is None:
+        return None
+    return Connection.from_db(router.db_for_read(Connection), _connection_fields(), values)
+
+
+_BINDING = Prepared(
+    WorkspaceBinding,
+    lambda workspace_id, role: WorkspaceBinding.objects.filter(
+        workspace_id=workspace_id, role=role).values_list(
+        "workspace_id", "workspace__slug", "model", "fallbacks",
+        *[f"connection__{f}" for f in _connection_fields()]),
+    workspace_id=-987_654_321, role="\x01role")
+_DEFAULT = Prepared(
+    SystemDefault,
+    lambda workspace_id, role: SystemDefault.objects.filter(role=role).annotate(
+        workspace_slug=Subquery(Workspace.objects.filter(pk=workspace_id).values("slug")[:1])
+    ).values_list("workspace_slug", "model", *[f"connection__{f}" for f in _connection_fields()]),
+    workspace_id=-987_654_321, role="\x01role")
+
+
+def _binding_row(workspace_id: int, role: str) -> _Row | None:
+    rows = _BINDING.rows(workspace_id=workspace_id, role=role)
+    if not rows:
+        return None
+    ws_id, slug, model, fallbacks, *conn = rows[0]
+    connection = _connection_from(tuple(conn))
+    return _Row(workspace=Workspace(id=ws_id, slug=slug),
+                connection_id=connection.pk if connection is not None else None,
+                connection=connection, model=model, fallbacks=fallbacks)
+
+
+def _default_row(role: str, workspace_id: int) -> _Row | None:
+    rows = _DEFAULT.rows(workspace_id=workspace_id, role=role)
+    if not rows:
+        return None
+    slug, model, *conn = rows[0]
+    connection = _connection_from(tuple(conn))
+    return _Row(workspace=None, connection_id=connection.pk, connection=connection,
+                model=model, fallbacks=[], workspace_slug=slug)
+
+
 def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
     """Resolve from the database (ResolutionError when the role cannot be called).
 
     One query for a bound role (binding, workspace and connection together), two through the
-    system default (binding, then default and workspace) or with fallbacks; the connection's secrets and models come from _Shared
-    (two more queries the first time a process meets a connection state)."""
+    system default (binding, then default and workspace) or with fallbacks; the connection's
+    secrets and models come from _Shared (two more queries the first time a process meets a
+    connection state)."""
     if role not in ROLES:
         raise ResolutionError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.",
                               code="unknown_role")
-    from django.db.models import Subquery
-
-    binding = _with_state(WorkspaceBinding.objects.select_related("workspace", "connection")
-                          .filter(workspace_id=workspace_id, role=role), "connection__").first()
+    binding = _binding_row(workspace_id, role)
     workspace = binding.workspace if binding is not None else None
     connection, model, source, state = None, None, "binding", None
     if binding is not None and binding.connection_id:
@@ -269,13 +334,9 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
         model = binding.model or connection.default_model
         state = _state_of(connection)
     else:
-        # The default, with the workspace's slug when the workspace was not read with a binding
-        # (one query either way).
-        defaults = SystemDefault.objects.select_related("connection").filter(role=role)
-        if workspace is None:
-            defaults = defaults.annotate(workspace_slug=Subquery(
-                Workspace.objects.filter(pk=workspace_id).values("slug")[:1]))
-        default = _with_state(defaults, "connection__").first()
+        # The default, with the workspace's slug (when the workspace was not read with a
+        # binding): one query either way.
+        default = _default_row(role, workspace_id)
         if workspace is None and default is not None and default.workspace_slug is not None:
             workspace = Workspace(id=workspace_id, slug=default.workspace_slug)
         if workspace is None:

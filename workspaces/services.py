@@ -17,13 +17,14 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
 from audit.services import audit_record
 from connections.models import Connection
 from llmconn.errors import Conflict, NotFound, ValidationFailed
+from providers.base import CHAT, EMBEDDINGS
 
 from .constants import (
     API_KEY_PREFIX,
@@ -560,6 +561,45 @@ def api_key_touch(*, api_key_id: int) -> None:
         touch.update(last_used_at=stamp)
 
 
+_TOUCH_QUEUE: set[int] = set()
+
+
+def api_key_touch_later(*, api_key_id: int) -> bool:
+    """`api_key_touch` for the gateway's warm path (on the event loop, no query): the key is
+    queued for `api_key_touch_flush`, which writes every queued key in one UPDATE. Returns
+    True when the queue was empty (the caller schedules one flush)."""
+    if not api_key_touch_due(api_key_id):
+        return False
+    if len(_TOUCHED) > MAX_CACHED_KEYS:
+        _TOUCHED.clear()
+    _TOUCHED[api_key_id] = time.monotonic()
+    first = not _TOUCH_QUEUE
+    _TOUCH_QUEUE.add(api_key_id)
+    return first
+
+
+def api_key_touch_flush() -> int:
+    """Write the last-used time of the queued keys (one UPDATE, not waiting for the WAL flush);
+    returns how many were queued. With thousands of keys called round-robin, each key's
+    once-a-minute write would otherwise send one call in six through the sync path."""
+    ids = list(_TOUCH_QUEUE)
+    _TOUCH_QUEUE.difference_update(ids)
+    if not ids:
+        return 0
+    stamp = timezone.now()
+    touch = WorkspaceAPIKey.objects.filter(pk__in=ids).filter(
+        Q(last_used_at__isnull=True)
+        | Q(last_used_at__lt=stamp - timedelta(seconds=API_KEY_TOUCH_INTERVAL_SECONDS)))
+    conn = transaction.get_connection()
+    if conn.vendor == "postgresql" and conn.get_autocommit():
+        with transaction.atomic(), conn.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            touch.update(last_used_at=stamp)
+    else:
+        touch.update(last_used_at=stamp)
+    return len(ids)
+
+
 # --- usage ------------------------------------------------------------------------------------
 
 def usage_record_create(*, workspace_id: int, connection_id: str | None, api_key_id: int | None,
@@ -705,6 +745,82 @@ def invalidate_for_connection(connection_id=None) -> None:
         versions.bump(versions.GLOBAL)
     else:
         versions.bump_connections(connection_id)
+
+
+# --- connections used by workspaces (registered in connections.dependents) -------------------
+
+# Which catalog capability a workspace role needs from the connection it is bound to.
+_ROLE_CAPABILITY = {"chat": CHAT, "agent": CHAT, "embedding": EMBEDDINGS}
+
+
+def bindings_move(*, source: Connection, target: Connection, actor=None) -> dict:
+    """Move every workspace binding, fallback and system default of `source` to `target`
+    (connections.services.connection_move_bindings, which locked both connections and audits
+    the move, calls this through connections.dependents).
+
+    Bumps the `revision` of every workspace whose resolution changes (all of them when a
+    system default moves). A few statements whatever the number of bindings.
+    """
+    from .selectors import bindings_with_fallback
+
+    bindings = list(WorkspaceBinding.objects.select_for_update()
+                    .filter(connection_id=source.pk).only("id", "workspace_id", "role"))
+    defaults = list(SystemDefault.objects.select_for_update().filter(connection_id=source.pk))
+    with_fallback = bindings_with_fallback(connection_id=source.pk)
+    list(WorkspaceBinding.objects.select_for_update()
+         .filter(pk__in=[b.pk for b in with_fallback]).values_list("pk", flat=True))
+
+    spec = target.spec
+    capabilities = spec.capabilities if spec else frozenset()
+    missing = sorted({row.role for row in [*bindings, *defaults, *with_fallback]
+                      if _ROLE_CAPABILITY.get(row.role, CHAT) not in capabilities})
+    if missing:
+        raise ValidationFailed(
+            f"Connection {target.name!r} cannot serve the role(s) {', '.join(missing)} "
+            f"(its provider offers: {', '.join(sorted(capabilities)) or 'nothing'}).",
+            code="capability_missing",
+            fields={"to": [f"Cannot serve: {', '.join(missing)}."]},
+        )
+
+    now = timezone.now()
+    WorkspaceBinding.objects.filter(connection_id=source.pk).update(
+        connection_id=target.pk, updated_at=now)
+    SystemDefault.objects.filter(pk__in=[d.pk for d in defaults]).update(
+        connection_id=target.pk, updated_at=now)
+    moved_ids = {b.pk for b in bindings}
+    for binding in with_fallback:
+        primary = target.pk if binding.pk in moved_ids else binding.connection_id
+        binding.fallbacks = _moved_fallbacks(binding.fallbacks, source=source.pk,
+                                             target=target.pk, primary=primary,
+                                             primary_model=binding.model)
+        binding.updated_at = now
+    WorkspaceBinding.objects.bulk_update(with_fallback, ["fallbacks", "updated_at"],
+                                         batch_size=500)
+    # Workspaces that bind a role to no connection resolve through the system defaults, so a
+    # moved default can change any of them.
+    workspace_ids = {b.workspace_id for b in [*bindings, *with_fallback]}
+    affected = Workspace.objects.all() if defaults else Workspace.objects.filter(
+        pk__in=workspace_ids)
+    affected.update(revision=F("revision") + 1, updated_at=now)
+    slugs = sorted(Workspace.objects.filter(pk__in=workspace_ids)
+                   .values_list("slug", flat=True))
+    return {"moved_bindings": len(bindings), "moved_system_defaults": len(defaults),
+            "moved_fallbacks": len(with_fallback), "workspaces": slugs}
+
+
+def _moved_fallbacks(fallbacks, *, source, target, primary, primary_model) -> list[dict]:
+    """A binding's fallbacks with `source` replaced by `target`; an entry that now repeats the
+    binding's own connection and model, or an earlier entry, is dropped."""
+    result, seen = [], {(str(primary), primary_model or None)}
+    for item in fallbacks or []:
+        connection = str(target) if str(item.get("connection")) == str(source) \
+            else str(item.get("connection"))
+        entry = {"connection": connection, "model": item.get("model")}
+        if (connection, entry["model"] or None) in seen:
+            continue
+        seen.add((connection, entry["model"] or None))
+        result.append(entry)
+    return result
 
 
 # --- budgets ----------------------------------------------------------------------------------

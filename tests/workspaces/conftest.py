@@ -32,6 +32,7 @@ def _fresh_resolution_cache():
     budgets.clear_local_cache()
     _KEYS.clear()
     services._TOUCHED.clear()
+    services._TOUCH_QUEUE.clear()
     yield
     resolution.clear_local_cache()
     budgets.clear_local_cache()

@@ -261,3 +261,27 @@ def test_the_warm_gateway_path_keeps_its_one_round_trip_across_an_unrelated_edit
     assert gateway.post("/v1/chat/completions", key,
                         {"model": "chat", "messages": HELLO}).status_code == 200
     assert len(no_sync_context) == 2  # the edit of its own connection: resolved again
+
+
+def test_a_due_last_used_write_keeps_the_call_warm_and_is_written_in_a_batch(
+        two, gateway, make_key, no_sync_context, django_assert_num_queries):
+    """With thousands of keys round-robin, each key's once-a-minute last-used write must not
+    send its call through the sync path: it is queued and written with the others at once."""
+    require_shared_cache()
+    from workspaces import services
+    from workspaces.models import WorkspaceAPIKey
+
+    keys = [make_key(two["wa"], name=f"k{i}") for i in range(3)]
+    for key in keys:  # first calls: the sync path (unknown key), last-used written there
+        gateway.post("/v1/chat/completions", key, {"model": "chat", "messages": HELLO})
+    WorkspaceAPIKey.objects.update(last_used_at=None)
+    services._TOUCHED.clear()  # a minute later: every key's write is due again
+    taken = len(no_sync_context)
+    for key in keys:
+        assert gateway.post("/v1/chat/completions", key,
+                            {"model": "chat", "messages": HELLO}).status_code == 200
+    assert len(no_sync_context) == taken  # all three stayed warm
+    assert len(services._TOUCH_QUEUE) == 3
+    with django_assert_num_queries(1):  # one UPDATE for all (inside the test's transaction)
+        assert services.api_key_touch_flush() == 3
+    assert not WorkspaceAPIKey.objects.filter(last_used_at__isnull=True).exists()
