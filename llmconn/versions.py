@@ -58,6 +58,14 @@ def default(role: str) -> str:
     return f"llmconn:rev:d:{role}"
 
 
+def max_age(unshared: float, shared: float) -> float:
+    """How long a cached entry may live: `shared` when versions are in Redis (every change is
+    announced to every process), `unshared` otherwise."""
+    from llmconn.rediscache import redis_backend
+
+    return shared if redis_backend() is not None else unshared
+
+
 def fresh_value() -> int:
     # A value that never repeats an earlier one even if the key was lost (cache flush):
     # microseconds since the epoch, then incremented.

@@ -6,7 +6,7 @@ call, so:
 
 - Every process keeps the active budgets in memory (`_BUDGETS`), reloaded when the budgets'
   version moves (the budget services bump it, llmconn.versions.BUDGETS) or after
-  RESOLUTION_MAX_AGE_SECONDS.
+  the maximum age of cached entries (constants).
 - Spending is one integer per (target, period start, metric) in the shared cache
   (`spend_key`): tokens, or cost in units of 1e-8 (the precision of UsageRecord.cost). After a
   call's UsageRecord is written the counters of the budgets that apply are incremented
@@ -42,10 +42,14 @@ from django.utils import timezone
 from llmconn import versions
 from llmconn.errors import ApplicationError
 
-from .constants import RESOLUTION_MAX_AGE_SECONDS
+from .constants import RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS
 from .models import Budget, BudgetMetric, BudgetPeriod, BudgetScope, UsageRecord
 
 logger = logging.getLogger(__name__)
+
+
+def _max_age() -> float:
+    return versions.max_age(RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS)
 
 COST_UNITS = 10 ** 8  # counters hold cost in 1e-8 currency units (UsageRecord.cost precision)
 _TTL = {BudgetPeriod.DAY: 3 * 86400, BudgetPeriod.MONTH: 40 * 86400}
@@ -183,7 +187,7 @@ def active_budgets(revision) -> dict:
     budgets' version has not moved (a database query otherwise). `revision`: the call's
     llmconn.versions.Versions."""
     cached_revision, loaded_at, budgets = _BUDGETS
-    fresh = time.monotonic() - loaded_at < RESOLUTION_MAX_AGE_SECONDS
+    fresh = time.monotonic() - loaded_at < _max_age()
     revision = _version(revision)  # read before the query
     if revision is not None and cached_revision == revision and fresh:
         return budgets
@@ -197,7 +201,8 @@ def active_budgets(revision) -> dict:
 def cached_budgets(revision) -> dict | None:
     """`active_budgets(revision)` from memory only; None when it would need a query."""
     cached_revision, loaded_at, budgets = _BUDGETS
-    if cached_revision is None or cached_revision != revision.values.get(versions.BUDGETS) or time.monotonic() - loaded_at >= RESOLUTION_MAX_AGE_SECONDS:
+    if (cached_revision is None or cached_revision != revision.values.get(versions.BUDGETS)
+            or time.monotonic() - loaded_at >= _max_age()):
         return None
     return budgets
 

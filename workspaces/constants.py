@@ -5,10 +5,15 @@
 # what any workspace resolves.
 REVISION_CACHE_KEY = "llmconn:rev"  # = llmconn.versions.GLOBAL
 
-# A cached resolution is also re-read from the database after this many seconds, whatever the
-# stamp says: a safety net for a flushed or unshared cache (e.g. local-memory cache with several
-# processes), not the mechanism edits rely on.
+# A cached resolution, API key or budget list is also re-read from the database after this many
+# seconds, whatever the versions say: a safety net, not the mechanism edits rely on. Without a
+# shared cache (local-memory cache, several processes) it is all there is: one minute. With
+# Redis it only bounds the life of an entry whose change could not be announced (Redis down at
+# that moment, logged as an error): ten minutes, so that thousands of workspaces called less
+# often than once a minute each stay warm (a one-minute life made one call in six cold at
+# 10,000 workspaces and 1,000 calls/s).
 RESOLUTION_MAX_AGE_SECONDS = 60
+SHARED_RESOLUTION_MAX_AGE_SECONDS = 600
 
 # In-process cache sizes: beyond them the cache is emptied (cheap, and bounds memory). Sized for
 # tens of thousands of workspaces (one entry per role called; see bench/RESULTS.md for memory).

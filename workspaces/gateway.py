@@ -167,7 +167,8 @@ def _context(authorization: str | None, model: str, endpoint: str,
     identity = authenticate_key(raw, revision=revision)
     if identity is None:
         raise GatewayError(401, "Invalid or revoked API key.", code="invalid_api_key")
-    services.api_key_touch(api_key_id=identity.key_id)
+    services.api_key_touch_later(api_key_id=identity.key_id)
+    services.api_key_touch_flush(if_due=True)
     if counted is not None and counted[0] == identity.key_id:
         if counted[1] is not None:
             raise gateway_throttled(counted[1])
@@ -208,7 +209,8 @@ async def _context_async(authorization: str | None, model: str, endpoint: str,
     warm = _context_warm(authorization, model, endpoint, check)
     if isinstance(warm, tuple) and len(warm) == 2 and isinstance(warm[1], calls.Plan):
         plan = warm[1]
-        if services.api_key_touch_later(api_key_id=warm[0].key_id):
+        services.api_key_touch_later(api_key_id=warm[0].key_id)
+        if services.api_key_touch_pending():
             _schedule_touch_flush()
         # As plan_call(with_call=True), without blocking (an OAuth token is fetched async).
         try:
@@ -216,15 +218,22 @@ async def _context_async(authorization: str | None, model: str, endpoint: str,
         except ProviderCallError as err:
             plan.first_call = err
         return warm
-    return await _context_sync(authorization, model, endpoint, warm)
+    try:
+        return await _context_sync(authorization, model, endpoint, warm)
+    finally:
+        if services.api_key_touch_pending():
+            _schedule_touch_flush()
 
 
 _TOUCH_FLUSHES: set = set()  # (references to the running flush tasks)
 
 
 def _schedule_touch_flush() -> None:
-    """Write the last-used times queued by warm calls in a second, in one UPDATE on the sync
-    thread, without holding any call up."""
+    """Write the last-used times queued by calls in a second, in one UPDATE on the sync thread,
+    without holding any call up (one pending flush at a time)."""
+    if _TOUCH_FLUSHES:
+        return
+
     async def flush():
         await asyncio.sleep(1.0)
         try:
@@ -599,7 +608,8 @@ def _models_context(authorization: str | None) -> list[dict]:
     identity = authenticate_key(raw, revision=revision)
     if identity is None:
         raise GatewayError(401, "Invalid or revoked API key.", code="invalid_api_key")
-    services.api_key_touch(api_key_id=identity.key_id)
+    services.api_key_touch_later(api_key_id=identity.key_id)
+    services.api_key_touch_flush(if_due=True)
     return workspace_models(workspace_id=identity.workspace_id, revision=revision)
 
 

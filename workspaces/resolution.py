@@ -10,9 +10,9 @@ call in every process without a restart, an unrelated edit leaves the entry in p
 call already running keeps the `Resolved` object it started with (they are immutable).
 
 If the cache is unreachable the versions are unknown and every call resolves from the
-database: slower, never stale. A cached entry is also refreshed after
-RESOLUTION_MAX_AGE_SECONDS in case the cache was flushed or is not shared between processes
-(local-memory cache).
+database: slower, never stale. A cached entry is also refreshed after a maximum age
+(constants.RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS with Redis) in case a
+change could not be announced or the cache is not shared between processes.
 """
 
 from __future__ import annotations
@@ -32,10 +32,18 @@ from llmconn.errors import ApplicationError
 from llmconn.prepared import Prepared
 from llmconn.versions import Versions
 
-from .constants import MAX_CACHED_RESOLUTIONS, RESOLUTION_MAX_AGE_SECONDS
+from .constants import (
+    MAX_CACHED_RESOLUTIONS,
+    RESOLUTION_MAX_AGE_SECONDS,
+    SHARED_RESOLUTION_MAX_AGE_SECONDS,
+)
 from .models import Role, SystemDefault, Workspace, WorkspaceBinding
 
 logger = logging.getLogger(__name__)
+
+
+def _max_age() -> float:
+    return versions.max_age(RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS)
 
 ROLES = tuple(Role.values)
 
@@ -506,7 +514,7 @@ def resolve(*, workspace_id: int, role: str, revision: Versions | None = None) -
     key = (workspace_id, role)
     now = time.monotonic()
     hit = _LOCAL.get(key)
-    if (hit is not None and revision is not None and now - hit[1] < RESOLUTION_MAX_AGE_SECONDS
+    if (hit is not None and revision is not None and now - hit[1] < _max_age()
             and revision.current(hit[0])):
         value = hit[2]
     else:
@@ -527,7 +535,7 @@ _MISS = object()
 
 def _cached(workspace_id: int, role: str, revision: Versions, now: float):
     hit = _LOCAL.get((workspace_id, role))
-    if hit is None or now - hit[1] >= RESOLUTION_MAX_AGE_SECONDS or not revision.current(hit[0]):
+    if hit is None or now - hit[1] >= _max_age() or not revision.current(hit[0]):
         return _MISS
     return hit[2]
 

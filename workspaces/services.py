@@ -562,26 +562,38 @@ def api_key_touch(*, api_key_id: int) -> None:
 
 
 _TOUCH_QUEUE: set[int] = set()
+_TOUCH_FLUSHED = [0.0]  # monotonic time of the last api_key_touch_flush
+TOUCH_FLUSH_INTERVAL_SECONDS = 1.0
 
 
 def api_key_touch_later(*, api_key_id: int) -> bool:
-    """`api_key_touch` for the gateway's warm path (on the event loop, no query): the key is
-    queued for `api_key_touch_flush`, which writes every queued key in one UPDATE. Returns
-    True when the queue was empty (the caller schedules one flush)."""
+    """`api_key_touch` for the gateway (no query: usable on the event loop): a key whose
+    last-used write is due is queued for `api_key_touch_flush`, which writes every queued key
+    in one UPDATE. With thousands of keys called round-robin, one write per key per minute
+    was one call in six through the sync path with a commit of its own. Returns True when the
+    key was queued."""
     if not api_key_touch_due(api_key_id):
         return False
     if len(_TOUCHED) > MAX_CACHED_KEYS:
         _TOUCHED.clear()
     _TOUCHED[api_key_id] = time.monotonic()
-    first = not _TOUCH_QUEUE
     _TOUCH_QUEUE.add(api_key_id)
-    return first
+    return True
 
 
-def api_key_touch_flush() -> int:
+def api_key_touch_pending() -> bool:
+    """Whether keys wait for `api_key_touch_flush`."""
+    return bool(_TOUCH_QUEUE)
+
+
+def api_key_touch_flush(*, if_due: bool = False) -> int:
     """Write the last-used time of the queued keys (one UPDATE, not waiting for the WAL flush);
-    returns how many were queued. With thousands of keys called round-robin, each key's
-    once-a-minute write would otherwise send one call in six through the sync path."""
+    returns how many were written. `if_due`: only when the last flush is at least
+    TOUCH_FLUSH_INTERVAL_SECONDS old (the sync path: at most one write a second)."""
+    now = time.monotonic()
+    if if_due and now - _TOUCH_FLUSHED[0] < TOUCH_FLUSH_INTERVAL_SECONDS:
+        return 0
+    _TOUCH_FLUSHED[0] = now
     ids = list(_TOUCH_QUEUE)
     _TOUCH_QUEUE.difference_update(ids)
     if not ids:
