@@ -10,6 +10,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -765,6 +766,13 @@ def invalidate_for_connection(connection_id=None) -> None:
 _ROLE_CAPABILITY = {"chat": CHAT, "agent": CHAT, "embedding": EMBEDDINGS}
 
 
+@dataclass(frozen=True)
+class _Moved:
+    pk: int
+    workspace_id: int
+    role: str
+
+
 def bindings_move(*, source: Connection, target: Connection, actor=None) -> dict:
     """Move every workspace binding, fallback and system default of `source` to `target`
     (connections.services.connection_move_bindings, which locked both connections and audits
@@ -775,8 +783,9 @@ def bindings_move(*, source: Connection, target: Connection, actor=None) -> dict
     """
     from .selectors import bindings_with_fallback
 
-    bindings = list(WorkspaceBinding.objects.select_for_update()
-                    .filter(connection_id=source.pk).only("id", "workspace_id", "role"))
+    # (pk, workspace id, role) rows, not model instances: there may be tens of thousands
+    bindings = [_Moved(*row) for row in WorkspaceBinding.objects.select_for_update()
+                .filter(connection_id=source.pk).values_list("pk", "workspace_id", "role")]
     defaults = list(SystemDefault.objects.select_for_update().filter(connection_id=source.pk))
     with_fallback = bindings_with_fallback(connection_id=source.pk)
     list(WorkspaceBinding.objects.select_for_update()

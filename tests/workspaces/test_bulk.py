@@ -70,3 +70,30 @@ def test_move_bindings_moves_every_binding_in_one_transaction(conn):
     assert result["moved_bindings"] == 50
     assert resolve(workspace_id=created[0][0].pk, role="chat").connection_name == "target"
     assert not WorkspaceBinding.objects.filter(connection=conn).exists()
+
+
+def test_import_workspaces_command_writes_the_keys_to_a_private_file(conn, tmp_path):
+    import json
+    import os
+    import stat
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    source = tmp_path / "workspaces.json"
+    source.write_text(json.dumps({"workspaces": [
+        {"name": f"Imported {i}", "bindings": {"chat": {"connection": "bulk-conn"}},
+         "api_keys": ["app", "ci"]} for i in range(3)]}))
+    with pytest.raises(CommandError, match="--keys-out"):
+        call_command("import_workspaces", str(source))
+    out = tmp_path / "keys.json"
+    call_command("import_workspaces", str(source), keys_out=str(out))
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    keys = json.loads(out.read_text())
+    assert sorted(keys) == ["imported-0", "imported-1", "imported-2"]
+    raw = keys["imported-1"][1]["key"]
+    identity = authenticate_key(raw, revision=current_revision())
+    assert identity.workspace_slug == "imported-1"
+    assert resolve(workspace_id=identity.workspace_id, role="chat").connection_name == "bulk-conn"
+    with pytest.raises(CommandError, match="exists"):  # never overwrites a keys file
+        call_command("import_workspaces", str(source), keys_out=str(out))
