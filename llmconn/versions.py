@@ -83,22 +83,24 @@ def full_keys(scopes) -> tuple[object, list[str]] | tuple[None, None]:
     return client, [make_key(s) for s in scopes]
 
 
-def read(scopes: list[str]) -> list[int]:
+def read(scopes: list[str], *, create: bool = True) -> list[int | None]:
     """The current version of each scope (one MGET; a second round trip creates the missing
-    ones). Raises when the cache cannot be read."""
+    ones, unless `create` is False: then a missing one is None). Raises when the cache cannot
+    be read. (Scopes named after what a caller sent, e.g. a key's hash, are read without
+    `create` until the database confirmed the thing exists: garbage must not fill Redis.)"""
     if not scopes:
         return []
     client, keys = full_keys(scopes)
     if client is None:
         found = cache.get_many(scopes)
-        missing = [s for s in scopes if found.get(s) is None]
+        missing = [s for s in scopes if found.get(s) is None] if create else []
         for s in missing:
             cache.add(s, fresh_value(), timeout=None)
         if missing:
             found.update(cache.get_many(missing))
-        return [int(found[s]) for s in scopes]
+        return [None if found.get(s) is None else int(found[s]) for s in scopes]
     values = client.mget(keys)
-    missing = [i for i, v in enumerate(values) if v is None]
+    missing = [i for i, v in enumerate(values) if v is None] if create else []
     if missing:
         with client.pipeline(transaction=False) as pipe:
             stamp = fresh_value()
@@ -108,7 +110,7 @@ def read(scopes: list[str]) -> list[int]:
             again = pipe.execute()[-1]
         for i, v in zip(missing, again, strict=True):
             values[i] = v
-    return [int(v) for v in values]
+    return [None if v is None else int(v) for v in values]
 
 
 def _bump_now(scopes: tuple[str, ...]) -> None:
@@ -165,16 +167,17 @@ class Versions:
         self.frozen = frozen
         self.ok = True
 
-    def fetch(self, scopes, *, again: bool = False) -> None:
-        """Read the scopes not read yet (all of them with `again`)."""
+    def fetch(self, scopes, *, again: bool = False, create: bool = True) -> None:
+        """Read the scopes not read yet, or read as missing (all of them with `again`);
+        `create`: see `read`."""
         if self.frozen or not self.ok:
             return
         wanted = list(dict.fromkeys(scopes if again else
-                                    [s for s in scopes if s not in self.values]))
+                                    [s for s in scopes if self.values.get(s) is None]))
         if not wanted:
             return
         try:
-            self.values.update(zip(wanted, read(wanted), strict=True))
+            self.values.update(zip(wanted, read(wanted, create=create), strict=True))
         except Exception:  # noqa: BLE001 - a cache outage must not stop calls
             logger.warning("Cache versions unreadable (cache down?): resolving from the "
                            "database.")
@@ -193,6 +196,6 @@ class Versions:
     def snapshot(self, scopes) -> tuple[tuple[str, int], ...] | None:
         """The (scope, version) pairs to store with an entry (None when not all are known)."""
         values = self.values
-        if not self.ok or any(s not in values for s in scopes):
+        if not self.ok or any(values.get(s) is None for s in scopes):
             return None
         return tuple((s, values[s]) for s in scopes)

@@ -80,8 +80,11 @@ def authenticate_key(raw_key: str | None, *, revision: Versions | None) -> KeyId
             and revision.current(hit[0])):
         return hit[2]
     scopes = key_scopes(digest)
-    if revision is not None:
-        revision.fetch(scopes)  # before the query
+    epoch = None
+    if revision is not None:  # before the query; a missing key scope is not created yet
+        if any(s not in revision.values for s in scopes):
+            revision.fetch(scopes, create=False)
+        epoch = revision.get(versions.EPOCH)
     rows = _KEY.rows(digest=digest)
     if not rows:
         _KEYS.pop(digest, None)
@@ -89,6 +92,12 @@ def authenticate_key(raw_key: str | None, *, revision: Versions | None) -> KeyId
     key_id, workspace_id, slug, prefix = rows[0]
     identity = KeyIdentity(key_id=key_id, workspace_id=workspace_id, workspace_slug=slug,
                            prefix=prefix)
+    if revision is not None and revision.values.get(scopes[-1]) is None:
+        # A real key without a version yet (made before versions existed, or evicted): create
+        # it now and keep the identity only if nothing changed meanwhile (as resolution._store).
+        revision.fetch([scopes[-1], versions.EPOCH], again=True)
+        if epoch is None or revision.values.get(versions.EPOCH) != epoch:
+            return identity
     deps = revision.snapshot(scopes) if revision is not None else None
     if deps is not None:
         with _LOCK:

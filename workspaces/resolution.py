@@ -63,10 +63,13 @@ _BASE_SCOPES = (versions.GLOBAL, versions.EPOCH, versions.BUDGETS)
 
 
 def current_revision(*extra: str) -> Versions | None:
-    """The versions a call starts with (one MGET: the base scopes and `extra`); None when the
-    cache cannot be read (then nothing is cached)."""
+    """The versions a call starts with (one MGET: the base scopes and `extra`, the latter not
+    created when missing: see versions.read); None when the cache cannot be read (then nothing
+    is cached)."""
     found = Versions()
-    found.fetch([*_BASE_SCOPES, *extra])
+    found.fetch(_BASE_SCOPES)
+    if extra and found.ok:
+        found.fetch(extra, create=False)
     return found if found.ok else None
 
 
@@ -489,7 +492,7 @@ def _store(key: tuple[int, str], revision: Versions, epoch, now: float, value) -
     resolution ran and a new version could hide old rows: the entry is not kept (the next call
     resolves again)."""
     scopes = dependencies(key[0], key[1], value)
-    unknown = [s for s in scopes if s not in revision.values]
+    unknown = [s for s in scopes if revision.values.get(s) is None]
     if unknown:
         revision.fetch([*unknown, versions.EPOCH], again=True)
         if epoch is None or revision.values.get(versions.EPOCH) != epoch:

@@ -285,3 +285,22 @@ def test_a_due_last_used_write_keeps_the_call_warm_and_is_written_in_a_batch(
     with django_assert_num_queries(1):  # one UPDATE for all (inside the test's transaction)
         assert services.api_key_touch_flush() == 3
     assert not WorkspaceAPIKey.objects.filter(last_used_at__isnull=True).exists()
+
+
+def test_unknown_keys_leave_nothing_in_the_cache_and_known_ones_get_their_version_back(
+        two, django_assert_num_queries):
+    """A flood of made-up keys must not fill Redis with versions; a real key whose version was
+    lost is authenticated, gets a version again and is then cached."""
+    require_shared_cache()
+    from workspaces.services import hash_api_key
+
+    fake = "lck_" + "x" * 43
+    assert authenticate_key(fake, revision=current_revision(versions.key(hash_api_key(fake)))
+                            ) is None
+    assert cache.get(versions.key(hash_api_key(fake))) is None
+    _, raw = api_key_create(workspace=two["wa"])
+    cache.delete(versions.key(hash_api_key(raw)))  # lost (evicted, or a key made before)
+    assert authenticate_key(raw, revision=current_revision()) is not None
+    assert cache.get(versions.key(hash_api_key(raw))) is not None
+    with django_assert_num_queries(0):
+        assert authenticate_key(raw, revision=current_revision()) is not None
