@@ -144,6 +144,8 @@ def connection_create(
     )
     if is_default:
         connection_set_default(connection=connection, actor=actor)
+    else:  # (a resolution that failed for want of a connection is retried: the epoch moves)
+        bump_connections(connection.pk)
     return connection
 
 
