@@ -61,9 +61,16 @@ def default(role: str) -> str:
 def max_age(unshared: float, shared: float) -> float:
     """How long a cached entry may live: `shared` when versions are in Redis (every change is
     announced to every process), `unshared` otherwise."""
-    from llmconn.rediscache import redis_backend
+    from django.conf import settings
 
-    return shared if redis_backend() is not None else unshared
+    wrapped = settings._wrapped  # (per settings object: override_settings swaps it)
+    if _SHARED_CACHE[0] is not wrapped:
+        backend = settings.CACHES["default"]["BACKEND"]
+        _SHARED_CACHE[:] = [wrapped, backend == "django.core.cache.backends.redis.RedisCache"]
+    return shared if _SHARED_CACHE[1] else unshared
+
+
+_SHARED_CACHE: list = [None, False]  # [settings object, cache is Redis]
 
 
 def fresh_value() -> int:
@@ -73,13 +80,18 @@ def fresh_value() -> int:
 
 
 def full_keys(scopes) -> tuple[object, list[str]] | tuple[None, None]:
-    """(redis client, full cache keys) of scopes; (None, None) when the cache is not Redis."""
+    """(redis client, full cache keys) of scopes; (None, None) when the cache is not Redis.
+    (On every gateway call: the cache's key prefix is taken from the global stamp's full key
+    rather than asking the backend for each scope.)"""
     from llmconn.rediscache import client_and_key, redis_backend
 
-    client, _ = client_and_key(GLOBAL)
+    client, full = client_and_key(GLOBAL)
     if client is None:
         return None, None
-    make_key = redis_backend().make_key  # (our own scope names: nothing to validate)
+    if full.endswith(GLOBAL):
+        prefix = full[:-len(GLOBAL)]
+        return client, [prefix + s for s in scopes]
+    make_key = redis_backend().make_key  # a custom KEY_FUNCTION
     return client, [make_key(s) for s in scopes]
 
 
@@ -189,7 +201,8 @@ class Versions:
 
     def current(self, deps) -> bool:
         """Whether an entry made under `deps` ((scope, version), ...) is still current."""
-        self.fetch([s for s, _ in deps])
+        if not self.frozen:
+            self.fetch([s for s, _ in deps])
         values = self.values
         return self.ok and all(values.get(s) == v for s, v in deps)
 
