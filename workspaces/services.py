@@ -702,15 +702,21 @@ def api_key_touch(*, api_key_id: int) -> None:
     if len(_TOUCHED) > MAX_CACHED_KEYS:
         _TOUCHED.clear()
     _TOUCHED[api_key_id] = now
+    _touch(WorkspaceAPIKey, [api_key_id])
+
+
+def _touch(model, ids) -> None:
+    """Set `last_used_at` to now on the rows of `model` with these ids whose time is older than
+    API_KEY_TOUCH_INTERVAL_SECONDS (one UPDATE). Outside a transaction on PostgreSQL it commits
+    without waiting for the WAL flush: a call (a cold one above all) must not wait for the disk
+    for a last-used time; a crash may lose the last fraction of a second of them, nothing else
+    (https://www.postgresql.org/docs/current/wal-async-commit.html)."""
     stamp = timezone.now()
-    touch = WorkspaceAPIKey.objects.filter(pk=api_key_id).filter(
+    touch = model.objects.filter(pk__in=ids).filter(
         Q(last_used_at__isnull=True)
         | Q(last_used_at__lt=stamp - timedelta(seconds=API_KEY_TOUCH_INTERVAL_SECONDS)))
     conn = transaction.get_connection()
     if conn.vendor == "postgresql" and conn.get_autocommit():
-        # The first call of a key (a cold call) must not wait for the WAL flush of a last-used
-        # time: committed without waiting for the disk (a crash may lose the last fraction of
-        # a second of these times, nothing else; as usage rows, _insert_usage).
         with transaction.atomic(), conn.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
             touch.update(last_used_at=stamp)
@@ -755,17 +761,7 @@ def api_key_touch_flush(*, if_due: bool = False) -> int:
     _TOUCH_QUEUE.difference_update(ids)
     if not ids:
         return 0
-    stamp = timezone.now()
-    touch = WorkspaceAPIKey.objects.filter(pk__in=ids).filter(
-        Q(last_used_at__isnull=True)
-        | Q(last_used_at__lt=stamp - timedelta(seconds=API_KEY_TOUCH_INTERVAL_SECONDS)))
-    conn = transaction.get_connection()
-    if conn.vendor == "postgresql" and conn.get_autocommit():
-        with transaction.atomic(), conn.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            touch.update(last_used_at=stamp)
-    else:
-        touch.update(last_used_at=stamp)
+    _touch(WorkspaceAPIKey, ids)
     return len(ids)
 
 
@@ -788,11 +784,7 @@ def connection_touch(*, connection_ids) -> None:
         _CONNECTION_TOUCHED.clear()
     for cid in due:
         _CONNECTION_TOUCHED[cid] = now
-    stamp = timezone.now()
-    Connection.objects.filter(pk__in=due).filter(
-        Q(last_used_at__isnull=True)
-        | Q(last_used_at__lt=stamp - timedelta(seconds=API_KEY_TOUCH_INTERVAL_SECONDS))
-    ).update(last_used_at=stamp)
+    _touch(Connection, due)
 
 
 # --- usage ------------------------------------------------------------------------------------
