@@ -11,12 +11,11 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError, RestrictedError
-from django.utils import timezone
 
 from audit.services import audit_record, secret_fingerprints
 from llmconn.errors import Conflict, NotFound, ValidationFailed
 from llmconn.versions import bump_connections
-from providers.base import CHAT, EMBEDDINGS, all_presets, find_provider, get_preset, host_of
+from providers.base import all_presets, find_provider, get_preset
 from providers.validation import validate_base_url
 
 from . import dependents

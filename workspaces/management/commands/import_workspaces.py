@@ -3,12 +3,12 @@ bindings and API keys (workspace_bulk_create: all or nothing, hundreds per secon
 
 import json
 import os
-import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.context import audit_context
 from connections.models import Connection
+from llmconn.commands import read_json_file
 from llmconn.errors import ApplicationError
 from workspaces.services import workspace_bulk_create
 
@@ -25,16 +25,7 @@ class Command(BaseCommand):
                                  "required when the file asks for keys. Must not exist.")
 
     def handle(self, *args, file, keys_out, **options):
-        try:
-            if file == "-":
-                data = json.load(sys.stdin)
-            else:
-                with open(file, encoding="utf-8") as fh:
-                    data = json.load(fh)
-        except OSError as exc:
-            raise CommandError(f"Cannot read {file}: {exc.strerror}.") from None
-        except (ValueError, RecursionError):
-            raise CommandError(f"{file} is not valid JSON.") from None
+        data = read_json_file(file)
         items = data.get("workspaces") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise CommandError('The file must be an object {"workspaces": [...]}.')
