@@ -77,8 +77,7 @@ def test_a_streams_usage_row_is_written_before_its_last_event(gateway, setup):
 
     async def run(body):
         response = await gateway.client.post(
-            CHAT, data=json.dumps(body), content_type="application/json",
-            headers={"Authorization": f"Bearer {setup['key']}"})
+            CHAT, data=json.dumps(body), headers={"Authorization": f"Bearer {setup['key']}"})
         seen = []
         async for part in response.streaming_content:
             text = part.decode()
