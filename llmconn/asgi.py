@@ -1,10 +1,10 @@
 """ASGI entry point: the production server (uvicorn, or gunicorn with uvicorn workers).
 
 The OpenAI-compatible /v1 endpoints are async views and stream over ASGI. They take the lean
-path: `GatewayFirstHandler` hands /v1/* straight to the gateway's views (workspaces/gateway.py,
-routed by GATEWAY_ROUTES below, the only /v1 route table), without Django's middleware (sessions,
-CSRF, messages, auth, audit context: a gateway call is authenticated by its API key and writes
-no audit event) and without the per-request ThreadSensitiveContext, so the views' sync work
+path: `GatewayFirstHandler` hands /v1/* straight to the gateway's views
+(workspaces/gateway/views.py, routed by GATEWAY_ROUTES below, the only /v1 route table),
+without Django's middleware (sessions, CSRF, messages, auth, audit context: a gateway call is
+authenticated by its API key and writes no audit event) and without the per-request ThreadSensitiveContext, so the views' sync work
 (key and resolution cache misses, usage records) runs on asgiref's one sync thread, which keeps
 its database connection instead of opening one per request. Everything else (admin, /api/,
 /healthz) goes through Django's full ASGIHandler.
@@ -38,7 +38,7 @@ os.environ.setdefault("DB_POOL", "true")
 logger = logging.getLogger("llmconn.asgi")
 
 GATEWAY_PREFIX = "/v1/"
-# The /v1 route table (path after /v1/ -> view of workspaces/gateway.py), plus
+# The /v1 route table (path after /v1/ -> view of workspaces/gateway/views.py), plus
 # "models/<model id>" -> models(model_id=...); any other path is the gateway's JSON 404.
 # Django's URL conf has no /v1 routes: this handler is the only way in.
 GATEWAY_ROUTES = {
@@ -72,9 +72,10 @@ class GatewayFirstHandler(ASGIHandler):
     def __init__(self):
         super().__init__()
         from llmconn import metrics  # after settings: PROMETHEUS_MULTIPROC_DIR may be in .env
-        from workspaces import gateway
+        from workspaces.gateway import request, views
 
-        self._gateway = gateway
+        self._gateway = views
+        self._request = request
         self._observe = metrics.observe_gateway
         self._last_db_check = 0.0
 
@@ -160,7 +161,7 @@ class GatewayFirstHandler(ASGIHandler):
     async def _handle_gateway(self, scope, receive, send, headers):
         from llmconn import tracing
 
-        limit = self._gateway.max_request_bytes()
+        limit = self._request.max_request_bytes()
         try:
             declared = int(headers.get(b"content-length") or 0)
         except ValueError:
@@ -168,7 +169,7 @@ class GatewayFirstHandler(ASGIHandler):
         body_file = TOO_LARGE if declared > limit else await self.read_small_body(receive,
                                                                                   limit)
         if body_file is TOO_LARGE:
-            response = self._gateway.too_large(limit).response()
+            response = self._request.too_large(limit).response()
             response["x-request-id"] = tracing.current_request_id()
             await self.send_response(response, send)
             return

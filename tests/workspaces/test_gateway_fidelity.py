@@ -10,7 +10,7 @@ import pytest
 
 from llmconn.errors import ValidationFailed
 from tests.conftest import CANARY
-from workspaces.gateway import FORBIDDEN_FIELDS
+from workspaces.gateway.request import FORBIDDEN_FIELDS
 from workspaces.models import UsageRecord
 from workspaces.services import system_default_set, workspace_update
 
