@@ -360,7 +360,7 @@ def test_oauth_connection_calls_with_a_fetched_token(gateway, upstream, make_con
 
 
 def test_a_promoted_secret_rotation_is_used_by_the_next_call(gateway, setup):
-    from connections.rotation import connection_rotate_secret
+    from connections.secret_rotation import connection_rotate_secret
 
     up = setup["up"]
     up.api_keys.add("sk-rotated-by-staging-03")
