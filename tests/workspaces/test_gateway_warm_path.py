@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core.cache import cache
 
-from workspaces import calls, services
+from workspaces import budgets, calls, services
 from workspaces.gateway import planning as gateway_planning
 from workspaces.constants import REVISION_CACHE_KEY
 from workspaces.models import UsageRecord
@@ -221,7 +221,7 @@ def test_a_binding_with_fallbacks_takes_the_sync_path(
 
 def test_a_workspace_with_a_budget_takes_the_sync_path(gateway, setup, no_sync_context):
     require_shared_cache()
-    services.budget_create(scope="workspace", workspace=setup["ws"], limit=1000,
+    budgets.budget_create(scope="workspace", workspace=setup["ws"], limit=1000,
                            metric="tokens")
     for _ in range(2):
         assert gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}
