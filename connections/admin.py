@@ -744,7 +744,7 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
                  name="%s_%s_rollback_secret" % info),
         ] + super().get_urls()
 
-    # -- staged secret rotation and rollback (connections.rotation, as the API) --------------
+    # -- staged secret rotation and rollback (connections.secret_rotation, as the API) -------
 
     @staticmethod
     def _rotation_context(obj: Connection) -> dict:
@@ -779,7 +779,7 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
     def rotate_secret_view(self, request, object_id):
         """Stage the secrets entered under "Rotate secret", test them, promote only if the test
         passes (connection_rotate_secret); the test's result is the message shown."""
-        from .rotation import connection_rotate_secret
+        from .secret_rotation import connection_rotate_secret
 
         obj = self._connection_for_post(request, object_id)
         credentials = {key[len(ROTATE):]: value for key, value in request.POST.items()
@@ -806,7 +806,7 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
 
     def rollback_secret_view(self, request, object_id):
         """Bring back the secret the last rotation replaced (connection_rollback_secret)."""
-        from .rotation import connection_rollback_secret
+        from .secret_rotation import connection_rollback_secret
 
         obj = self._connection_for_post(request, object_id)
         try:

@@ -1,6 +1,6 @@
 """Encryption-key rotation: re-encrypt every encrypted column under the primary Fernet key.
 
-(Rotating a *provider's* API key is `connections/rotation.py`.)
+(Rotating a *provider's* API key is `connections/secret_rotation.py`.)
 
 Online and safe to interrupt: rows are read raw (never through the field, which decrypts) in
 primary-key order, in batches, each batch committed on its own; each row is written back with a

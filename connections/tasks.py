@@ -67,7 +67,7 @@ def connection_health_sweep_task() -> dict:
 def connection_tests_reap_task() -> dict:
     """Housekeeping (periodic): fail tests stuck running past their limit or never picked up,
     and forget replaced provider secrets whose rollback window has passed."""
-    from .rotation import connection_purge_expired_secrets
+    from .secret_rotation import connection_purge_expired_secrets
 
     return {"reaped": diagnostics.connection_tests_reap(),
             "expired_secrets_purged": connection_purge_expired_secrets()}

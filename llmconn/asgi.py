@@ -1,10 +1,10 @@
 """ASGI entry point: the production server (uvicorn, or gunicorn with uvicorn workers).
 
 The OpenAI-compatible /v1 endpoints are async views and stream over ASGI. They take the lean
-path: `GatewayFirstHandler` hands /v1/* straight to the gateway's views (workspaces/gateway.py,
-the same functions workspaces/gateway_urls.py routes), without Django's middleware (sessions,
-CSRF, messages, auth, audit context: a gateway call is authenticated by its API key and writes
-no audit event) and without the per-request ThreadSensitiveContext, so the views' sync work
+path: `GatewayFirstHandler` hands /v1/* straight to the gateway's views
+(workspaces/gateway/views.py, routed by GATEWAY_ROUTES below, the only /v1 route table),
+without Django's middleware (sessions, CSRF, messages, auth, audit context: a gateway call is
+authenticated by its API key and writes no audit event) and without the per-request ThreadSensitiveContext, so the views' sync work
 (key and resolution cache misses, usage records) runs on asgiref's one sync thread, which keeps
 its database connection instead of opening one per request. Everything else (admin, /api/,
 /healthz) goes through Django's full ASGIHandler.
@@ -38,6 +38,14 @@ os.environ.setdefault("DB_POOL", "true")
 logger = logging.getLogger("llmconn.asgi")
 
 GATEWAY_PREFIX = "/v1/"
+# The /v1 route table (path after /v1/ -> view of workspaces/gateway/views.py), plus
+# "models/<model id>" -> models(model_id=...); any other path is the gateway's JSON 404.
+# Django's URL conf has no /v1 routes: this handler is the only way in.
+GATEWAY_ROUTES = {
+    "chat/completions": "chat_completions",
+    "embeddings": "embeddings",
+    "models": "models",
+}
 TOO_LARGE = object()  # read_small_body: the body passed LLMCONN_MAX_REQUEST_BYTES
 DB_CHECK_INTERVAL_SECONDS = 1.0
 
@@ -64,9 +72,10 @@ class GatewayFirstHandler(ASGIHandler):
     def __init__(self):
         super().__init__()
         from llmconn import metrics  # after settings: PROMETHEUS_MULTIPROC_DIR may be in .env
-        from workspaces import gateway
+        from workspaces.gateway import request, views
 
-        self._gateway = gateway
+        self._gateway = views
+        self._request = request
         self._observe = metrics.observe_gateway
         self._last_db_check = 0.0
 
@@ -74,21 +83,34 @@ class GatewayFirstHandler(ASGIHandler):
         if scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
             await self._observe(self.handle_gateway, scope, receive, send)
             return
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
         await super().__call__(scope, receive, send)
 
+    async def lifespan(self, receive, send) -> None:
+        """The server's start and stop (ASGI lifespan): the process-wide settings of a web
+        server are applied here, by the server process only, not by importing this module
+        (tests and tools import it in their own processes)."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                apply_server_process_settings()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
     def route(self, path: str):
-        """(view, kwargs) for a /v1/ path, as workspaces/gateway_urls.py routes it."""
+        """(view, kwargs) for a /v1/ path: GATEWAY_ROUTES, the one route table of /v1."""
         rest = path[len(GATEWAY_PREFIX):]
-        gw = self._gateway
-        if rest == "chat/completions":
-            return gw.chat_completions, {}
-        if rest == "embeddings":
-            return gw.embeddings, {}
-        if rest == "models":
-            return gw.models, {}
-        if rest.startswith("models/") and len(rest) > len("models/"):
-            return gw.models, {"model_id": rest[len("models/"):]}
-        return gw.not_found, {"path": rest}
+        name = GATEWAY_ROUTES.get(rest)
+        if name is not None:
+            return getattr(self._gateway, name), {}
+        prefix, _, model_id = rest.partition("/")
+        if prefix == "models" and model_id:
+            return self._gateway.models, {"model_id": model_id}
+        return self._gateway.not_found, {"path": rest}
 
     async def read_small_body(self, receive, limit: int | None = None):
         """The request body in memory (spooled to disk past FILE_UPLOAD_MAX_MEMORY_SIZE, as
@@ -139,7 +161,7 @@ class GatewayFirstHandler(ASGIHandler):
     async def _handle_gateway(self, scope, receive, send, headers):
         from llmconn import tracing
 
-        limit = self._gateway.max_request_bytes()
+        limit = self._request.max_request_bytes()
         try:
             declared = int(headers.get(b"content-length") or 0)
         except ValueError:
@@ -147,7 +169,7 @@ class GatewayFirstHandler(ASGIHandler):
         body_file = TOO_LARGE if declared > limit else await self.read_small_body(receive,
                                                                                   limit)
         if body_file is TOO_LARGE:
-            response = self._gateway.too_large(limit).response()
+            response = self._request.too_large(limit).response()
             response["x-request-id"] = tracing.current_request_id()
             await self.send_response(response, send)
             return
@@ -235,8 +257,12 @@ class GatewayFirstHandler(ASGIHandler):
             await sync_to_async(_close_broken_connections)()
 
 
-# The event loop thread hands work to the sync thread and back on every gateway call; with
-# CPython's default 5 ms GIL switch interval each hand-off under load can wait that long.
-sys.setswitchinterval(float(os.environ.get("LLMCONN_GIL_SWITCH_INTERVAL", "0.0005")))
+def apply_server_process_settings() -> None:
+    """What a web server process sets for itself at startup: the GIL switch interval
+    (settings.LLMCONN_GIL_SWITCH_INTERVAL, why there)."""
+    if settings.LLMCONN_GIL_SWITCH_INTERVAL > 0:
+        sys.setswitchinterval(settings.LLMCONN_GIL_SWITCH_INTERVAL)
+
+
 django.setup(set_prefix=False)
 application = GatewayFirstHandler()

@@ -137,6 +137,12 @@ LLMCONN_PERSONAL_CONNECTIONS = env.bool("LLMCONN_PERSONAL_CONNECTIONS", default=
 LLMCONN_STREAM_MAX_SECONDS = env.int("LLMCONN_STREAM_MAX_SECONDS", default=3600)
 # Largest /v1 request body (one chat message with images can be tens of MB); above: 413.
 LLMCONN_MAX_REQUEST_BYTES = env.int("LLMCONN_MAX_REQUEST_BYTES", default=32 * 1024 * 1024)
+# The GIL switch interval of a web server process, set by llmconn.asgi when the server starts
+# it (ASGI lifespan startup: uvicorn, gunicorn's uvicorn workers), never on import. A /v1 call
+# hands work from the event loop thread to the sync thread and back; with CPython's default
+# 5 ms interval each hand-off can wait that long under load (bench/RESULTS.md). 0 keeps
+# Python's default.
+LLMCONN_GIL_SWITCH_INTERVAL = env.float("LLMCONN_GIL_SWITCH_INTERVAL", default=0.0005)
 
 INSTALLED_APPS = [
     "llmconn.apps.LlmconnAdminConfig",  # django.contrib.admin with the index order of llmconn

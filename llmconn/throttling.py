@@ -78,7 +78,7 @@ def _count(key: str, timeout: int) -> int:
 
 def window_commands(full_key: str, ttl: int) -> list[tuple]:
     """The Redis commands that count one request in a window (the second reply is the count):
-    the one definition for `hit` here and the gateway's warm path (workspaces.gateway.
+    the one definition for `hit` here and the gateway's warm path (workspaces.gateway.planning.
     WarmCheck, which sends them asynchronously with the revision stamp's GET)."""
     return [("SET", full_key, 0, "EX", ttl, "NX"), ("INCR", full_key)]
 
@@ -119,7 +119,7 @@ class DiagnosticsThrottled(exceptions.Throttled):
 def check_gateway_key(key_id: int) -> None:
     """Count one /v1 call of a workspace API key; raise a 429 gateway error past the limit.
 
-    Called by workspaces.gateway once the key is authenticated.
+    Called by workspaces.gateway.planning once the key is authenticated.
     """
     wait = hit("gateway_key", str(key_id), _rate("LLMCONN_THROTTLE_GATEWAY"))
     if wait is not None:
@@ -147,7 +147,7 @@ def gateway_throttled(wait: float) -> Exception:
 @functools.cache
 def _gateway_throttled_class():
     # Imported late: workspaces.gateway imports this module.
-    from workspaces.gateway import GatewayError
+    from workspaces.gateway.errors import GatewayError
 
     class GatewayThrottled(GatewayError):
         """429 in OpenAI's format (as OpenAI rate-limits: type "requests"), with Retry-After."""

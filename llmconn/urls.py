@@ -28,7 +28,6 @@ urlpatterns = [
     path("api/docs/", SwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
     path("api-auth/", include("rest_framework.urls")),
-    path("v1/", include("workspaces.gateway_urls")),
     # What uvicorn prints and the admin's "View site" link lead here.
     path("", RedirectView.as_view(url="/admin/", permanent=False), name="root"),
     # Last: any other path under /api/ is the API's JSON 404, also with DEBUG on (where Django

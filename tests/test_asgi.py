@@ -55,3 +55,33 @@ def test_other_paths_still_go_through_django(app):
     response = _request(app, "GET", "/healthz")
     assert response.status_code == 200
     assert response.headers.get("x-frame-options") == "DENY"  # middleware ran
+
+
+def test_the_gil_switch_interval_is_set_by_the_servers_startup_not_by_import(app, settings):
+    """Importing llmconn.asgi leaves the process alone; a server's lifespan startup applies
+    LLMCONN_GIL_SWITCH_INTERVAL (uvicorn and gunicorn's uvicorn workers send it)."""
+    import subprocess
+
+    check = ("import sys; before = sys.getswitchinterval(); import llmconn.asgi; "
+             "assert sys.getswitchinterval() == before, sys.getswitchinterval()")
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="llmconn.test_settings")
+    done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before = sys.getswitchinterval()
+    settings.LLMCONN_GIL_SWITCH_INTERVAL = 0.00025
+    sent = []
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message["type"])
+
+    try:
+        asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+        assert sys.getswitchinterval() == pytest.approx(0.00025)
+        assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    finally:
+        sys.setswitchinterval(before)

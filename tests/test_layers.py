@@ -42,7 +42,7 @@ def test_connections_imports_nothing_from_workspaces_beyond_the_known_files():
 
 def test_the_services_selectors_and_jobs_of_connections_import_no_workspaces():
     upward = _upward("connections", ("workspaces",))
-    for name in ("services.py", "selectors.py", "diagnostics.py", "rotation.py", "tasks.py"):
+    for name in ("services.py", "selectors.py", "diagnostics.py", "secret_rotation.py", "tasks.py"):
         assert f"connections/{name}" not in upward
 
 

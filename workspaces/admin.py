@@ -662,10 +662,10 @@ class BudgetAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
         settings["name"] = settings["name"] or ""
         try:
             if change:
-                return services.budget_update(budget=form.instance, actor=request.user,
+                return budget_counters.budget_update(budget=form.instance, actor=request.user,
                                               **settings)
             workspace, connection = data.get("workspace"), data.get("connection")
-            return services.budget_create(
+            return budget_counters.budget_create(
                 scope=data.get("scope") or "", workspace=workspace.slug if workspace else None,
                 connection=str(connection.pk) if connection else None, actor=request.user,
                 **settings)
@@ -673,11 +673,11 @@ class BudgetAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
             raise ServiceRefused(exc) from exc
 
     def delete_model(self, request, obj):
-        services.budget_delete(budget=obj, actor=request.user)
+        budget_counters.budget_delete(budget=obj, actor=request.user)
 
     def delete_queryset(self, request, queryset):
         for obj in queryset:
-            services.budget_delete(budget=obj, actor=request.user)
+            budget_counters.budget_delete(budget=obj, actor=request.user)
 
 
 @admin.register(WorkspaceAPIKey)

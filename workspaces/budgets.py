@@ -1,4 +1,5 @@
-"""Budgets at call time: counters in the shared cache, the check before a call, the count after.
+"""Budgets: their services (budget_create, budget_update, budget_delete, at the end) and what
+they do at call time: counters in the shared cache, the check before a call, the count after.
 
 A budget caps the cost or the tokens (input + output) of a workspace's or a connection's calls
 per UTC calendar day or month (models.Budget). Checking it must not cost a database query per
@@ -30,20 +31,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from audit.services import audit_record
+from connections.models import Connection
 from llmconn import versions
-from llmconn.errors import ApplicationError
+from llmconn.errors import ApplicationError, Conflict, ValidationFailed
 
 from .constants import RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS
-from .models import Budget, BudgetMetric, BudgetPeriod, BudgetScope, UsageRecord
+from .models import Budget, BudgetMetric, BudgetPeriod, BudgetScope, UsageRecord, Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -376,3 +381,106 @@ def reconcile(*, at: datetime | None = None) -> int:
             except ValueError:
                 cache.add(key, total, timeout=_TTL[state.period])
     return changed
+
+
+# --- the budgets themselves: create, change, delete (the API, the admin and imports call these) --
+
+BUDGET_FIELDS = ("name", "period", "metric", "limit", "warn_threshold", "is_active")
+
+
+def _budget_target(*, scope: str, workspace, connection) -> tuple[Workspace | None,
+                                                                    Connection | None]:
+    if scope not in BudgetScope.values:
+        raise ValidationFailed(f"scope must be one of {', '.join(BudgetScope.values)}.",
+                               fields={"scope": ["Invalid scope."]})
+    if scope == BudgetScope.WORKSPACE:
+        if connection not in (None, ""):
+            raise ValidationFailed("A workspace budget names no connection.",
+                                   fields={"connection": ["Must be empty for scope workspace."]})
+        if isinstance(workspace, Workspace):
+            return workspace, None
+        found = Workspace.objects.filter(slug=str(workspace or "")).first()
+        if found is None:
+            raise ValidationFailed("Unknown workspace.", code="unknown_workspace",
+                                   fields={"workspace": ["Unknown workspace (slug)."]})
+        return found, None
+    if workspace not in (None, ""):
+        raise ValidationFailed("A connection budget names no workspace.",
+                               fields={"workspace": ["Must be empty for scope connection."]})
+    if isinstance(connection, Connection):
+        return None, connection
+    try:
+        pk = uuid.UUID(str(connection))
+    except ValueError:
+        raise ValidationFailed("connection must be a connection id.",
+                               fields={"connection": ["Not a valid connection id (UUID)."]}
+                               ) from None
+    found = Connection.objects.filter(pk=pk).first()
+    if found is None:
+        raise ValidationFailed("Unknown connection.", code="unknown_connection",
+                               fields={"connection": ["Unknown connection."]})
+    return None, found
+
+
+def _save_budget(budget: Budget) -> None:
+    budget.full_clean(validate_unique=False, validate_constraints=False)
+    try:
+        with transaction.atomic():
+            budget.save()
+    except IntegrityError as exc:
+        raise Conflict(f"{budget.target_name[0].upper()}{budget.target_name[1:]} already has "
+                       f"a {budget.period} {budget.metric} budget: change that one.",
+                       code="budget_exists") from exc
+
+
+@transaction.atomic
+def budget_create(*, scope: str, workspace=None, connection=None, limit,
+                  period: str = BudgetPeriod.MONTH, metric: str = BudgetMetric.COST,
+                  warn_threshold: Decimal | None = Decimal("0.8"), name: str = "",
+                  is_active: bool = True, actor=None) -> Budget:
+    """Cap a workspace's or a connection's cost or tokens per day or month."""
+    ws, conn = _budget_target(scope=scope, workspace=workspace, connection=connection)
+    budget = Budget(scope=scope, workspace=ws, connection=conn, period=period, metric=metric,
+                    limit=limit, warn_threshold=warn_threshold, name=(name or "").strip(),
+                    is_active=is_active)
+    _save_budget(budget)
+    audit_record(action="budget.create", target=("budget", str(budget.pk), budget.label),
+                 actor=actor, changed_fields=["scope", *BUDGET_FIELDS],
+                 extra={"scope": scope, "target": str(ws.pk if ws else conn.pk),
+                        "period": period, "metric": metric, "limit": str(limit)})
+    versions.bump(versions.BUDGETS)
+    return budget
+
+
+@transaction.atomic
+def budget_update(*, budget: Budget, actor=None, **changes: Any) -> Budget:
+    """Change a budget's name, period, metric, limit, warn threshold or activity (not its
+    target). A changed limit or threshold may warn again in the current period."""
+    unknown = sorted(set(changes) - set(BUDGET_FIELDS))
+    if unknown:
+        raise ValidationFailed(f"Cannot change {', '.join(unknown)} (delete the budget and "
+                               "create another).", fields={f: ["Cannot be changed."]
+                                                           for f in unknown})
+    current = Budget.objects.select_for_update(of=("self",)).select_related(
+        "workspace", "connection").get(pk=budget.pk)
+    before = {f: getattr(current, f) for f in BUDGET_FIELDS}
+    for field, value in changes.items():
+        setattr(current, field, (value or "").strip() if field == "name" else value)
+    changed = [f for f in BUDGET_FIELDS if getattr(current, f) != before[f]]
+    if {"limit", "warn_threshold", "period", "metric"} & set(changed):
+        current.warned_period = current.exceeded_period = None
+    _save_budget(current)
+    audit_record(action="budget.update", target=("budget", str(current.pk), current.label),
+                 actor=actor, changed_fields=changed,
+                 extra={f: str(getattr(current, f)) for f in changed})
+    versions.bump(versions.BUDGETS)
+    return current
+
+
+@transaction.atomic
+def budget_delete(*, budget: Budget, actor=None) -> None:
+    """Remove a budget (calls are no longer capped by it)."""
+    audit_record(action="budget.delete", target=("budget", str(budget.pk), budget.label),
+                 actor=actor)
+    Budget.objects.filter(pk=budget.pk).delete()
+    versions.bump(versions.BUDGETS)

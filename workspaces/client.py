@@ -37,7 +37,9 @@ from providers.tokens import Generated, aestimate
 
 from . import calls
 from .budgets import BudgetExceeded
-from .gateway import GatewayError, embeddings_capable, forbidden_fields
+from .gateway.errors import GatewayError
+from .gateway.planning import embeddings_capable
+from .gateway.request import forbidden_fields
 from .models import Workspace
 from .resolution import ROLES, Resolved, current_revision, resolve, resolve_model
 

@@ -25,7 +25,7 @@ from connections.models import Connection
 from connections.transfer import ImportReport, connections_export, connections_import
 from llmconn.errors import ApplicationError, ValidationFailed
 
-from . import services
+from . import budgets, services
 from .models import Budget, Role, SystemDefault, Workspace, WorkspaceBinding
 from .resolution import bump_revision
 
@@ -251,7 +251,7 @@ def _import_budget(row, label: str, report: ImportReport, actor) -> None:
     existing = Budget.objects.filter(scope=scope, workspace=workspace, connection=connection,
                                      period=row.get("period"), metric=row.get("metric")).first()
     if existing is None:
-        services.budget_create(scope=scope, workspace=workspace, connection=connection,
+        budgets.budget_create(scope=scope, workspace=workspace, connection=connection,
                                period=row.get("period"), metric=row.get("metric"),
                                actor=actor, **values)
         report.changed = True
@@ -259,7 +259,7 @@ def _import_budget(row, label: str, report: ImportReport, actor) -> None:
         return
     changes = {k: v for k, v in values.items() if getattr(existing, k) != v}
     if changes:
-        services.budget_update(budget=existing, actor=actor, **changes)
+        budgets.budget_update(budget=existing, actor=actor, **changes)
         report.changed = True
         report.lines.append(f"updated: {label} ({', '.join(sorted(changes))})")
 

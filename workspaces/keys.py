@@ -131,7 +131,7 @@ def cached_identity(raw_key: str | None) -> tuple[tuple, KeyIdentity] | None:
     """(((scope, version), ...) it was cached under, identity) of a key this process already
     knows, without any query; None when unknown or older than the maximum age. The
     caller must check that the versions are still current (the gateway's warm path,
-    workspaces/gateway.py)."""
+    workspaces/gateway/planning.py)."""
     if not raw_key or not raw_key.startswith(API_KEY_PREFIX) or len(raw_key) > 200:
         return None
     hit = _KEYS.get(hash_api_key(raw_key))

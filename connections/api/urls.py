@@ -3,7 +3,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from .rotation import RollbackSecretView, RotateSecretView
+from .secret_rotation import RollbackSecretView, RotateSecretView
 from .diagnostics import (
     ConnectionModelsView,
     ConnectionTestDetailView,

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from connections import services
 from connections.models import Connection, ConnectionTest
-from connections.rotation import SecretTestResult, connection_rotate_secret
+from connections.secret_rotation import SecretTestResult, connection_rotate_secret
 from tests.conftest import UPSTREAM_KEY
 
 pytestmark = pytest.mark.django_db

@@ -15,9 +15,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connection as db_connection
-from django.test import AsyncClient
 
 from connections.services import connection_create
+from tests.asgi_client import AsgiClient
 from tests.conftest import UPSTREAM_KEY
 from workspaces import budgets, resolution, services
 from workspaces.keys import _KEYS
@@ -91,35 +91,47 @@ def make_key(db):
 
 
 class Gateway:
-    """Calls the /v1 endpoints in-process through Django's AsyncClient (ASGI request path)."""
+    """Calls the /v1 endpoints in-process through `llmconn.asgi.application`, the production
+    entry point (tests/asgi_client.py)."""
 
     def __init__(self):
-        self.client = AsyncClient()
+        self.client = AsgiClient()
+
+    def _call(self, method, path, key, body, headers):
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+
+        async def run():
+            if method == "GET":
+                response = await self.client.get(path, headers=headers)
+            else:
+                response = await self.client.post(
+                    path, data=body if isinstance(body, bytes) else json.dumps(
+                        body if body is not None else {}), headers=headers)
+            await response.aread()
+            return response
+
+        return async_to_sync(run)()
 
     def post(self, path, key=None, body=None, **headers):
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return async_to_sync(self.client.post)(
-            path, data=json.dumps(body if body is not None else {}),
-            content_type="application/json", headers=headers)
+        return self._call("POST", path, key, body, headers)
+
+    def post_raw(self, path, raw: bytes, key=None, **headers):
+        """POST `raw` bytes as the body, as they are (malformed JSON and the like)."""
+        return self._call("POST", path, key, raw, headers)
 
     def get(self, path, key=None, **headers):
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return async_to_sync(self.client.get)(path, headers=headers)
+        return self._call("GET", path, key, None, headers)
 
     def stream(self, path, key, body):
         """POST a streaming request; returns (response, [decoded SSE data payloads])."""
 
         async def run():
             response = await self.client.post(
-                path, data=json.dumps(body), content_type="application/json",
-                headers={"Authorization": f"Bearer {key}"})
+                path, data=json.dumps(body), headers={"Authorization": f"Bearer {key}"})
+            raw = await response.aread()
             if not response.streaming:
                 return response, []
-            raw = b""
-            async for part in response.streaming_content:
-                raw += part
             return response, [line[6:] for line in raw.decode().split("\n\n")
                               if line.startswith("data: ")]
 

@@ -9,7 +9,8 @@ from django.test import Client
 from audit.models import AuditEvent
 from connections.services import connection_create
 from workspaces.models import Budget, SystemDefault
-from workspaces.services import budget_create, workspace_create
+from workspaces.budgets import budget_create
+from workspaces.services import workspace_create
 
 pytestmark = pytest.mark.django_db
 

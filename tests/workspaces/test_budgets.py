@@ -75,7 +75,7 @@ def tokens_per_call(gateway, team) -> int:
 
 def test_a_workspace_token_budget_refuses_calls_at_the_limit(gateway, team, _clock):
     per_call = tokens_per_call(gateway, team)
-    budget = services.budget_create(scope="workspace", workspace=team["ws"], period="day",
+    budget = budgets.budget_create(scope="workspace", workspace=team["ws"], period="day",
                                     metric="tokens", limit=3 * per_call, name="team daily")
     assert chat(gateway, team).status_code == 200
     assert chat(gateway, team).status_code == 200  # 3 calls: the limit is reached
@@ -96,7 +96,7 @@ def test_a_workspace_token_budget_refuses_calls_at_the_limit(gateway, team, _clo
 
 def test_the_budget_resets_at_the_period_boundary(gateway, team, _clock):
     per_call = tokens_per_call(gateway, team)
-    services.budget_create(scope="workspace", workspace=team["ws"], period="day",
+    budgets.budget_create(scope="workspace", workspace=team["ws"], period="day",
                            metric="tokens", limit=per_call)
     assert chat(gateway, team).status_code == 429
     end = _clock.day[1]
@@ -119,7 +119,7 @@ def test_a_monthly_cost_budget_uses_the_connection_price_override(
     cost = usage["prompt_tokens"] + 2 * usage["completion_tokens"]
     record = UsageRecord.objects.get(workspace=team["ws"])
     assert record.cost == Decimal(cost)
-    services.budget_create(scope="workspace", workspace=team["ws"], period="month",
+    budgets.budget_create(scope="workspace", workspace=team["ws"], period="month",
                            metric="cost", limit=Decimal(cost) * 2)
     assert chat(gateway, team).status_code == 200
     response = chat(gateway, team)
@@ -135,13 +135,13 @@ def test_a_used_up_connection_budget_moves_calls_to_the_fallback(gateway, team):
     services.workspace_update(workspace=team["ws"], bindings={"chat": {
         "fallbacks": [{"connection": str(c2.pk), "model": None}]}})
     per_call = tokens_per_call(gateway, team)
-    services.budget_create(scope="connection", connection=c1, period="day", metric="tokens",
+    budgets.budget_create(scope="connection", connection=c1, period="day", metric="tokens",
                            limit=per_call)
     response = chat(gateway, team)
     assert response.status_code == 200
     assert response.headers["x-llmconn-connection"] == "spare"
     assert [up.request_count for up in team["ups"]] == [1, 1]
-    services.budget_create(scope="connection", connection=c2, period="day", metric="tokens",
+    budgets.budget_create(scope="connection", connection=c2, period="day", metric="tokens",
                            limit=per_call)
     response = chat(gateway, team)
     assert response.status_code == 429
@@ -152,7 +152,7 @@ def test_a_connection_budget_counts_calls_from_every_workspace(
         gateway, team, make_workspace, make_key):
     other = make_key(make_workspace("Other", chat=team["conns"][0]))
     per_call = tokens_per_call(gateway, team)
-    services.budget_create(scope="connection", connection=team["conns"][0], period="day",
+    budgets.budget_create(scope="connection", connection=team["conns"][0], period="day",
                            metric="tokens", limit=2 * per_call)
     assert gateway.post("/v1/chat/completions", other,
                         {"model": "chat", "messages": HELLO}).status_code == 200
@@ -163,7 +163,7 @@ def test_a_connection_budget_counts_calls_from_every_workspace(
 
 def test_a_flushed_counter_is_rebuilt_from_the_usage_records(gateway, team):
     per_call = tokens_per_call(gateway, team)
-    services.budget_create(scope="workspace", workspace=team["ws"], period="day",
+    budgets.budget_create(scope="workspace", workspace=team["ws"], period="day",
                            metric="tokens", limit=2 * per_call)
     assert chat(gateway, team).status_code == 200
     cache.clear()  # Redis flushed: counters and the revision stamp are gone
@@ -175,7 +175,7 @@ def test_a_flushed_counter_is_rebuilt_from_the_usage_records(gateway, team):
 
 def test_crossing_the_warn_threshold_writes_one_audit_event_per_period(gateway, team, _clock):
     per_call = tokens_per_call(gateway, team)
-    budget = services.budget_create(scope="workspace", workspace=team["ws"], period="day",
+    budget = budgets.budget_create(scope="workspace", workspace=team["ws"], period="day",
                                     metric="tokens", limit=10 * per_call,
                                     warn_threshold=Decimal("0.25"))
     for _ in range(4):
@@ -194,7 +194,7 @@ def test_crossing_the_warn_threshold_writes_one_audit_event_per_period(gateway, 
 
 def test_reaching_the_limit_writes_one_exceeded_event(gateway, team):
     per_call = tokens_per_call(gateway, team)
-    budget = services.budget_create(scope="workspace", workspace=team["ws"], period="day",
+    budget = budgets.budget_create(scope="workspace", workspace=team["ws"], period="day",
                                     metric="tokens", limit=per_call, warn_threshold=None)
     chat(gateway, team)
     chat(gateway, team)
@@ -205,18 +205,18 @@ def test_reaching_the_limit_writes_one_exceeded_event(gateway, team):
 
 def test_an_inactive_budget_does_not_refuse(gateway, team):
     per_call = tokens_per_call(gateway, team)
-    budget = services.budget_create(scope="workspace", workspace=team["ws"], period="day",
+    budget = budgets.budget_create(scope="workspace", workspace=team["ws"], period="day",
                                     metric="tokens", limit=per_call)
     assert chat(gateway, team).status_code == 429
-    services.budget_update(budget=budget, is_active=False)
+    budgets.budget_update(budget=budget, is_active=False)
     assert chat(gateway, team).status_code == 200
-    services.budget_update(budget=budget, is_active=True, limit=100 * per_call)
+    budgets.budget_update(budget=budget, is_active=True, limit=100 * per_call)
     assert chat(gateway, team).status_code == 200
 
 
 def test_the_python_client_gets_the_same_refusal(gateway, team, _clock):
     per_call = tokens_per_call(gateway, team)
-    services.budget_create(scope="workspace", workspace=team["ws"], period="day",
+    budgets.budget_create(scope="workspace", workspace=team["ws"], period="day",
                            metric="tokens", limit=per_call)
     with pytest.raises(LLMError) as info:
         async_to_sync(WorkspaceClient(team["ws"].slug).complete)([Message.user("Hello")])
@@ -230,7 +230,7 @@ def test_a_budget_check_makes_no_database_query_when_warm(gateway, team,
     from workspaces.resolution import current_revision, resolve
 
     per_call = tokens_per_call(gateway, team)
-    services.budget_create(scope="workspace", workspace=team["ws"], period="day",
+    budgets.budget_create(scope="workspace", workspace=team["ws"], period="day",
                            metric="tokens", limit=100 * per_call)
     revision = current_revision()
     resolved = resolve(workspace_id=team["ws"].pk, role="chat", revision=revision)
@@ -243,7 +243,7 @@ def test_a_budget_check_makes_no_database_query_when_warm(gateway, team,
 
 def test_reconcile_corrects_a_drifted_counter(gateway, team):
     per_call = tokens_per_call(gateway, team)
-    services.budget_create(scope="workspace", workspace=team["ws"], period="day",
+    budgets.budget_create(scope="workspace", workspace=team["ws"], period="day",
                            metric="tokens", limit=100 * per_call)
     chat(gateway, team)
     state = budgets.budgets_for(workspace_id=team["ws"].pk)[0]
@@ -268,7 +268,7 @@ def test_period_bounds_are_utc_days_and_months():
 
 def test_budgets_table_is_untouched_by_calls_below_the_threshold(gateway, team):
     per_call = tokens_per_call(gateway, team)
-    budget = services.budget_create(scope="workspace", workspace=team["ws"], period="day",
+    budget = budgets.budget_create(scope="workspace", workspace=team["ws"], period="day",
                                     metric="tokens", limit=100 * per_call)
     chat(gateway, team)
     budget.refresh_from_db()

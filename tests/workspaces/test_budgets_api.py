@@ -90,7 +90,7 @@ def test_a_second_budget_for_the_same_target_period_and_metric_is_a_409(staff_cl
 
 
 def test_patch_changes_the_limit_and_refuses_a_new_target(staff_client, setup):
-    budget = services.budget_create(scope="workspace", workspace=setup["ws"], limit=5)
+    budget = budgets.budget_create(scope="workspace", workspace=setup["ws"], limit=5)
     response = staff_client.patch(f"{URL}{budget.pk}/", {"limit": "7", "is_active": False},
                                   format="json")
     assert response.status_code == 200, response.json()
@@ -102,7 +102,7 @@ def test_patch_changes_the_limit_and_refuses_a_new_target(staff_client, setup):
 
 
 def test_delete_removes_the_budget_and_is_audited(staff_client, setup):
-    budget = services.budget_create(scope="workspace", workspace=setup["ws"], limit=5)
+    budget = budgets.budget_create(scope="workspace", workspace=setup["ws"], limit=5)
     assert staff_client.delete(f"{URL}{budget.pk}/").status_code == 204
     assert not Budget.objects.exists()
     assert AuditEvent.objects.filter(action="budget.delete").count() == 1
@@ -114,9 +114,9 @@ def test_managers_read_their_workspace_budgets_and_change_nothing(api_client, se
     User = get_user_model()
     manager = User.objects.create_user("mgr", password="pw-mgr-12345")
     services.membership_set(workspace=setup["ws"], user=manager, role="manager")
-    mine = services.budget_create(scope="workspace", workspace=setup["ws"], limit=5)
-    theirs = services.budget_create(scope="workspace", workspace=setup["ws2"], limit=5)
-    conn_budget = services.budget_create(scope="connection", connection=setup["conn"], limit=5)
+    mine = budgets.budget_create(scope="workspace", workspace=setup["ws"], limit=5)
+    theirs = budgets.budget_create(scope="workspace", workspace=setup["ws2"], limit=5)
+    conn_budget = budgets.budget_create(scope="connection", connection=setup["conn"], limit=5)
     api_client.force_authenticate(manager)
     listed = api_client.get(URL).json()["results"]
     assert [b["id"] for b in listed] == [mine.pk]
@@ -130,12 +130,12 @@ def test_managers_read_their_workspace_budgets_and_change_nothing(api_client, se
 
 
 def test_others_see_no_budgets_and_anonymous_is_401(api_client, user_client, setup):
-    services.budget_create(scope="workspace", workspace=setup["ws"], limit=5)
+    budgets.budget_create(scope="workspace", workspace=setup["ws"], limit=5)
     assert user_client.get(URL).json()["results"] == []
     assert api_client.get(URL).status_code == 401
 
 
 def test_deleting_a_workspace_deletes_its_budgets(staff_client, setup):
-    services.budget_create(scope="workspace", workspace=setup["ws"], limit=5)
+    budgets.budget_create(scope="workspace", workspace=setup["ws"], limit=5)
     assert staff_client.delete("/api/v1/workspaces/alpha/").status_code == 204
     assert not Budget.objects.exists()

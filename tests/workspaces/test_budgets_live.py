@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from workspaces import services
+from workspaces import budgets, services
 from workspaces.models import UsageRecord
 
 from .conftest import _require_postgres, require_shared_cache, start_server, stop_server
@@ -56,7 +56,7 @@ def test_a_budget_stops_calls_at_the_limit_across_two_processes(
     assert first.status_code == 200, first.text
     per_call = first.json()["usage"]["total_tokens"]
     # Created here, seen by both servers on their next call (the revision stamp moved).
-    budget = services.budget_create(scope="workspace", workspace=ws, period="day",
+    budget = budgets.budget_create(scope="workspace", workspace=ws, period="day",
                                     metric="tokens", limit=3 * per_call, name="live")
 
     assert _chat(server_b, key).status_code == 200
@@ -71,7 +71,7 @@ def test_a_budget_stops_calls_at_the_limit_across_two_processes(
     assert UsageRecord.objects.filter(workspace=ws).count() == 3
 
     # Raised in this process: both servers let calls through again.
-    services.budget_update(budget=budget, limit=5 * per_call)
+    budgets.budget_update(budget=budget, limit=5 * per_call)
     assert _chat(server_b, key).status_code == 200
     assert _chat(server_a, key).status_code == 200
     assert _chat(server_b, key).status_code == 429

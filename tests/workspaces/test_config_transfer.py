@@ -10,7 +10,7 @@ from django.core.management import call_command
 from connections.models import Connection
 from connections.services import connection_create, connection_set_default, connection_update
 from tests.conftest import CANARY
-from workspaces import services
+from workspaces import budgets, services
 from workspaces.models import Budget, SystemDefault, Workspace, WorkspaceBinding
 from workspaces.selectors import resolved_roles
 
@@ -43,9 +43,9 @@ def install():
         "agent": {"provider": "openai", "model": "gpt-4.1"},
     })
     services.workspace_create(name="Plain", slug="plain")
-    services.budget_create(scope="workspace", workspace=research, period="day", limit="5",
+    budgets.budget_create(scope="workspace", workspace=research, period="day", limit="5",
                            metric="cost", name="daily")
-    services.budget_create(scope="connection", connection=backup, period="month",
+    budgets.budget_create(scope="connection", connection=backup, period="month",
                            limit="100000", metric="tokens")
     return openai, backup, ollama
 

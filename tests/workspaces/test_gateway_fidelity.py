@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from asgiref.sync import async_to_sync
-from django.test import AsyncClient
 
 from llmconn.errors import ValidationFailed
 from tests.conftest import CANARY
-from workspaces.gateway import FORBIDDEN_FIELDS
+from workspaces.gateway.request import FORBIDDEN_FIELDS
 from workspaces.models import UsageRecord
 from workspaces.services import system_default_set, workspace_update
 
@@ -190,9 +188,9 @@ def test_every_answer_carries_a_request_id_and_a_clients_own_is_kept(gateway, se
 # --- body limit and malformed JSON --------------------------------------------------------------
 
 def _post_raw(raw: bytes, key: str | None):
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return async_to_sync(AsyncClient().post)(CHAT, data=raw, content_type="application/json",
-                                             headers=headers)
+    from tests.workspaces.conftest import Gateway
+
+    return Gateway().post_raw(CHAT, raw, key)
 
 
 DEEP_BUT_VALID = (b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "x": '

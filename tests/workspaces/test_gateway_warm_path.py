@@ -11,7 +11,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core.cache import cache
 
-from workspaces import calls, gateway as gateway_views, services
+from workspaces import budgets, calls, services
+from workspaces.gateway import planning as gateway_planning
 from workspaces.constants import REVISION_CACHE_KEY
 from workspaces.models import UsageRecord
 from workspaces.resolution import resolve
@@ -33,13 +34,13 @@ def setup(upstream, make_connection, make_workspace, make_key):
 def no_sync_context(monkeypatch):
     """Counts the calls that took the sync path."""
     taken = []
-    original = gateway_views._context_sync
+    original = gateway_planning._context_sync
 
     async def counting(*args):
         taken.append(args)
         return await original(*args)
 
-    monkeypatch.setattr(gateway_views, "_context_sync", counting)
+    monkeypatch.setattr(gateway_planning, "_context_sync", counting)
     return taken
 
 
@@ -77,8 +78,7 @@ def test_a_streams_usage_row_is_written_before_its_last_event(gateway, setup):
 
     async def run(body):
         response = await gateway.client.post(
-            CHAT, data=json.dumps(body), content_type="application/json",
-            headers={"Authorization": f"Bearer {setup['key']}"})
+            CHAT, data=json.dumps(body), headers={"Authorization": f"Bearer {setup['key']}"})
         seen = []
         async for part in response.streaming_content:
             text = part.decode()
@@ -221,7 +221,7 @@ def test_a_binding_with_fallbacks_takes_the_sync_path(
 
 def test_a_workspace_with_a_budget_takes_the_sync_path(gateway, setup, no_sync_context):
     require_shared_cache()
-    services.budget_create(scope="workspace", workspace=setup["ws"], limit=1000,
+    budgets.budget_create(scope="workspace", workspace=setup["ws"], limit=1000,
                            metric="tokens")
     for _ in range(2):
         assert gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}
@@ -333,7 +333,7 @@ def test_the_warm_round_trip_to_a_slow_redis_does_not_block_the_event_loop(
         port = server.sockets[0].getsockname()[1]
         silent = redis.asyncio.Redis(host="127.0.0.1", port=port, socket_timeout=0.5)
         monkeypatch.setattr(rediscache, "async_client_and_key", lambda key: (silent, key))
-        check = gateway_views.WarmCheck.start(f"Bearer {setup['key']}")
+        check = gateway_planning.WarmCheck.start(f"Bearer {setup['key']}")
         ticks = 0
 
         async def tick():

@@ -31,7 +31,7 @@ def usage(db, make_connection, upstream_factory):
             workspace_id=ws.pk, connection_id=str(conn.pk), api_key_id=None, role="chat",
             model="m", endpoint="chat", stream=False, status_code=200, input_tokens=10,
             output_tokens=5, cost=Decimal("0.5"), latency_ms=latency)
-    services.budget_create(scope="workspace", workspace=ws, period="month", metric="cost",
+    budgets.budget_create(scope="workspace", workspace=ws, period="month", metric="cost",
                            limit=Decimal("1"), name="alpha cap")
     return {"ws": ws, "conn": conn}
 

@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync
 
 from providers import tokens
 from providers.gateway import ProviderCallError, encode_embeddings
-from workspaces import services
+from workspaces import budgets, services
 from workspaces.client import Message, WorkspaceClient
 from workspaces.models import UsageRecord
 
@@ -90,7 +90,7 @@ def test_a_token_budget_stops_a_client_that_streams_without_usage(gateway, team)
     team["up"].set_mode("no_usage")
     in_, out = tokens.estimate(model="openai/test-model", messages=HELLO,
                                output_text="Hello from upstream.")
-    services.budget_create(scope="workspace", workspace=team["ws"], period="day",
+    budgets.budget_create(scope="workspace", workspace=team["ws"], period="day",
                            metric="tokens", limit=2 * (in_ + out))
     body = {"model": "chat", "messages": HELLO, "stream": True}
     statuses = [gateway.stream(CHAT, team["key"], body)[0].status_code for _ in range(4)]

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError
 
-from workspaces import calls, services, usage_spool
+from workspaces import budgets, calls, services, usage_spool
 from workspaces.models import UsageRecord
 
 from .conftest import _require_postgres
@@ -126,7 +126,7 @@ def test_budgets_count_a_spooled_call_and_reconcile_waits_for_its_row(spool, row
     if not settings.REDIS_URL:
         pytest.skip("needs Redis (REDIS_URL): budget counters live in the shared cache")
     ws_id = row["workspace_id"]
-    budget = services.budget_create(scope="workspace", workspace=Workspace.objects.get(pk=ws_id),
+    budget = budgets.budget_create(scope="workspace", workspace=Workspace.objects.get(pk=ws_id),
                                     limit=1000, metric="tokens")
     original = services.usage_records_create
     _database_down(monkeypatch)

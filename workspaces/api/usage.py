@@ -22,7 +22,6 @@ from connections.api.serializers import StrictInputSerializer
 from llmconn.errors import NotFound, ValidationFailed
 
 from .. import budgets as budget_counters
-from .. import services
 from ..models import Budget, BudgetMetric, BudgetPeriod, BudgetScope, MemberRole, Membership
 from ..models import Workspace
 from ..usage import GROUPS, parse_group_by, parse_moment, usage_report
@@ -224,7 +223,7 @@ class BudgetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         self._staff_only()
         data = BudgetInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        budget = services.budget_create(actor=request.user, **data.validated_data)
+        budget = budget_counters.budget_create(actor=request.user, **data.validated_data)
         return self._present(budget, status.HTTP_201_CREATED)
 
     @extend_schema(request=BudgetInputSerializer, responses=BudgetOutputSerializer)
@@ -239,11 +238,11 @@ class BudgetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             raise ValidationFailed(
                 f"{', '.join(fixed)} cannot be changed: delete the budget and create another.",
                 fields={f: ["Cannot be changed."] for f in fixed})
-        budget = services.budget_update(budget=budget, actor=request.user, **changes)
+        budget = budget_counters.budget_update(budget=budget, actor=request.user, **changes)
         return self._present(budget)
 
     def destroy(self, request, pk=None):
         budget = self.get_object()
         self._staff_only()
-        services.budget_delete(budget=budget, actor=request.user)
+        budget_counters.budget_delete(budget=budget, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -8,10 +8,10 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import secret_fingerprint
-from connections import rotation
+from connections import secret_rotation
 from connections.diagnostics import test_connection_settings
 from connections.models import Connection
-from connections.rotation import SecretTestResult, connection_rotate_secret
+from connections.secret_rotation import SecretTestResult, connection_rotate_secret
 from tests.conftest import CANARY, UPSTREAM_KEY
 from tests.factories import ConnectionFactory
 from workspaces.models import Workspace, WorkspaceBinding
@@ -98,7 +98,7 @@ def test_rollback_after_the_window_is_refused_and_the_old_secret_forgotten(staff
     Connection.objects.filter(pk=conn.pk).update(
         previous_secrets_expires_at=timezone.now() - dt.timedelta(minutes=1))
     assert staff_client.post(url(conn, "rollback-secret")).status_code == 409
-    assert rotation.connection_purge_expired_secrets() == 1
+    assert secret_rotation.connection_purge_expired_secrets() == 1
     assert Connection.objects.get(pk=conn.pk).previous_secrets is None
 
 

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from connections.models import Connection
 
 from .permissions import IsAuthenticatedForConnections, connection_for_owner_or_staff
-from connections.rotation import connection_rollback_secret, connection_rotate_secret
+from connections.secret_rotation import connection_rollback_secret, connection_rotate_secret
 from llmconn.errors import ApplicationError, ValidationFailed
 from llmconn.throttling import ConnectionTestThrottle
 
