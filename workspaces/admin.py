@@ -29,6 +29,7 @@ from llmconn.admin_support import (
     SERVICE_ERROR_ATTR,
     AuditHistoryMixin,
     DatalistInput,
+    JSONObjectField,
     ServiceAdminMixin,
     ServiceFormMixin,
     ServiceRefused,
@@ -97,6 +98,34 @@ class ConnectionChoiceField(forms.ModelChoiceField):
         return _connection_label(obj)
 
 
+PROVIDER = "provider:"
+
+
+def _provider_defaults() -> dict[str, Connection]:
+    """Each provider's default connection (the one marked by set-default), by provider name."""
+    return {c.provider: c for c in Connection.objects.filter(is_default=True,
+                                                             owner__isnull=True)
+            .only("id", "name", "provider", "is_active", "default_model")}
+
+
+def binding_target_choices(connections, empty_label: str, role: str) -> list:
+    """A role's choices: the system default (""), each catalog provider's default connection
+    ("provider:NAME", a provider-string binding) and each shared connection (its id)."""
+    from providers.base import EMBEDDINGS, all_providers
+
+    defaults = _provider_defaults()
+    providers = []
+    for spec in all_providers():
+        if role == Role.EMBEDDING and EMBEDDINGS not in spec.capabilities:
+            continue
+        default = defaults.get(spec.name)
+        now = f"now: {default.name}" if default else "none set yet"
+        providers.append((PROVIDER + spec.name, f"{spec.label}'s default connection ({now})"))
+    return [("", empty_label),
+            ("Connections", [(str(c.pk), _connection_label(c)) for c in connections]),
+            ("A provider's default connection (follows set-default)", providers)]
+
+
 class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
     """Name, slug and one (connection, model) pair per role; saved by workspaces.services."""
 
@@ -116,14 +145,20 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
             if not self.is_bound:
                 self.initial.update({"name": self.instance.name, "slug": self.instance.slug})
         bound_ids = [b.connection_id for b in self.current.values() if b.connection_id]
-        connections = (Connection.objects.filter(Q(is_active=True) | Q(pk__in=bound_ids))
-                       .only("id", "name", "provider", "is_active", "default_model")
-                       .order_by("name"))
+        # Personal connections are never bindable (the service refuses them): not offered.
+        connections = list(Connection.objects.filter(Q(is_active=True, owner__isnull=True)
+                                                     | Q(pk__in=bound_ids))
+                           .only("id", "name", "provider", "is_active", "default_model")
+                           .order_by("name"))
+        self.connection_ids = {str(c.pk) for c in connections}
+        provider_defaults = _provider_defaults()
         defaults = {d.role: d for d in SystemDefault.objects.select_related("connection")
                     .only("role", "model", "connection__id", "connection__name",
                           "connection__provider", "connection__is_active",
                           "connection__default_model")}
-        initial_ids = {role: (str(b.connection_id) if b.connection_id else None)
+        initial_ids = {role: (str(b.connection_id) if b.connection_id else
+                              (str(provider_defaults[b.provider].pk)
+                               if b.provider in provider_defaults else None))
                        for role, b in self.current.items()}
         wanted = {i for i in initial_ids.values() if i} | {str(d.connection_id) for d in defaults.values()}
         options = _models_by_connection(wanted)
@@ -132,9 +167,11 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
             default = defaults.get(role)
             empty = (f"— system default: {default.connection.name} —" if default
                      else "— system default (none set) —")
-            self.fields[f"{role}_connection"] = ConnectionChoiceField(
-                queryset=connections, required=False, empty_label=empty,
-                label=f"{Role(role).label} connection")
+            self.fields[f"{role}_connection"] = forms.ChoiceField(
+                choices=binding_target_choices(connections, empty, role), required=False,
+                label=f"{Role(role).label} connection",
+                help_text="A connection, or a provider: that provider's default connection "
+                          "(the one marked default), followed when the default changes.")
             chosen = initial_ids.get(role) or (str(default.connection_id) if default else None)
             self.fields[f"{role}_model"] = forms.CharField(
                 label=f"{Role(role).label} model", required=False, max_length=200,
@@ -149,10 +186,18 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
                 help_text="Tried in order when the connection fails with a retryable error "
                           "(at most 5). One per line: a connection name, optionally "
                           "“| model”.")
+            self.fields[f"{role}_default_params"] = JSONObjectField(
+                label=f"{Role(role).label} default parameters",
+                placeholder='{"temperature": 0.2, "max_tokens": 512}',
+                help_text="Request fields added to every call of this role; they override the "
+                          "connection's default parameters, and a request's override them.")
             if binding is not None and not self.is_bound:
-                self.initial[f"{role}_connection"] = binding.connection_id
+                self.initial[f"{role}_connection"] = (
+                    str(binding.connection_id) if binding.connection_id
+                    else (PROVIDER + binding.provider if binding.provider else ""))
                 self.initial[f"{role}_model"] = binding.model or ""
                 self.initial[f"{role}_fallbacks"] = self._fallback_text(binding.fallbacks or [])
+                self.initial[f"{role}_default_params"] = dict(binding.default_params or {})
 
     @staticmethod
     def _fallback_text(fallbacks: list[dict]) -> str:
@@ -197,14 +242,23 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
         (never a whole role as null: that would also drop its fallbacks)."""
         changes = {}
         for role in ROLES:
-            connection = self.cleaned_data.get(f"{role}_connection")
+            target = self.cleaned_data.get(f"{role}_connection") or ""
+            provider = target[len(PROVIDER):] if target.startswith(PROVIDER) else ""
+            connection = None if provider or not target else target
             model = (self.cleaned_data.get(f"{role}_model") or "").strip() or None
             binding = self.current.get(role)
-            old = (binding.connection_id if binding else None, (binding.model or None) if binding else None)
-            new = (connection.pk if connection else None, model)
+            old = ((str(binding.connection_id) if binding.connection_id else None,
+                    binding.provider or "", binding.model or None) if binding
+                   else (None, "", None))
+            new = (connection, provider, model)
             if new != old:
-                changes[role] = {"connection": str(connection.pk) if connection else None,
-                                 "model": model}
+                changes[role] = {"connection": connection, "model": model}
+                if provider or (binding is not None and binding.provider):
+                    changes[role]["provider"] = provider  # set, or cleared ("")
+            params = self.cleaned_data.get(f"{role}_default_params")
+            if params is not None and params != dict((binding.default_params or {})
+                                                     if binding else {}):
+                changes.setdefault(role, {})["default_params"] = params
             fallbacks = self.fallbacks.get(role)
             old_fallbacks = [{"connection": str(f.get("connection")), "model": f.get("model")}
                              for f in ((binding.fallbacks or []) if binding else [])]
@@ -219,6 +273,8 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
         if len(parts) >= 2 and parts[0] == "bindings" and parts[1] in ROLES:
             if len(parts) >= 3 and parts[2].startswith("fallbacks"):
                 return f"{parts[1]}_fallbacks"
+            if len(parts) >= 3 and parts[2] == "default_params":
+                return f"{parts[1]}_default_params"
             return f"{parts[1]}_model" if parts[-1] == "model" else f"{parts[1]}_connection"
         return None
 
@@ -253,6 +309,9 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
             b = found.get(role)
             if b and b.connection_id:
                 parts.append((role, f"{b.connection.name}{' · ' + b.model if b.model else ''}"))
+            elif b and b.provider:
+                parts.append((role, f"{b.provider}'s default"
+                                    f"{' · ' + b.model if b.model else ''}"))
             else:
                 parts.append((role, "system default"))
         return format_html_join(format_html("<br>"), '<span class="llmconn-quiet">{}:</span> {}', parts)
@@ -276,13 +335,14 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
             (None, {"fields": ["name", "slug"]}),
             ("Bindings", {
                 "fields": [row for role in ROLES for row in
-                           ((f"{role}_connection", f"{role}_model"), f"{role}_fallbacks")],
+                           ((f"{role}_connection", f"{role}_model"), f"{role}_fallbacks",
+                            f"{role}_default_params")],
                 "classes": ["llmconn-bindings"],
                 "description": "Each role uses a connection and a model. No connection: the "
                                "system default for the role. No model: the connection's default "
                                "model. Suggestions are the connection's discovered models "
                                "(“Discover” asks the provider now); any name may be typed. "
-                               "Default parameters (default_params) are set through the API.",
+                               "Default parameters: a JSON object of request fields.",
             }),
         ]
         if obj is not None:
@@ -315,13 +375,18 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
 
     def render_change_form(self, request, context, add=False, change=False, form_url="",
                            obj=None):
-        connections = list(Connection.objects.filter(is_active=True)
-                           .only("id", "name", "default_model", "provider", "is_active"))
+        connections = list(Connection.objects.filter(is_active=True, owner__isnull=True)
+                           .only("id", "name", "default_model", "provider", "is_active",
+                                 "is_default"))
         models = _models_by_connection(c.pk for c in connections)
+        by_target = {str(c.pk): {"models": models.get(str(c.pk), []),
+                                 "default_model": c.default_model} for c in connections}
+        for c in connections:
+            if c.is_default:  # a provider-string binding's suggestions: its default's
+                by_target[PROVIDER + c.provider] = {**by_target[str(c.pk)],
+                                                    "connection": str(c.pk)}
         context["llmconn_bindings"] = {
-            "connections": {str(c.pk): {"models": models.get(str(c.pk), []),
-                                        "default_model": c.default_model}
-                            for c in connections},
+            "connections": by_target,
             "urls": {"tests": reverse("v1:connection-tests"),
                      "test_detail": reverse("v1:connection-test-detail",
                                             args=["00000000-0000-0000-0000-000000000000"])},
@@ -484,7 +549,8 @@ class SystemDefaultForm(ServiceFormMixin, forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["connection"].queryset = (Connection.objects.filter(is_active=True)
+        self.fields["connection"].queryset = (Connection.objects.filter(is_active=True,
+                                                                        owner__isnull=True)
                                               .order_by("name"))
         if self.instance.pk:
             self.fields["role"].disabled = True
