@@ -746,26 +746,69 @@ class BudgetAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
             services.budget_delete(budget=obj, actor=request.user)
 
 
+class KeyKindFilter(admin.SimpleListFilter):
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return [("workspace", "Workspace keys"), ("personal", "Personal keys")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("workspace", "personal"):
+            return queryset.filter(workspace__isnull=self.value() == "personal")
+        return queryset
+
+
 @admin.register(WorkspaceAPIKey)
 class WorkspaceAPIKeyAdmin(ReadOnlyAdmin):
-    list_display = ("prefix", "name", "workspace", "created_at", "last_used_at", "revoked_at")
-    list_filter = ("workspace",)
-    list_select_related = ("workspace",)
-    fields = ("workspace", "name", "prefix", "created_by", "created_at", "last_used_at",
-              "revoked_at")  # never key_hash
+    """Workspace keys and personal gateway keys (no workspace: they belong to a user)."""
+
+    list_display = ("prefix", "name", "belongs_to", "created_at", "last_used_at", "revoked_at")
+    list_filter = (KeyKindFilter, "workspace")
+    list_select_related = ("workspace", "user")
+    fields = ("belongs_to", "workspace", "user", "name", "prefix", "created_by", "created_at",
+              "last_used_at", "revoked_at")  # never key_hash
     readonly_fields = fields
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("key_hash")
 
+    @admin.display(description="Belongs to", ordering="workspace__name")
+    def belongs_to(self, obj: WorkspaceAPIKey) -> str:
+        if obj.workspace_id is not None:
+            return f"workspace {obj.workspace.name}"
+        if obj.user_id is not None:
+            return f"personal key of {obj.user.get_username()}"
+        return "—"
+
+
+def _kept_name(current, kept: str) -> str:
+    """A usage row's workspace or connection: its name now, or the name the row kept when it
+    was written (the workspace or connection was deleted since)."""
+    if current is not None:
+        return current.name
+    if kept:
+        return format_html('{} <span class="llmconn-quiet">(deleted)</span>', kept)
+    return "—"
+
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "workspace", "connection", "model", "endpoint", "status_code",
-                    "input_tokens", "output_tokens", "cost", "latency_ms")
+    list_display = ("created_at", "workspace_label", "connection_label", "model", "endpoint",
+                    "status_code", "input_tokens", "output_tokens", "cost", "latency_ms")
     list_filter = ("workspace", "endpoint", "status_code")
-    list_select_related = ("workspace", "connection")
+    list_select_related = ("workspace", "connection", "api_key__user")
 
+    @admin.display(description="Workspace", ordering="workspace_name")
+    def workspace_label(self, obj: UsageRecord) -> str:
+        if obj.workspace_id is None and not obj.workspace_name and obj.api_key_id is not None:
+            user = obj.api_key.user
+            return f"personal key of {user.get_username()}" if user else "personal key"
+        return _kept_name(obj.workspace, obj.workspace_name)
+
+    @admin.display(description="Connection", ordering="connection_name")
+    def connection_label(self, obj: UsageRecord) -> str:
+        return _kept_name(obj.connection, obj.connection_name)
 
 
 from . import usage_admin  # noqa: E402,F401  (the usage report page, issue 10)
