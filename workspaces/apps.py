@@ -19,3 +19,10 @@ class WorkspacesConfig(AppConfig):
 
         if embedding_models_of not in EMBEDDING_USES:
             EMBEDDING_USES.append(embedding_models_of)
+
+        # /metrics reports the usage spool's depth (what /readyz shows), at scrape time.
+        from llmconn import metrics
+
+        from .usage_spool import depth_metrics
+
+        metrics.register_collector(depth_metrics)
