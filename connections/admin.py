@@ -140,7 +140,7 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
         help_text="PEM CA certificate(s) trusted for this connection besides the system roots "
                   "(a self-hosted server with a private CA; config.ca_cert).")
     default_params = JSONObjectField(
-        label="Default parameters", placeholder='{"temperature": 0.2, "max_tokens": 512}',
+        label="Default parameters", placeholder='none (e.g. {"temperature": 0.2})',
         help_text="Request fields added to every chat call through this connection "
                   "(temperature, top_p, max_tokens, stop, seed, ...). A binding's override "
                   "these; a request's override both.")

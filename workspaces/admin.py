@@ -10,6 +10,8 @@ audit log stay right); the admin never shows an API key's hash.
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -55,6 +57,8 @@ from .selectors import resolved_roles
 
 CSS = "connections/admin.css"
 ROLES = tuple(Role.values)
+SOURCES = {"binding": "binding", "provider_default": "binding: the provider's default",
+           "system_default": "system default"}
 MAX_MODEL_OPTIONS = 500
 
 
@@ -188,7 +192,7 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
                           "“| model”.")
             self.fields[f"{role}_default_params"] = JSONObjectField(
                 label=f"{Role(role).label} default parameters",
-                placeholder='{"temperature": 0.2, "max_tokens": 512}',
+                placeholder='none (e.g. {"temperature": 0.2})',
                 help_text="Request fields added to every call of this role; they override the "
                           "connection's default parameters, and a request's override them.")
             if binding is not None and not self.is_bound:
@@ -410,17 +414,21 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         for role, info in resolved_roles(workspace=obj).items():
             if "error" in info:
                 rows.append(format_html(
-                    '<tr data-role="{}"><th scope="row">{}</th><td colspan="4">{} {}</td></tr>',
+                    '<tr data-role="{}"><th scope="row">{}</th><td colspan="5">{} {}</td></tr>',
                     role, role, badge("not callable", "failed"), info["error"]["message"]))
             else:
-                source = "binding" if info["source"] == "binding" else "system default"
+                source = SOURCES.get(info["source"], info["source"])
+                params = info.get("default_params") or {}
                 rows.append(format_html(
                     '<tr data-role="{}"><th scope="row">{}</th><td>{}</td><td>{}</td>'
-                    '<td class="llmconn-resolved-model">{}</td><td class="llmconn-quiet">{}</td></tr>',
+                    '<td class="llmconn-resolved-model">{}</td>'
+                    '<td class="llmconn-resolved-params"><code>{}</code></td>'
+                    '<td class="llmconn-quiet">{}</td></tr>',
                     role, role, info["provider_label"], info["connection_name"],
-                    info["model"] or "—", source))
+                    info["model"] or "—", json.dumps(params) if params else "—", source))
         head = format_html('<thead><tr><th scope="col">Role</th><th scope="col">Provider</th>'
                            '<th scope="col">Connection</th><th scope="col">Model</th>'
+                           '<th scope="col">Default params</th>'
                            '<th scope="col">From</th></tr></thead>')
         return format_html('<table class="llmconn-table" id="llmconn-resolved">{}<tbody>{}</tbody></table>',
                            head, format_html_join("", "{}", ((r,) for r in rows)))

@@ -104,8 +104,10 @@ def test_binding_default_params_go_through_the_service_and_into_resolved(admin_c
     # The binding's override the connection's (connection < binding).
     assert resolved_roles(workspace=ws)["chat"]["default_params"] == {"temperature": 0.1,
                                                                       "seed": 7}
-    assert admin_client.get(url).context["adminform"].form.initial[
-        "chat_default_params"] == {"temperature": 0.1}
+    page = admin_client.get(url)
+    assert page.context["adminform"].form.initial["chat_default_params"] == {"temperature": 0.1}
+    row = page.content.decode().split('<tr data-role="chat">')[1].split("</tr>")[0]
+    assert "&quot;temperature&quot;: 0.1" in row and "&quot;seed&quot;: 7" in row
     response = admin_client.post(url, form(chat_connection=str(conn.pk),
                                            chat_default_params='{"api_key": "x"}'))
     assert response.status_code == 200
@@ -132,6 +134,8 @@ def test_a_role_can_bind_a_providers_default_connection(admin_client):
     assert (binding.connection_id, binding.provider, binding.model) == (
         None, "openai_compatible", "test-model-large")
     assert resolved_roles(workspace=ws)["chat"]["connection_name"] == "First"
+    resolved = admin_client.get(url).content.decode().split('<tr data-role="chat">')[1]
+    assert "binding: the provider&#x27;s default" in resolved.split("</tr>")[0]
     page = admin_client.get(url)
     assert page.context["adminform"].form.initial["chat_connection"] == \
         "provider:openai_compatible"
