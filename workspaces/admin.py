@@ -218,7 +218,8 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
         text = self.cleaned_data.get(f"{role}_fallbacks") or ""
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         names = [line.split("|", 1)[0].strip() for line in lines]
-        found = dict(Connection.objects.filter(name__in=names).values_list("name", "pk"))
+        found = dict(Connection.objects.filter(name__in=names, owner__isnull=True)
+                     .values_list("name", "pk"))  # personal ones are never bindable
         parsed, unknown = [], []
         for line, name in zip(lines, names):
             model = line.split("|", 1)[1].strip() if "|" in line else ""

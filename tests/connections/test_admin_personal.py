@@ -82,6 +82,12 @@ def test_staff_see_another_users_personal_connection_as_metadata_only(admin_clie
         assert hidden(page.content.decode()) == [], url
 
 
+def test_the_users_page_links_to_the_metadata_page(admin_client, owner):
+    personal = make(owner)
+    html = admin_client.get(f"/admin/auth/user/{owner.pk}/change/").content.decode()
+    assert change_url(personal) in html and hidden(html) == []
+
+
 def test_list_says_whose_connection_it_is_and_filters_by_kind(admin_client, owner):
     make(owner)
     make(name="Shared key")
@@ -148,3 +154,20 @@ def test_workspace_binding_choices_never_offer_personal_connections(admin_client
     assert "Shared key" in html and "Alice&#x27;s key" not in html
     html = admin_client.get("/admin/workspaces/systemdefault/add/").content.decode()
     assert "Shared key" in html and "Alice&#x27;s key" not in html
+
+
+def test_a_fallback_named_like_a_personal_connection_is_the_shared_one(admin_client, owner):
+    from workspaces.models import WorkspaceBinding
+    from workspaces.services import workspace_create
+
+    shared_backup = make(name="Backup")
+    make(owner, name="Backup")  # a user's personal connection with the same name
+    main = make(name="Main")
+    ws = workspace_create(name="Research", bindings={"chat": {"connection": str(main.pk)}})
+    data = {"name": "Research", "slug": "research", "chat_connection": str(main.pk),
+            "chat_fallbacks": "Backup"}
+    response = admin_client.post(f"/admin/workspaces/workspace/{ws.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    chat = WorkspaceBinding.objects.get(workspace=ws, role="chat")
+    assert chat.fallbacks == [{"connection": str(shared_backup.pk), "model": None}]
+
