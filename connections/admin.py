@@ -9,6 +9,10 @@
   inline; the add form tests the unsaved settings before anything is stored.
 - Every save, delete and action calls connections.services / connections.diagnostics, like the
   API; their refusals come back as form errors or messages, never as a 500.
+- Another user's personal connection (Connection.owner set) is shown to staff as metadata only,
+  by the API's rule (connections.api.permissions.sees_in_full): never its config, credential
+  hints, prices or default parameters, and the only change staff may make is to deactivate it.
+  Its form is never built; tests, discovery, rotation, moves and deletes refuse it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from llmconn.admin_support import (
     SERVICE_ERROR_ATTR,
     AuditHistoryMixin,
     DatalistInput,
+    JSONObjectField,
     ServiceAdminMixin,
     ServiceFormMixin,
     ServiceRefused,
@@ -44,6 +49,7 @@ from llmconn.errors import ApplicationError, Conflict
 from providers.base import all_presets, all_providers, find_provider
 
 from . import diagnostics, services
+from .api.permissions import sees_in_full
 from .models import Connection, ConnectionStatus, ConnectionTest, ErrorClass, TestStatus
 from .selectors import connection_dependents, connection_list_detailed
 
@@ -133,6 +139,11 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
                                      "placeholder": "-----BEGIN CERTIFICATE-----"}),
         help_text="PEM CA certificate(s) trusted for this connection besides the system roots "
                   "(a self-hosted server with a private CA; config.ca_cert).")
+    default_params = JSONObjectField(
+        label="Default parameters", placeholder='none (e.g. {"temperature": 0.2})',
+        help_text="Request fields added to every chat call through this connection "
+                  "(temperature, top_p, max_tokens, stop, seed, ...). A binding's override "
+                  "these; a request's override both.")
     llmconn_test_id = forms.CharField(required=False, widget=forms.HiddenInput(
         attrs={"id": "id_llmconn_test_id"}))
 
@@ -202,6 +213,7 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
             "input_cost_per_million_tokens": connection.input_cost_per_million_tokens,
             "output_cost_per_million_tokens": connection.output_cost_per_million_tokens,
             "timeout_seconds": connection.timeout_seconds,
+            "default_params": dict(connection.default_params or {}),
         }
         config = dict(connection.config or {})
         headers = config.pop("extra_headers", None)
@@ -272,13 +284,14 @@ class ConnectionAdminForm(ServiceFormMixin, forms.ModelForm):
             "input_cost_per_million_tokens": data.get("input_cost_per_million_tokens"),
             "output_cost_per_million_tokens": data.get("output_cost_per_million_tokens"),
             "timeout_seconds": data.get("timeout_seconds"),
+            "default_params": data.get("default_params") or {},
         }
         return settings, credentials
 
     def field_for_error(self, path, message):
         if path in ("name", "base_url", "default_model", "auth_method", "is_active",
                     "input_cost_per_million_tokens", "output_cost_per_million_tokens",
-                    "timeout_seconds"):
+                    "timeout_seconds", "default_params"):
             return path
         if path == "provider":
             return "auth_method"
@@ -326,6 +339,19 @@ class ActiveFilter(admin.SimpleListFilter):
         return queryset
 
 
+class OwnerFilter(admin.SimpleListFilter):
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return [("shared", "Shared"), ("personal", "Personal")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("shared", "personal"):
+            return queryset.filter(owner__isnull=self.value() == "shared")
+        return queryset
+
+
 # --- the admin ----------------------------------------------------------------------------------
 
 def _when(value) -> str:
@@ -366,13 +392,14 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
     form = ConnectionAdminForm
     # Fits 1400 px without scrolling: dates of creation are on the change page.
     list_display = ("name", "provider_label", "auth_method_label", "status_badge",
-                    "last_tested", "models_count", "used_by_count", "default_mark", "updated")
-    list_filter = (ProviderFilter, "status", ActiveFilter)
+                    "last_tested", "models_count", "used_by_count", "default_mark",
+                    "owner_label", "updated")
+    list_filter = (ProviderFilter, "status", ActiveFilter, OwnerFilter)
     search_fields = ("name",)
     ordering = ("name",)
     list_per_page = 50
     actions = ["test_selected", "discover_models", "make_default", "move_bindings",
-               "delete_selected"]
+               "deactivate_selected", "delete_selected"]
     readonly_fields = ("provider_display", "status_display", "models_display",
                        "used_by_display", "history_display", "revision", "created",
                        "updated")
@@ -385,7 +412,86 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
     def get_queryset(self, request):
         # Counts as correlated subqueries and the newest test prefetched: a constant number of
         # queries per page (connections.selectors).
-        return connection_list_detailed()
+        return connection_list_detailed().select_related("owner")
+
+    # -- personal connections: metadata only (the API's rule) ------------------------------
+
+    @staticmethod
+    def in_full(request, obj) -> bool:
+        """Whether this user may see `obj`'s config and hints and change it (None: adding)."""
+        return obj is None or sees_in_full(request.user, obj)
+
+    def _require_full(self, request, obj) -> None:
+        if not self.in_full(request, obj):
+            raise PermissionDenied
+
+    def _split_full(self, request, queryset, what: str) -> list[Connection]:
+        """The selected connections this user may act on; says how many personal ones of other
+        users were left out."""
+        rows = list(queryset)
+        allowed = [c for c in rows if self.in_full(request, c)]
+        skipped = len(rows) - len(allowed)
+        if skipped:
+            self.message_user(request, f"{skipped} personal connection(s) of other users not "
+                                       f"{what}: staff may only deactivate them.",
+                              messages.WARNING)
+        return allowed
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self.in_full(request, obj)
+
+    @admin.display(description="Owner", ordering="owner__username")
+    def owner_label(self, obj: Connection) -> str:
+        if obj.owner_id is None:
+            return format_html('<span class="llmconn-quiet">{}</span>', "shared")
+        return obj.owner.get_username() if obj.owner else str(obj.owner_id)
+
+    def personal_view(self, request, obj: Connection):
+        """Another user's personal connection: its metadata (what the API shows staff) and a
+        Deactivate button (connection_update(is_active=False), as the API's PATCH)."""
+        if request.method == "POST":
+            if "deactivate" not in request.POST:
+                raise PermissionDenied
+            try:
+                services.connection_update(connection=obj, actor=request.user, is_active=False)
+            except (ApplicationError, ValidationError) as exc:
+                messages.error(request, f"Not deactivated: {error_message(exc)}")
+            else:
+                messages.success(request, f"The personal connection “{obj.name}” is deactivated: "
+                                          "it can no longer be called.")
+            return HttpResponseRedirect(
+                reverse("admin:connections_connection_change", args=[obj.pk]))
+        obj = connection_list_detailed().select_related("owner").get(pk=obj.pk)
+        spec = obj.spec
+        method = spec.auth_method(obj.auth_method) if spec else None
+        tests = getattr(obj, "latest_tests", None) or []
+        rows = [
+            ("Owner", obj.owner.get_username() if obj.owner else str(obj.owner_id)),
+            ("Provider", spec.label if spec else obj.provider),
+            ("Auth method", method.label if method else obj.auth_method),
+            ("Base URL", obj.base_url or "—"),
+            ("Default model", obj.default_model or "—"),
+            ("Active", "yes" if obj.is_active else "no"),
+            ("Status", _status_badge(obj.status, obj.last_error_class)),
+            ("Last tested", _when(obj.last_tested_at)),
+            ("Last test latency", f"{tests[0].latency_ms} ms"
+             if tests and tests[0].latency_ms is not None else "—"),
+            ("Last used", _when(obj.last_used_at)),
+            ("Discovered models", obj.models_count),
+            ("Created", _when(obj.created_at)),
+            ("Updated", _when(obj.updated_at)),
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Personal connection",
+            "subtitle": obj.name,
+            "opts": self.opts,
+            "original": obj,
+            "rows": rows,
+            "history_url": reverse("admin:connections_connection_history", args=[obj.pk]),
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/connections/connection/personal.html", context)
 
     @admin.display(description="Provider", ordering="provider")
     def provider_label(self, obj: Connection) -> str:
@@ -452,6 +558,10 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, unquote(object_id))
+        if obj is not None and not self.in_full(request, obj):
+            if not self.has_view_permission(request, obj):
+                raise PermissionDenied
+            return self.personal_view(request, obj)
         if obj is not None and obj.spec is None:
             # A provider removed from the catalog: the form cannot be built; say so.
             self.message_user(request, f"“{obj.name}” uses the provider {obj.provider!r}, which "
@@ -468,6 +578,7 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         if not (self.has_change_permission(request, obj) if obj is not None
                 else self.has_add_permission(request)):
             raise PermissionDenied
+        self._require_full(request, obj)
         add_url = (reverse("admin:connections_connection_change", args=[obj.pk]) if obj
                    else reverse("admin:connections_connection_add"))
         presets = []
@@ -513,6 +624,7 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
     # -- the form --------------------------------------------------------------------------
 
     def get_form(self, request, obj=None, change=False, **kwargs):
+        self._require_full(request, obj)  # the form holds config and credential hints
         spec = self._spec(request, obj)
         if spec is None:
             raise Http404("This connection's provider is not in the catalog.")
@@ -552,7 +664,8 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         }))
         fieldsets.append(("Gateway calls", {
             "fields": ["input_cost_per_million_tokens", "output_cost_per_million_tokens",
-                       "timeout_seconds", "extra_headers", "ca_cert"], "classes": ["collapse"]}))
+                       "timeout_seconds", "default_params", "extra_headers", "ca_cert"],
+            "classes": ["collapse"]}))
         if obj is not None:
             fieldsets.append(("Status", {"fields": ["status_display", "models_display",
                                                     "used_by_display", "history_display",
@@ -714,6 +827,10 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         objs = list(objs)
         protected = []
         for obj in objs:
+            if not self.in_full(request, obj):
+                protected.append(f"{obj.name}: another user's personal connection (staff may "
+                                 "only deactivate it)")
+                continue
             for d in connection_dependents(connection=obj):
                 where = (f"workspace “{d['workspace_name']}”" if d["workspace"]
                          else "the system default")
@@ -721,13 +838,14 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         return [str(o) for o in objs], {"connections": len(objs)}, set(), protected
 
     def delete_queryset(self, request, queryset):
-        for obj in queryset:
+        for obj in self._split_full(request, queryset, "deleted"):
             try:
                 services.connection_delete(connection=obj, actor=request.user)
             except (ApplicationError, ValidationError) as exc:
                 messages.error(request, error_message(exc))
 
     def delete_model(self, request, obj):
+        self._require_full(request, obj)
         services.connection_delete(connection=obj, actor=request.user)
 
     def get_urls(self):
@@ -770,6 +888,7 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         obj = self.get_object(request, unquote(object_id))
         if obj is None or not self.has_change_permission(request, obj):
             raise PermissionDenied
+        self._require_full(request, obj)
         return obj
 
     def _back_to(self, obj: Connection) -> HttpResponseRedirect:
@@ -825,7 +944,9 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         if not self.has_change_permission(request, source):
             raise PermissionDenied
-        targets = list(Connection.objects.filter(is_active=True).exclude(pk=source.pk)
+        self._require_full(request, source)
+        targets = list(Connection.objects.filter(is_active=True, owner__isnull=True)
+                       .exclude(pk=source.pk)
                        .only("id", "name", "provider").order_by("name"))
         error, status, chosen = "", 200, request.POST.get("to", "")
         if request.method == "POST":
@@ -893,18 +1014,18 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
     @admin.action(description="Test selected connections")
     def test_selected(self, request, queryset):
         jobs = [diagnostics.connection_test_request(connection=c, actor=request.user)
-                for c in queryset]
+                for c in self._split_full(request, queryset, "tested")]
         self._report_jobs(request, jobs, "Tested")
 
     @admin.action(description="Discover models of selected connections")
     def discover_models(self, request, queryset):
         jobs = [diagnostics.connection_discover_models_request(connection=c, actor=request.user)
-                for c in queryset]
+                for c in self._split_full(request, queryset, "run")]
         self._report_jobs(request, jobs, "Discovered the models of")
 
     @admin.action(description="Make the selected connection its provider's default")
     def make_default(self, request, queryset):
-        chosen = list(queryset[:2])
+        chosen = self._split_full(request, queryset[:2], "changed")
         if len(chosen) != 1:
             self.message_user(request, "Choose exactly one connection to make default.",
                               messages.WARNING)
@@ -921,7 +1042,7 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
 
     @admin.action(description="Move all bindings of the selected connection to another…")
     def move_bindings(self, request, queryset):
-        chosen = list(queryset.values_list("pk", flat=True)[:2])
+        chosen = [c.pk for c in self._split_full(request, queryset[:2], "changed")]
         if len(chosen) != 1:
             self.message_user(request, "Choose exactly one connection whose bindings to move.",
                               messages.WARNING)
@@ -929,3 +1050,18 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         return HttpResponseRedirect(
             reverse("admin:connections_connection_move_bindings", args=[chosen[0]]))
 
+    @admin.action(description="Deactivate selected connections")
+    def deactivate_selected(self, request, queryset):
+        """Deactivate (connection_update(is_active=False), as the API's PATCH): the one change
+        staff may make to another user's personal connection."""
+        done = 0
+        for connection in queryset.filter(is_active=True):
+            try:
+                services.connection_update(connection=connection, actor=request.user,
+                                           is_active=False)
+            except (ApplicationError, ValidationError) as exc:
+                self.message_user(request, f"{connection.name}: {error_message(exc)}",
+                                  messages.ERROR)
+            else:
+                done += 1
+        self.message_user(request, f"Deactivated {done} connection(s).", messages.SUCCESS)

@@ -8,6 +8,7 @@ admin shows that as form errors or a message, never as a 500.
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import urlencode
 
@@ -181,6 +182,44 @@ class AuditHistoryMixin:
         if not self.has_view_permission(request):
             raise PermissionDenied
         return HttpResponseRedirect(audit_history_url(self.audit_target_type, unquote(object_id)))
+
+
+class JSONObjectField(forms.CharField):
+    """A JSON object typed into a textarea (e.g. `default_params`): "" is {}; anything else
+    must parse as a JSON object. What the object may hold is the services' to check (so the
+    admin says what the API says)."""
+
+    def __init__(self, *, placeholder: str = "", **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 16384)
+        kwargs.setdefault("widget", forms.Textarea(attrs={
+            "rows": 2, "class": "vLargeTextField llmconn-wide llmconn-json",
+            "spellcheck": "false", "placeholder": placeholder}))
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return json.dumps(value) if value else ""
+        return value
+
+    def to_python(self, value):
+        text = (super().to_python(value) or "").strip()
+        if not text:
+            return {}
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ValidationError('Enter a JSON object, e.g. {"temperature": 0.2}.',
+                                  code="invalid")
+        return parsed
+
+    def has_changed(self, initial, data):
+        try:
+            return self.to_python(data) != (initial or {})
+        except ValidationError:
+            return True
 
 
 class DatalistInput(forms.TextInput):

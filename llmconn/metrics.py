@@ -407,3 +407,29 @@ def connection_health(rows: Iterable[tuple[str, str, str, str, object]]):
         if when is not None:
             tested.add_metric((name, provider), when.timestamp())
     return [healthy, tested]
+
+
+SPOOL_STORES = ("redis", "file")
+
+
+def usage_spool_depth(depth: dict):
+    """Families for the usage spool (workspaces/usage_spool.py; /readyz shows the same depth):
+    rows waiting per store, and whether each store's depth could be read (Redis down or not
+    configured: 0, and its row count is left out rather than reported as 0)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    rows = GaugeMetricFamily(
+        "llmconn_usage_spool_rows",
+        "Usage rows kept in the spool (the database did not take them yet), by store.",
+        labels=("store",))
+    readable = GaugeMetricFamily(
+        "llmconn_usage_spool_readable",
+        "1 when the spool store's depth could be read at this scrape, else 0.",
+        labels=("store",))
+    for store in SPOOL_STORES:
+        count = depth.get(store)
+        readable.add_metric((store,), 0 if count is None else 1)
+        if count is not None:
+            rows.add_metric((store,), count)
+    return [rows, readable]
+

@@ -10,6 +10,8 @@ audit log stay right); the admin never shows an API key's hash.
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -29,6 +31,7 @@ from llmconn.admin_support import (
     SERVICE_ERROR_ATTR,
     AuditHistoryMixin,
     DatalistInput,
+    JSONObjectField,
     ServiceAdminMixin,
     ServiceFormMixin,
     ServiceRefused,
@@ -54,6 +57,8 @@ from .selectors import resolved_roles
 
 CSS = "connections/admin.css"
 ROLES = tuple(Role.values)
+SOURCES = {"binding": "binding", "provider_default": "binding: the provider's default",
+           "system_default": "system default"}
 MAX_MODEL_OPTIONS = 500
 
 
@@ -97,6 +102,34 @@ class ConnectionChoiceField(forms.ModelChoiceField):
         return _connection_label(obj)
 
 
+PROVIDER = "provider:"
+
+
+def _provider_defaults() -> dict[str, Connection]:
+    """Each provider's default connection (the one marked by set-default), by provider name."""
+    return {c.provider: c for c in Connection.objects.filter(is_default=True,
+                                                             owner__isnull=True)
+            .only("id", "name", "provider", "is_active", "default_model")}
+
+
+def binding_target_choices(connections, empty_label: str, role: str) -> list:
+    """A role's choices: the system default (""), each catalog provider's default connection
+    ("provider:NAME", a provider-string binding) and each shared connection (its id)."""
+    from providers.base import EMBEDDINGS, all_providers
+
+    defaults = _provider_defaults()
+    providers = []
+    for spec in all_providers():
+        if role == Role.EMBEDDING and EMBEDDINGS not in spec.capabilities:
+            continue
+        default = defaults.get(spec.name)
+        now = f"now: {default.name}" if default else "none set yet"
+        providers.append((PROVIDER + spec.name, f"{spec.label}'s default connection ({now})"))
+    return [("", empty_label),
+            ("Connections", [(str(c.pk), _connection_label(c)) for c in connections]),
+            ("A provider's default connection (follows set-default)", providers)]
+
+
 class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
     """Name, slug and one (connection, model) pair per role; saved by workspaces.services."""
 
@@ -116,14 +149,20 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
             if not self.is_bound:
                 self.initial.update({"name": self.instance.name, "slug": self.instance.slug})
         bound_ids = [b.connection_id for b in self.current.values() if b.connection_id]
-        connections = (Connection.objects.filter(Q(is_active=True) | Q(pk__in=bound_ids))
-                       .only("id", "name", "provider", "is_active", "default_model")
-                       .order_by("name"))
+        # Personal connections are never bindable (the service refuses them): not offered.
+        connections = list(Connection.objects.filter(Q(is_active=True, owner__isnull=True)
+                                                     | Q(pk__in=bound_ids))
+                           .only("id", "name", "provider", "is_active", "default_model")
+                           .order_by("name"))
+        self.connection_ids = {str(c.pk) for c in connections}
+        provider_defaults = _provider_defaults()
         defaults = {d.role: d for d in SystemDefault.objects.select_related("connection")
                     .only("role", "model", "connection__id", "connection__name",
                           "connection__provider", "connection__is_active",
                           "connection__default_model")}
-        initial_ids = {role: (str(b.connection_id) if b.connection_id else None)
+        initial_ids = {role: (str(b.connection_id) if b.connection_id else
+                              (str(provider_defaults[b.provider].pk)
+                               if b.provider in provider_defaults else None))
                        for role, b in self.current.items()}
         wanted = {i for i in initial_ids.values() if i} | {str(d.connection_id) for d in defaults.values()}
         options = _models_by_connection(wanted)
@@ -132,9 +171,11 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
             default = defaults.get(role)
             empty = (f"— system default: {default.connection.name} —" if default
                      else "— system default (none set) —")
-            self.fields[f"{role}_connection"] = ConnectionChoiceField(
-                queryset=connections, required=False, empty_label=empty,
-                label=f"{Role(role).label} connection")
+            self.fields[f"{role}_connection"] = forms.ChoiceField(
+                choices=binding_target_choices(connections, empty, role), required=False,
+                label=f"{Role(role).label} connection",
+                help_text="A connection, or a provider: that provider's default connection "
+                          "(the one marked default), followed when the default changes.")
             chosen = initial_ids.get(role) or (str(default.connection_id) if default else None)
             self.fields[f"{role}_model"] = forms.CharField(
                 label=f"{Role(role).label} model", required=False, max_length=200,
@@ -149,10 +190,18 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
                 help_text="Tried in order when the connection fails with a retryable error "
                           "(at most 5). One per line: a connection name, optionally "
                           "“| model”.")
+            self.fields[f"{role}_default_params"] = JSONObjectField(
+                label=f"{Role(role).label} default parameters",
+                placeholder='none (e.g. {"temperature": 0.2})',
+                help_text="Request fields added to every call of this role; they override the "
+                          "connection's default parameters, and a request's override them.")
             if binding is not None and not self.is_bound:
-                self.initial[f"{role}_connection"] = binding.connection_id
+                self.initial[f"{role}_connection"] = (
+                    str(binding.connection_id) if binding.connection_id
+                    else (PROVIDER + binding.provider if binding.provider else ""))
                 self.initial[f"{role}_model"] = binding.model or ""
                 self.initial[f"{role}_fallbacks"] = self._fallback_text(binding.fallbacks or [])
+                self.initial[f"{role}_default_params"] = dict(binding.default_params or {})
 
     @staticmethod
     def _fallback_text(fallbacks: list[dict]) -> str:
@@ -169,7 +218,8 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
         text = self.cleaned_data.get(f"{role}_fallbacks") or ""
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         names = [line.split("|", 1)[0].strip() for line in lines]
-        found = dict(Connection.objects.filter(name__in=names).values_list("name", "pk"))
+        found = dict(Connection.objects.filter(name__in=names, owner__isnull=True)
+                     .values_list("name", "pk"))  # personal ones are never bindable
         parsed, unknown = [], []
         for line, name in zip(lines, names):
             model = line.split("|", 1)[1].strip() if "|" in line else ""
@@ -197,14 +247,23 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
         (never a whole role as null: that would also drop its fallbacks)."""
         changes = {}
         for role in ROLES:
-            connection = self.cleaned_data.get(f"{role}_connection")
+            target = self.cleaned_data.get(f"{role}_connection") or ""
+            provider = target[len(PROVIDER):] if target.startswith(PROVIDER) else ""
+            connection = None if provider or not target else target
             model = (self.cleaned_data.get(f"{role}_model") or "").strip() or None
             binding = self.current.get(role)
-            old = (binding.connection_id if binding else None, (binding.model or None) if binding else None)
-            new = (connection.pk if connection else None, model)
+            old = ((str(binding.connection_id) if binding.connection_id else None,
+                    binding.provider or "", binding.model or None) if binding
+                   else (None, "", None))
+            new = (connection, provider, model)
             if new != old:
-                changes[role] = {"connection": str(connection.pk) if connection else None,
-                                 "model": model}
+                changes[role] = {"connection": connection, "model": model}
+                if provider or (binding is not None and binding.provider):
+                    changes[role]["provider"] = provider  # set, or cleared ("")
+            params = self.cleaned_data.get(f"{role}_default_params")
+            if params is not None and params != dict((binding.default_params or {})
+                                                     if binding else {}):
+                changes.setdefault(role, {})["default_params"] = params
             fallbacks = self.fallbacks.get(role)
             old_fallbacks = [{"connection": str(f.get("connection")), "model": f.get("model")}
                              for f in ((binding.fallbacks or []) if binding else [])]
@@ -219,6 +278,8 @@ class WorkspaceAdminForm(ServiceFormMixin, forms.ModelForm):
         if len(parts) >= 2 and parts[0] == "bindings" and parts[1] in ROLES:
             if len(parts) >= 3 and parts[2].startswith("fallbacks"):
                 return f"{parts[1]}_fallbacks"
+            if len(parts) >= 3 and parts[2] == "default_params":
+                return f"{parts[1]}_default_params"
             return f"{parts[1]}_model" if parts[-1] == "model" else f"{parts[1]}_connection"
         return None
 
@@ -253,6 +314,9 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
             b = found.get(role)
             if b and b.connection_id:
                 parts.append((role, f"{b.connection.name}{' · ' + b.model if b.model else ''}"))
+            elif b and b.provider:
+                parts.append((role, f"{b.provider}'s default"
+                                    f"{' · ' + b.model if b.model else ''}"))
             else:
                 parts.append((role, "system default"))
         return format_html_join(format_html("<br>"), '<span class="llmconn-quiet">{}:</span> {}', parts)
@@ -276,13 +340,14 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
             (None, {"fields": ["name", "slug"]}),
             ("Bindings", {
                 "fields": [row for role in ROLES for row in
-                           ((f"{role}_connection", f"{role}_model"), f"{role}_fallbacks")],
+                           ((f"{role}_connection", f"{role}_model"), f"{role}_fallbacks",
+                            f"{role}_default_params")],
                 "classes": ["llmconn-bindings"],
                 "description": "Each role uses a connection and a model. No connection: the "
                                "system default for the role. No model: the connection's default "
                                "model. Suggestions are the connection's discovered models "
                                "(“Discover” asks the provider now); any name may be typed. "
-                               "Default parameters (default_params) are set through the API.",
+                               "Default parameters: a JSON object of request fields.",
             }),
         ]
         if obj is not None:
@@ -315,13 +380,18 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
 
     def render_change_form(self, request, context, add=False, change=False, form_url="",
                            obj=None):
-        connections = list(Connection.objects.filter(is_active=True)
-                           .only("id", "name", "default_model", "provider", "is_active"))
+        connections = list(Connection.objects.filter(is_active=True, owner__isnull=True)
+                           .only("id", "name", "default_model", "provider", "is_active",
+                                 "is_default"))
         models = _models_by_connection(c.pk for c in connections)
+        by_target = {str(c.pk): {"models": models.get(str(c.pk), []),
+                                 "default_model": c.default_model} for c in connections}
+        for c in connections:
+            if c.is_default:  # a provider-string binding's suggestions: its default's
+                by_target[PROVIDER + c.provider] = {**by_target[str(c.pk)],
+                                                    "connection": str(c.pk)}
         context["llmconn_bindings"] = {
-            "connections": {str(c.pk): {"models": models.get(str(c.pk), []),
-                                        "default_model": c.default_model}
-                            for c in connections},
+            "connections": by_target,
             "urls": {"tests": reverse("v1:connection-tests"),
                      "test_detail": reverse("v1:connection-test-detail",
                                             args=["00000000-0000-0000-0000-000000000000"])},
@@ -345,17 +415,21 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
         for role, info in resolved_roles(workspace=obj).items():
             if "error" in info:
                 rows.append(format_html(
-                    '<tr data-role="{}"><th scope="row">{}</th><td colspan="4">{} {}</td></tr>',
+                    '<tr data-role="{}"><th scope="row">{}</th><td colspan="5">{} {}</td></tr>',
                     role, role, badge("not callable", "failed"), info["error"]["message"]))
             else:
-                source = "binding" if info["source"] == "binding" else "system default"
+                source = SOURCES.get(info["source"], info["source"])
+                params = info.get("default_params") or {}
                 rows.append(format_html(
                     '<tr data-role="{}"><th scope="row">{}</th><td>{}</td><td>{}</td>'
-                    '<td class="llmconn-resolved-model">{}</td><td class="llmconn-quiet">{}</td></tr>',
+                    '<td class="llmconn-resolved-model">{}</td>'
+                    '<td class="llmconn-resolved-params"><code>{}</code></td>'
+                    '<td class="llmconn-quiet">{}</td></tr>',
                     role, role, info["provider_label"], info["connection_name"],
-                    info["model"] or "—", source))
+                    info["model"] or "—", json.dumps(params) if params else "—", source))
         head = format_html('<thead><tr><th scope="col">Role</th><th scope="col">Provider</th>'
                            '<th scope="col">Connection</th><th scope="col">Model</th>'
+                           '<th scope="col">Default params</th>'
                            '<th scope="col">From</th></tr></thead>')
         return format_html('<table class="llmconn-table" id="llmconn-resolved">{}<tbody>{}</tbody></table>',
                            head, format_html_join("", "{}", ((r,) for r in rows)))
@@ -484,7 +558,8 @@ class SystemDefaultForm(ServiceFormMixin, forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["connection"].queryset = (Connection.objects.filter(is_active=True)
+        self.fields["connection"].queryset = (Connection.objects.filter(is_active=True,
+                                                                        owner__isnull=True)
                                               .order_by("name"))
         if self.instance.pk:
             self.fields["role"].disabled = True
@@ -680,26 +755,69 @@ class BudgetAdmin(ServiceAdminMixin, StaffOnlyAdminMixin, admin.ModelAdmin):
             budget_counters.budget_delete(budget=obj, actor=request.user)
 
 
+class KeyKindFilter(admin.SimpleListFilter):
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return [("workspace", "Workspace keys"), ("personal", "Personal keys")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("workspace", "personal"):
+            return queryset.filter(workspace__isnull=self.value() == "personal")
+        return queryset
+
+
 @admin.register(WorkspaceAPIKey)
 class WorkspaceAPIKeyAdmin(ReadOnlyAdmin):
-    list_display = ("prefix", "name", "workspace", "created_at", "last_used_at", "revoked_at")
-    list_filter = ("workspace",)
-    list_select_related = ("workspace",)
-    fields = ("workspace", "name", "prefix", "created_by", "created_at", "last_used_at",
-              "revoked_at")  # never key_hash
+    """Workspace keys and personal gateway keys (no workspace: they belong to a user)."""
+
+    list_display = ("prefix", "name", "belongs_to", "created_at", "last_used_at", "revoked_at")
+    list_filter = (KeyKindFilter, "workspace")
+    list_select_related = ("workspace", "user")
+    fields = ("belongs_to", "workspace", "user", "name", "prefix", "created_by", "created_at",
+              "last_used_at", "revoked_at")  # never key_hash
     readonly_fields = fields
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("key_hash")
 
+    @admin.display(description="Belongs to", ordering="workspace__name")
+    def belongs_to(self, obj: WorkspaceAPIKey) -> str:
+        if obj.workspace_id is not None:
+            return f"workspace {obj.workspace.name}"
+        if obj.user_id is not None:
+            return f"personal key of {obj.user.get_username()}"
+        return "—"
+
+
+def _kept_name(current, kept: str) -> str:
+    """A usage row's workspace or connection: its name now, or the name the row kept when it
+    was written (the workspace or connection was deleted since)."""
+    if current is not None:
+        return current.name
+    if kept:
+        return format_html('{} <span class="llmconn-quiet">(deleted)</span>', kept)
+    return "—"
+
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "workspace", "connection", "model", "endpoint", "status_code",
-                    "input_tokens", "output_tokens", "cost", "latency_ms")
+    list_display = ("created_at", "workspace_label", "connection_label", "model", "endpoint",
+                    "status_code", "input_tokens", "output_tokens", "cost", "latency_ms")
     list_filter = ("workspace", "endpoint", "status_code")
-    list_select_related = ("workspace", "connection")
+    list_select_related = ("workspace", "connection", "api_key__user")
 
+    @admin.display(description="Workspace", ordering="workspace_name")
+    def workspace_label(self, obj: UsageRecord) -> str:
+        if obj.workspace_id is None and not obj.workspace_name and obj.api_key_id is not None:
+            user = obj.api_key.user
+            return f"personal key of {user.get_username()}" if user else "personal key"
+        return _kept_name(obj.workspace, obj.workspace_name)
+
+    @admin.display(description="Connection", ordering="connection_name")
+    def connection_label(self, obj: UsageRecord) -> str:
+        return _kept_name(obj.connection, obj.connection_name)
 
 
 from . import usage_admin  # noqa: E402,F401  (the usage report page, issue 10)

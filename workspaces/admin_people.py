@@ -2,8 +2,9 @@
 
 A separate module (the connection and workspace admins are elsewhere): it adds two inlines to
 whatever ModelAdmin the user model has. Personal connections show metadata only, never config
-or credential hints; staff deactivate one through the API (`PATCH {"is_active": false}`), so
-that the change goes through the services (audit, revision). Registered from
+or credential hints; staff deactivate one from its page in the connections admin (or the API's
+`PATCH {"is_active": false}`), through the services (audit, revision). Also the user's
+personal gateway keys (prefixes only). Registered from
 WorkspacesConfig.ready().
 """
 
@@ -14,7 +15,7 @@ from django.contrib.auth import get_user_model
 
 from connections.models import Connection
 
-from .models import UserDefault
+from .models import UserDefault, WorkspaceAPIKey
 
 
 class _ReadOnlyInline(admin.TabularInline):
@@ -36,6 +37,7 @@ class PersonalConnectionInline(_ReadOnlyInline):
               "created_at")
     readonly_fields = fields
     verbose_name = "personal connection"
+    show_change_link = True  # its metadata page, with the Deactivate button
     verbose_name_plural = "personal connections (metadata only)"
 
 
@@ -44,6 +46,18 @@ class UserDefaultInline(_ReadOnlyInline):
     fields = ("role", "connection", "model", "updated_at")
     readonly_fields = fields
     verbose_name_plural = "defaults of this user's personal keys"
+
+
+class PersonalAPIKeyInline(_ReadOnlyInline):
+    model = WorkspaceAPIKey
+    fk_name = "user"
+    fields = ("prefix", "name", "created_at", "last_used_at", "revoked_at")  # never key_hash
+    readonly_fields = fields
+    verbose_name = "personal gateway key"
+    verbose_name_plural = "personal gateway keys"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(workspace__isnull=True).defer("key_hash")
 
 
 def register() -> None:
@@ -55,7 +69,8 @@ def register() -> None:
     base = type(current)
     admin.site.unregister(User)
     people_admin = type("PeopleUserAdmin", (base,), {
-        "inlines": [*base.inlines, PersonalConnectionInline, UserDefaultInline],
+        "inlines": [*base.inlines, PersonalConnectionInline, UserDefaultInline,
+                    PersonalAPIKeyInline],
         "_llmconn_people": True,
         "__module__": __name__,
     })

@@ -32,3 +32,10 @@ class WorkspacesConfig(AppConfig):
             count=selectors.connection_use_count,
             move=services.bindings_move,
         ))
+
+        # /metrics reports the usage spool's depth (what /readyz shows), at scrape time.
+        from llmconn import metrics
+
+        from .usage_spool import depth_metrics
+
+        metrics.register_collector(depth_metrics)

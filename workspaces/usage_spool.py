@@ -162,6 +162,19 @@ def depth() -> dict[str, int | None]:
     return {"redis": redis_rows, "file": _file_rows()}
 
 
+def depth_metrics():
+    """The spool depth as Prometheus families, computed at each scrape of /metrics
+    (registered by WorkspacesConfig.ready); a depth that cannot be read is left out."""
+    from llmconn.metrics import usage_spool_depth
+
+    try:
+        state = depth()
+    except Exception:  # noqa: BLE001 - a scrape never fails for the spool
+        logger.warning("usage spool depth unreadable for /metrics", exc_info=False)
+        state = {"redis": None, "file": None}
+    return usage_spool_depth(state)
+
+
 # --- writing them -------------------------------------------------------------------------------
 
 def _write(rows: list[dict]) -> None:

@@ -76,7 +76,7 @@ def test_add_form_has_exactly_the_providers_fields(admin_client, provider):
     form = admin_client.get(f"{ADD}?provider={provider}").context["adminform"].form
     expected = {"name", "auth_method", "base_url", "default_model", "is_active",
                 "input_cost_per_million_tokens", "output_cost_per_million_tokens",
-                "timeout_seconds", "extra_headers", "ca_cert", "llmconn_test_id"}
+                "timeout_seconds", "default_params", "extra_headers", "ca_cert", "llmconn_test_id"}
     for field in spec.fields:
         expected.add(("secret__" if field.secret else "cfg__") + field.name)
     for method in spec.auth_methods:

@@ -28,8 +28,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
+from connections.models import Connection, ConnectionTest
 from tests.asgi_client import AsgiClient
-from connections.models import ConnectionTest
 from tests.factories import ConnectionFactory
 from workspaces import services
 from workspaces.models import (
@@ -406,6 +406,8 @@ def admin_pages(world: World) -> list[tuple[str, str, str]]:
         pages.append(("changelist", reverse("admin:%s_%s_changelist" % info), "view"))
         pages.append(("add", reverse("admin:%s_%s_add" % info), "add"))
         obj = model._default_manager.order_by("pk").first()
+        if model is Connection:  # another user's personal connection has its own row below
+            obj = model._default_manager.filter(owner__isnull=True).order_by("pk").first()
         if obj is None:
             continue
         pk = obj.pk
@@ -414,6 +416,20 @@ def admin_pages(world: World) -> list[tuple[str, str, str]]:
         pages.append(("delete", reverse("admin:%s_%s_delete" % info, args=(pk,)), "delete"))
         pages.append(("object", f"/admin/{info[0]}/{info[1]}/{pk}/", "view"))
     ws, conn = world.workspace.pk, world.conn.pk
+    personal = Connection.objects.filter(owner__isnull=False).exclude(
+        owner=world.users["staff"]).order_by("pk").first()
+    if personal is not None:
+        # Staff see it as metadata (200) and may not delete it, test it, rotate it...
+        pages += [
+            ("change", reverse("admin:connections_connection_change", args=(personal.pk,)),
+             "view"),
+            ("personal_refused", reverse("admin:connections_connection_delete",
+                                         args=(personal.pk,)), ""),
+            ("personal_refused", reverse("admin:connections_connection_move_bindings",
+                                         args=(personal.pk,)), ""),
+            ("personal_refused", reverse("admin:connections_connection_rotate_secret",
+                                         args=(personal.pk,)), ""),
+        ]
     pages += [
         ("custom", reverse("admin:connections_connection_move_bindings", args=(conn,)), ""),
         ("custom", reverse("admin:connections_connection_rotate_secret", args=(conn,)), ""),
@@ -460,6 +476,9 @@ def test_staff_can_open_every_admin_page_and_writes_follow_model_permissions(wor
             continue
         if kind == "object":
             assert response.status_code == 302 and "/change/" in response["Location"]
+            continue
+        if kind == "personal_refused":
+            assert response.status_code == 403, (url, response.status_code)
             continue
         if kind == "custom":  # POST-only actions: a GET is refused or sent back, not a login
             assert response.status_code in (200, 302, 403, 405), (url, response.status_code)

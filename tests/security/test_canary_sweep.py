@@ -54,7 +54,9 @@ API_KEY = "cnry-apikey-7f3a9c1e5b2d4a6f8e0c91"
 CLIENT_SECRET = "cnry-oauth-1b2c3d4e5f60718293a4b5"
 HEADER_VALUE = "cnry-header-a9b8c7d6e5f4a3b2c1d0e9"
 ROTATED = "cnry-rotated-0f1e2d3c4b5a69788796a5"
-CANARIES = (API_KEY, CLIENT_SECRET, HEADER_VALUE, ROTATED)
+# Another user's personal connection: staff may not see even its hint (its last four).
+PERSONAL = "cnry-personal-5e6d7c8b9a0f1e2dZx7Q"
+CANARIES = (API_KEY, CLIENT_SECRET, HEADER_VALUE, ROTATED, PERSONAL)
 NEW_FERNET_KEY = "security-sweep-new-fernet-key"
 
 C = "/api/v1/connections/"
@@ -262,6 +264,32 @@ def _admin(sweep: Sweep, conns: dict, slug: str) -> None:
     sweep.page("/admin/workspaces/usagerecord/")
 
 
+def _personal(sweep: Sweep, upstream) -> None:
+    """A non-staff user's personal connection (its secret a canary, its config a marker):
+    staff's admin pages of it show metadata only, not even the hint (checked here: the sweep's
+    slices are 12 characters), and staff may only deactivate it."""
+    from django.contrib.auth import get_user_model
+
+    owner = get_user_model().objects.create_user("sweep-owner", "o@example.com", "pw-o-1234")
+    owner_api = APIClient()
+    owner_api.force_authenticate(owner)
+    response = owner_api.post(C, {
+        "name": "canary-personal", "provider": "openai_compatible", "auth_method": "api_key",
+        "base_url": upstream.openai_url, "default_model": "test-model",
+        "config": {"extra_headers": {"X-Sweep": "personal-cfg-marker"}},
+        "credentials": {"api_key": PERSONAL}}, format="json")
+    sweep.rec.add("POST personal", response)
+    assert response.status_code == 201, response.content[:500]
+    change = f"/admin/connections/connection/{response.json()['id']}/change/"
+    for path in (change, change + "?change_provider=1", "/admin/connections/connection/",
+                 f"/admin/auth/user/{owner.pk}/change/"):
+        html = sweep.page(path).content.decode()
+        assert PERSONAL[-4:] not in html and "personal-cfg-marker" not in html, path
+    deactivated = sweep.browser.post(change, {"deactivate": "Deactivate"}, follow=True)
+    sweep.rec.add("admin deactivate personal", deactivated)
+    assert Connection.objects.get(name="canary-personal").is_active is False
+
+
 def _delete(sweep: Sweep, conns: dict, slug: str) -> None:
     sweep.call("delete", f"/api/v1/workspaces/{slug}/", expect=204)
     for conn in conns.values():
@@ -309,6 +337,7 @@ def run_sweep(*, staff_user, upstream, gateway, caplog, capfd, tmp_path, redis=N
         slug = _use(sweep, conns, upstream, gateway)
         _rotate(sweep, conns)
         _admin(sweep, conns, slug)
+        _personal(sweep, upstream)
         export = tmp_path / "export.json"
         call_command("export_connections", output=str(export), stderr=io.StringIO())
         ready = Client().get("/readyz")

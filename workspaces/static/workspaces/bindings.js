@@ -1,6 +1,7 @@
 // Workspace bindings: when a role's connection changes, its model suggestions (a <datalist>)
 // become that connection's discovered models, and the placeholder names its default model.
-// Free text stays allowed. Data: #llmconn-binding-models (active connections only).
+// Free text stays allowed. Data: #llmconn-binding-models (active shared connections, and
+// "provider:NAME" for each provider's default connection, with its id as `connection`).
 (function () {
   "use strict";
   var data = {};
@@ -74,10 +75,16 @@
     }
     button.addEventListener("click", function () {
       if (!select.value) { note.textContent = "Choose a connection first."; return; }
+      // "provider:NAME" (a provider-string binding) discovers with that provider's default.
+      var chosen = data[select.value] && data[select.value].connection || select.value;
+      if (chosen.indexOf("provider:") === 0) {
+        note.textContent = "This provider has no default connection yet.";
+        return;
+      }
       button.disabled = true;
       note.textContent = "Discovering…";
       note.removeAttribute("data-status");
-      api("POST", spec.urls.tests, { kind: "discover", connection: select.value })
+      api("POST", spec.urls.tests, { kind: "discover", connection: chosen })
         .then(function (job) { return poll(job, 0); })
         .then(function (job) {
           note.setAttribute("data-status", job.status);
