@@ -8,7 +8,7 @@ and auth method is spoken to.
     #  "api_key": "llmconn-no-key", "extra_headers": {"x-litellm-api-key": "sk-..."}}
 
 The signature is stable (keyword-only): workspaces' resolution and the gateway build on it. The
-result holds secrets: pass it to litellm (through providers.client) and nowhere else; never log
+result holds secrets: pass it to litellm (through providers.checks) and nowhere else; never log
 it (use `redacted(kwargs)`), and scrub text with `secret_values(kwargs)` if you must keep any.
 
 What each auth method becomes (litellm's parameters: https://docs.litellm.ai/docs/completion/input):

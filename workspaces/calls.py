@@ -13,7 +13,7 @@ Shared by the /v1 gateway (gateway.py) and the Python client (client.py):
    unreachable, provider 5xx: providers.errors.RETRYABLE) moves on to the next candidate; any
    other failure (auth, bad request, model not found, blocked) is answered at once, because it
    would fail the same way elsewhere or is the caller's to fix. For streams the attempt ends
-   when the first chunk arrived (providers.gateway.chat_stream raises before that), so a
+   when the first chunk arrived (providers.forward.chat_stream raises before that), so a
    stream falls back only before its first byte reached the client; a failure after that is
    reported in the stream, never retried.
 3. `record`: one UsageRecord per connection reached (errors against the connection that
@@ -40,9 +40,9 @@ from llmconn import metrics
 from llmconn.errors import ApplicationError
 from llmconn.outage import is_database_outage
 from llmconn.tracing import current_request_id, new_request_id
-from providers import gateway as provider_gateway
+from providers import forward as provider_forward
 from providers.errors import RETRYABLE
-from providers.gateway import ProviderCallError
+from providers.forward import ProviderCallError
 
 from . import budgets, services, usage_spool
 from .constants import COOLDOWN_FAILURES, COOLDOWN_SECONDS, COOLDOWN_WINDOW_SECONDS
@@ -150,7 +150,7 @@ def _call_kwargs(resolved: Resolved) -> dict | ProviderCallError:
     except ApplicationError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. the OAuth token endpoint failed
-        return provider_gateway.classify(exc, label=label(resolved), host=resolved.host)
+        return provider_forward.classify(exc, label=label(resolved), host=resolved.host)
 
 
 async def _acall_kwargs(resolved: Resolved) -> dict:
@@ -159,7 +159,7 @@ async def _acall_kwargs(resolved: Resolved) -> dict:
     except (ApplicationError, ProviderCallError):
         raise
     except Exception as exc:  # noqa: BLE001
-        raise provider_gateway.classify(exc, label=label(resolved), host=resolved.host) from None
+        raise provider_forward.classify(exc, label=label(resolved), host=resolved.host) from None
 
 
 async def _invoke_refreshing(invoke, resolved: Resolved, call: dict):
@@ -227,7 +227,7 @@ def cost_of(resolved: Resolved, input_tokens: int, output_tokens: int) -> Decima
     if resolved.input_cost_per_million is not None or resolved.output_cost_per_million is not None:
         return (Decimal(input_tokens) * (resolved.input_cost_per_million or 0)
                 + Decimal(output_tokens) * (resolved.output_cost_per_million or 0)) / _MILLION
-    return provider_gateway.cost(model=resolved.litellm_model, input_tokens=input_tokens,
+    return provider_forward.cost(model=resolved.litellm_model, input_tokens=input_tokens,
                                  output_tokens=output_tokens)
 
 

@@ -3,7 +3,7 @@
 Async Django views (served by uvicorn). A request is authenticated by a workspace API key,
 its `model` (a role name or a model a bound connection offers) is resolved to a connection
 (cached per process, see resolution.py), the call goes to the provider through
-providers.gateway, and a UsageRecord is written. Errors use OpenAI's format
+providers.forward, and a UsageRecord is written. Errors use OpenAI's format
 `{"error": {"message", "type", "code", "param"}}`; errors that come from the provider say so
 and never use 401 (which here means "your llmconn key is not valid").
 """
@@ -25,8 +25,8 @@ from django.views.decorators.csrf import csrf_exempt
 from llmconn import tracing
 from llmconn.errors import ApplicationError
 from llmconn.throttling import check_gateway_key, gateway_throttled
-from providers import gateway as provider_gateway
-from providers.gateway import ProviderCallError
+from providers import forward as provider_forward
+from providers.forward import ProviderCallError
 from providers.tokens import Generated, aestimate
 
 from . import calls, services
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 # Fields that would send the call (and the stored key) somewhere else, or change how we
 # authenticate upstream: always refused (CONTRACT.md, "OpenAI-compatible"). Every other field
-# is forwarded as the client sent it (providers.gateway; litellm paths: providers.fields).
+# is forwarded as the client sent it (providers.forward; litellm paths: providers.fields).
 FORBIDDEN_FIELDS = frozenset({
     "api_base", "base_url", "api_key", "api_version", "organization", "headers",
     "extra_headers", "extra_body", "extra_query", "custom_llm_provider", "mock_response",
@@ -581,7 +581,7 @@ def embeddings_capable(plan: calls.Plan) -> calls.Plan:
 
 async def _call(plan: calls.Plan, provider_call, params: dict, *, stream: bool = False,
                 chat: bool = False):
-    """(result, Attempt) of `provider_call` (providers.gateway.chat, chat_stream or embed) on the
+    """(result, Attempt) of `provider_call` (providers.forward.chat, chat_stream or embed) on the
     plan's candidates, or the error response when none answered. `chat`: each candidate's
     default_params are added under the request's own fields."""
     async def invoke(resolved: Resolved, call: dict):
@@ -608,11 +608,11 @@ async def chat_completions(request):
     params = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
 
     if not body.get("stream"):
-        called = await _call(plan, provider_gateway.chat, params, chat=True)
+        called = await _call(plan, provider_forward.chat, params, chat=True)
         if isinstance(called, JsonResponse):
             return called
         response, attempt = called
-        tokens_in, tokens_out = provider_gateway.usage_of(response)
+        tokens_in, tokens_out = provider_forward.usage_of(response)
         source = "provider"
         if not response.get("usage"):  # a provider that does not report usage: count it
             generated = Generated()
@@ -629,7 +629,7 @@ async def chat_completions(request):
 
     # chat_stream returns once the first chunk arrived: failures before it fall back, later
     # ones not.
-    called = await _call(plan, provider_gateway.chat_stream, params, stream=True, chat=True)
+    called = await _call(plan, provider_forward.chat_stream, params, stream=True, chat=True)
     if isinstance(called, JsonResponse):
         return called
     chunks, attempt = called
@@ -671,7 +671,7 @@ async def chat_completions(request):
                 last = chunk
                 if chunk.get("usage"):
                     reported = True
-                    usage[:] = provider_gateway.usage_of(chunk)
+                    usage[:] = provider_forward.usage_of(chunk)
                     if not wants_usage:
                         chunk.pop("usage")
                         if not any(c.get("delta") or c.get("finish_reason")
@@ -727,16 +727,16 @@ async def embeddings(request):
     (body, data, fmt), plan = planned
     params = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
 
-    called = await _call(plan, provider_gateway.embed, params)
+    called = await _call(plan, provider_forward.embed, params)
     if isinstance(called, JsonResponse):
         return called
     response, attempt = called
-    tokens_in, _ = provider_gateway.usage_of(response)
+    tokens_in, _ = provider_forward.usage_of(response)
     if fmt == "base64":
         # OpenAI-wire providers encoded it themselves (strings are left alone); floats (litellm
         # paths, or a provider that ignores encoding_format) are encoded here.
         try:
-            provider_gateway.encode_embeddings(response, label=_label(attempt.resolved))
+            provider_forward.encode_embeddings(response, label=_label(attempt.resolved))
         except ProviderCallError as err:
             await calls.record(plan, attempt, stream=False, status=err.status,
                                error_class=err.error_class, input_tokens=tokens_in)

@@ -16,9 +16,9 @@ import pytest
 import trustme
 from django.test import override_settings
 
-from providers import client, gateway, oauth, transport
-from providers.client import ConnectionSettings
-from providers.gateway import ProviderCallError
+from providers import checks, forward, oauth, transport
+from providers.checks import ConnectionSettings
+from providers.forward import ProviderCallError
 from providers.params import litellm_kwargs
 from tests.conftest import UPSTREAM_KEY
 
@@ -43,12 +43,12 @@ def _call(base_url, *, provider="openai_compatible", model="test-model", config=
 
 
 def _chat(call, **kw):
-    return asyncio.run(gateway.chat(call=call, params={"messages": HELLO}, label="t", **kw))
+    return asyncio.run(forward.chat(call=call, params={"messages": HELLO}, label="t", **kw))
 
 
 def _stream(call, **kw):
     async def run():
-        chunks = await gateway.chat_stream(call=call, params={"messages": HELLO}, label="t",
+        chunks = await forward.chat_stream(call=call, params={"messages": HELLO}, label="t",
                                            **kw)
         return [c async for c in chunks]
 
@@ -100,12 +100,12 @@ def test_a_connection_test_without_the_ca_is_unreachable_and_with_it_passes(tls_
     s = ConnectionSettings(provider="openai_compatible", auth_method="api_key",
                            base_url=tls_upstream.openai_url, secrets={"api_key": UPSTREAM_KEY},
                            model="test-model")
-    outcome = client.test_connection(s, timeout=5)
+    outcome = checks.test_connection(s, timeout=5)
     assert (outcome.ok, outcome.error_class) == (False, "unreachable")
     assert "certificate" in outcome.message
     trusted = ConnectionSettings(**{**s.__dict__, "config": {"ca_cert": tls_upstream.ca_pem}})
-    assert client.test_connection(trusted, timeout=5).ok
-    assert client.list_models(trusted, timeout=5)
+    assert checks.test_connection(trusted, timeout=5).ok
+    assert checks.list_models(trusted, timeout=5)
 
 
 def test_an_invalid_ca_cert_is_a_clear_error():
@@ -147,7 +147,7 @@ def test_a_redirect_on_the_direct_path_is_blocked_and_the_target_gets_nothing(re
     source.set_mode("redirect", status=status)
     call = _call(source.openai_url)
     for run in (lambda: _chat(call), lambda: _stream(call),
-                lambda: asyncio.run(gateway.embed(call=_call(source.openai_url,
+                lambda: asyncio.run(forward.embed(call=_call(source.openai_url,
                                                              model="test-embedding"),
                                                   params={"input": ["a"]}, label="t"))):
         with pytest.raises(ProviderCallError) as caught:
@@ -165,7 +165,7 @@ def test_a_redirect_on_litellms_paths_is_blocked_and_the_target_gets_nothing(
     spec = LITELLM_PATHS[name]
     call = _call(source.url + spec["path"], provider=spec["provider"], model=spec["model"],
                  config=spec.get("config"))
-    assert gateway.direct_target(call) is None  # (really through litellm)
+    assert forward.direct_target(call) is None  # (really through litellm)
     with pytest.raises(ProviderCallError) as caught:
         _chat(call)
     _assert_blocked(caught.value, status, target)
@@ -183,12 +183,12 @@ def test_a_redirect_fails_the_connection_test_and_discovery_as_blocked(redirecti
     s = ConnectionSettings(provider=spec["provider"], auth_method="api_key",
                            base_url=source.url + spec["path"], config=spec.get("config") or {},
                            secrets={"api_key": UPSTREAM_KEY}, model=spec["model"])
-    outcome = client.test_connection(s, timeout=5)
+    outcome = checks.test_connection(s, timeout=5)
     assert (outcome.ok, outcome.error_class) == (False, "blocked"), outcome.message
     assert target.url in outcome.message
-    if client.has_live_listing(spec["provider"]):
-        with pytest.raises(client.ProviderError) as caught:
-            client.list_models(s, timeout=5)
+    if checks.has_live_listing(spec["provider"]):
+        with pytest.raises(checks.ProviderError) as caught:
+            checks.list_models(s, timeout=5)
         assert caught.value.error_class == "blocked"
     assert target.request_count == 0
 
@@ -198,10 +198,10 @@ def test_a_redirecting_oauth_token_url_is_blocked_sync_and_async(redirecting, se
     source, target = redirecting
     source.set_mode("redirect", status=307)
     args = dict(token_url=source.token_url, client_id="cid", client_secret="client-secret-0001")
-    with pytest.raises(client.ProviderError) as caught:
+    with pytest.raises(checks.ProviderError) as caught:
         oauth.get_token(**args)
     _assert_blocked(caught.value, 307, target)
-    with pytest.raises(client.ProviderError) as caught:
+    with pytest.raises(checks.ProviderError) as caught:
         asyncio.run(oauth.aget_token(**args))
     _assert_blocked(caught.value, 307, target)
     assert source.requests_to("/oauth/token")
@@ -249,7 +249,7 @@ def test_dns_rebinding_after_the_gateways_pre_check_is_refused(upstream, monkeyp
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    gateway._EGRESS_OK.clear()
+    forward._EGRESS_OK.clear()
     with override_settings(LLMCONN_EGRESS_ALLOW=[]), pytest.raises(ProviderCallError) as caught:
         _chat(_call(f"http://rebind.test:{upstream.port}/v1"))
     assert caught.value.error_class == "blocked" and "127.0.0.1" in caught.value.message
@@ -294,7 +294,7 @@ def test_a_stream_silent_for_longer_than_the_timeout_is_cut_with_a_timeout(upstr
     upstream.set_mode("drip", delay_ms=3000, chunks=3)
 
     async def run():
-        chunks = await gateway.chat_stream(call=_call(upstream.openai_url),
+        chunks = await forward.chat_stream(call=_call(upstream.openai_url),
                                            params={"messages": HELLO}, label="t", timeout=1)
         got = []
         started = time.monotonic()
@@ -327,7 +327,7 @@ def test_a_slow_reader_pauses_the_provider(upstream):
     upstream.endless_padding = 64 * 1024
 
     async def run():
-        chunks = await gateway.chat_stream(call=_call(upstream.openai_url),
+        chunks = await forward.chat_stream(call=_call(upstream.openai_url),
                                            params={"messages": HELLO}, label="t", timeout=5)
         for _ in range(20):
             await chunks.__anext__()
@@ -450,7 +450,7 @@ def _post(port: int, max_bytes: int = 1000) -> bytes:
                                         timeout=5)
         try:
             if response.status >= 300:
-                raise transport.status_error(response, await gateway._bounded_error_body(
+                raise transport.status_error(response, await forward._bounded_error_body(
                     response))
             return await transport.read_body(response, max_bytes)
         finally:

@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from providers import tokens
-from providers.gateway import ProviderCallError, encode_embeddings
+from providers.forward import ProviderCallError, encode_embeddings
 from workspaces import services
 from workspaces.client import Message, WorkspaceClient
 from workspaces.models import UsageRecord

@@ -23,7 +23,7 @@ address checked = address connected to, no redirects, verified TLS with the conn
 (MAX_LIST_RESPONSE_BYTES for listings) within an overall deadline, so an upstream that hangs
 or streams forever costs at most `timeout` seconds (listings `timeout + 5`) and a bounded
 amount of memory. Other providers (Azure, Gemini, Vertex, Bedrock) go through litellm, which
-is handed the transport's clients (providers.gateway._litellm_call).
+is handed the transport's clients (providers.forward._litellm_call).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _litellm():
     """The litellm module, imported on first use and configured to stay quiet."""
     global _litellm_module
     if _litellm_module is None:
-        from .gateway import _litellm as configured
+        from .forward import _litellm as configured
 
         litellm = configured()  # quiet, and its HTTP clients are providers.transport's
         litellm.turn_off_message_logging = True
@@ -143,7 +143,7 @@ async def _with_oauth_retry(s: ConnectionSettings, call):
 def is_embedding_model(model: str) -> bool:
     """True for a model that makes embeddings, not chat: litellm's price table says so (mode
     "embedding"), or its name does ("embed": text-embedding-3-small, nomic-embed-text...)."""
-    from .gateway import model_mode
+    from .forward import model_mode
 
     return "embed" in model.lower() or model_mode(model) == "embedding"
 
@@ -241,7 +241,7 @@ async def _acall(s: ConnectionSettings, model: str, timeout: float) -> None:
             spec.wire == WIRE_OPENAI
             or spec.wire == WIRE_ANTHROPIC and endpoint_for(s, model) == "chat"):
         return await _acall_direct(s, spec, kwargs, model, timeout)
-    from .gateway import _litellm_call
+    from .forward import _litellm_call
     from .transport import CA_CERT
 
     litellm = _litellm()
