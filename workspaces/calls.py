@@ -42,7 +42,7 @@ from llmconn.outage import is_database_outage
 from llmconn.tracing import current_request_id, new_request_id
 from providers import forward as provider_forward
 from providers.errors import RETRYABLE
-from providers.forward import ProviderCallError
+from providers.errors import ProviderError
 
 from . import budgets, services, usage_spool
 from .constants import COOLDOWN_FAILURES, COOLDOWN_SECONDS, COOLDOWN_WINDOW_SECONDS
@@ -74,7 +74,7 @@ class Plan:
     api_key_id: int | None
     endpoint: str  # "chat" | "embeddings"
     candidates: tuple[Resolved, ...]
-    first_call: dict | ProviderCallError | None = None  # litellm kwargs of candidates[0]
+    first_call: dict | ProviderError | None = None  # litellm kwargs of candidates[0]
     revision: int | None = None
     user_id: int | None = None  # who called (usage group_by=user)
     # The call's x-request-id (llmconn.tracing), on each of its usage rows; made here when no
@@ -95,7 +95,7 @@ class Attempt:
 class CallFailed(Exception):
     """Every candidate tried failed (or a non-retryable failure stopped the chain)."""
 
-    def __init__(self, error: ProviderCallError, attempt: Attempt):
+    def __init__(self, error: ProviderError, attempt: Attempt):
         super().__init__(error.message)
         self.error, self.attempt = error, attempt
 
@@ -107,7 +107,7 @@ def plan_call(*, resolved: Resolved, api_key_id: int | None, endpoint: str,
 
     Raises budgets.BudgetExceeded when the workspace's budget (or every candidate's
     connection budget) is used up. `with_call`: also build the first candidate's litellm
-    arguments (may fetch an OAuth token), as a ProviderCallError if that fails.
+    arguments (may fetch an OAuth token), as a ProviderError if that fails.
     """
     chain = resolved.chain
     states = budgets.budgets_for(workspace_id=resolved.workspace_id,
@@ -144,7 +144,7 @@ def plan_call(*, resolved: Resolved, api_key_id: int | None, endpoint: str,
     return plan
 
 
-def _call_kwargs(resolved: Resolved) -> dict | ProviderCallError:
+def _call_kwargs(resolved: Resolved) -> dict | ProviderError:
     try:
         return resolved.call_kwargs()
     except ApplicationError:
@@ -156,7 +156,7 @@ def _call_kwargs(resolved: Resolved) -> dict | ProviderCallError:
 async def _acall_kwargs(resolved: Resolved) -> dict:
     try:
         return await resolved.acall_kwargs()
-    except (ApplicationError, ProviderCallError):
+    except ApplicationError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise provider_forward.classify(exc, label=label(resolved), host=resolved.host) from None
@@ -170,7 +170,7 @@ async def _invoke_refreshing(invoke, resolved: Resolved, call: dict):
 
     try:
         return await invoke(resolved, call)
-    except ProviderCallError as err:
+    except ProviderError as err:
         if err.error_class != AUTH or not await adrop_token(
                 provider=resolved.provider, auth_method=resolved.auth_method,
                 config=resolved.config, secrets=resolved.secrets):
@@ -191,14 +191,14 @@ async def attempt(plan: Plan, invoke: Callable[[Resolved, dict], Awaitable], *,
         current = Attempt(resolved, index + 1, time.perf_counter())
         try:
             if index == 0 and plan.first_call is not None:
-                if isinstance(plan.first_call, ProviderCallError):
+                if isinstance(plan.first_call, ProviderError):
                     raise plan.first_call
                 call = plan.first_call
             else:
                 call = await _acall_kwargs(resolved)
             result = await _invoke_refreshing(invoke, resolved, call)
             current.answered = time.perf_counter()
-        except ProviderCallError as err:
+        except ProviderError as err:
             await record(plan, current, stream=stream, status=err.status,
                          error_class=err.error_class)
             if err.error_class not in RETRYABLE or index == last:

@@ -32,7 +32,7 @@ from asgiref.sync import sync_to_async
 from llmconn import tracing
 from llmconn.errors import ApplicationError
 from providers import forward as provider_forward
-from providers.forward import ProviderCallError
+from providers.errors import ProviderError
 from providers.tokens import Generated, aestimate
 
 from . import calls
@@ -202,7 +202,7 @@ def _tools(tools) -> list[dict] | None:
 
 
 def _error(exc: Exception) -> LLMError:
-    if isinstance(exc, ProviderCallError):
+    if isinstance(exc, ProviderError):
         return LLMError(exc.message, code=exc.code, status=exc.status,
                         error_class=exc.error_class, param=exc.param, type=exc.type)
     if isinstance(exc, GatewayError):
@@ -246,7 +246,7 @@ class WorkspaceClient:
         try:
             plan = await sync_to_async(self._plan_sync)(role, model, endpoint)
             return embeddings_capable(plan) if endpoint == "embeddings" else plan
-        except (ApplicationError, ProviderCallError, GatewayError) as exc:
+        except (ApplicationError, ProviderError, GatewayError) as exc:
             raise _error(exc) from None
 
     @staticmethod
@@ -382,7 +382,7 @@ class WorkspaceClient:
                             yield item
             for item in flush():
                 yield item
-        except ProviderCallError as exc:
+        except ProviderError as exc:
             status, error_class = exc.status, exc.error_class
             yield StreamChunk("error", error=_error(exc))
             return

@@ -26,7 +26,7 @@ from llmconn import tracing
 from llmconn.errors import ApplicationError
 from llmconn.throttling import check_gateway_key, gateway_throttled
 from providers import forward as provider_forward
-from providers.forward import ProviderCallError
+from providers.errors import ProviderError
 from providers.tokens import Generated, aestimate
 
 from . import calls, services
@@ -92,7 +92,7 @@ def _no_retry(status: int, code: str | None) -> bool:
     return code in NO_RETRY_CODES or (400 <= status < 500 and status not in (408, 409, 429))
 
 
-def _provider_error_response(err: ProviderCallError, attempt: calls.Attempt | None
+def _provider_error_response(err: ProviderError, attempt: calls.Attempt | None
                              ) -> JsonResponse:
     headers = {}
     if err.retry_after:
@@ -264,7 +264,7 @@ async def _context_async(authorization: str | None, model: str, endpoint: str,
         # As plan_call(with_call=True), without blocking (an OAuth token is fetched async).
         try:
             plan.first_call = await calls._acall_kwargs(plan.candidates[0])
-        except ProviderCallError as err:
+        except ProviderError as err:
             plan.first_call = err
         return warm
     return await _context_sync(authorization, model, endpoint, warm)
@@ -479,7 +479,7 @@ def _application_error(exc: ApplicationError) -> GatewayError:
 
 # What can stop a call before any provider answered: a bad request, an exhausted budget, a
 # domain refusal (role not configured...), or a failure while resolving (e.g. OAuth token).
-REFUSALS = (GatewayError, BudgetExceeded, ApplicationError, ProviderCallError)
+REFUSALS = (GatewayError, BudgetExceeded, ApplicationError, ProviderError)
 
 
 def _refusal_response(exc: Exception) -> JsonResponse:
@@ -696,7 +696,7 @@ async def chat_completions(request):
                     "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
                               "total_tokens": usage[0] + usage[1]}}) + "\n\n"
             yield "data: [DONE]\n\n"
-        except ProviderCallError as err:
+        except ProviderError as err:
             status, error_class = err.status, err.error_class
             await chunks.aclose()
             await record_once()
@@ -737,7 +737,7 @@ async def embeddings(request):
         # paths, or a provider that ignores encoding_format) are encoded here.
         try:
             provider_forward.encode_embeddings(response, label=_label(attempt.resolved))
-        except ProviderCallError as err:
+        except ProviderError as err:
             await calls.record(plan, attempt, stream=False, status=err.status,
                                error_class=err.error_class, input_tokens=tokens_in)
             return _provider_error_response(err, attempt)

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from providers import forward, transport
-from providers.forward import ProviderCallError, direct_target
+from providers.errors import ProviderError
+from providers.forward import direct_target
 from providers.params import NO_KEY, litellm_kwargs
 from tests.conftest import UPSTREAM_KEY
 
@@ -102,7 +103,7 @@ def test_direct_stream_asks_for_usage_and_yields_chunks(upstream):
 def test_direct_call_failures_are_classified_without_upstream_text(upstream, mode, status, code):
     upstream.set_mode(mode)
     call = _call(base_url=upstream.openai_url)
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         asyncio.run(forward.chat(call=call, params={"messages": HELLO}, label="t"))
     assert (caught.value.status, caught.value.code) == (status, code)
     if mode == 429:
@@ -117,7 +118,7 @@ def test_a_broken_chunk_mid_stream_raises_from_the_iterator(upstream):
         chunks = await forward.chat_stream(call=call, params={"messages": HELLO}, label="t")
         return [c async for c in chunks]
 
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         asyncio.run(run())
     assert caught.value.error_class == "provider_error"
 
@@ -161,7 +162,7 @@ def test_concurrent_calls_all_answer_and_their_connections_are_kept(upstream):
 
 def test_an_answer_past_the_size_cap_is_refused(upstream, monkeypatch):
     monkeypatch.setattr(forward, "MAX_RESPONSE_BYTES", 100)
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         asyncio.run(forward.chat(call=_call(base_url=upstream.openai_url),
                                  params={"messages": HELLO}, label="t"))
     assert caught.value.code == "provider_response_too_large"
@@ -170,7 +171,7 @@ def test_an_answer_past_the_size_cap_is_refused(upstream, monkeypatch):
 def test_an_answer_that_never_ends_is_cut_at_the_deadline(upstream):
     upstream.set_mode("endless", delay_ms=50)
     started = time.monotonic()
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         asyncio.run(forward.chat(call=_call(base_url=upstream.openai_url),
                                  params={"messages": HELLO}, label="t", timeout=0.6))
     assert (caught.value.status, caught.value.error_class) == (504, "timeout")

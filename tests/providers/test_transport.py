@@ -18,7 +18,7 @@ from django.test import override_settings
 
 from providers import checks, forward, oauth, transport
 from providers.checks import ConnectionSettings
-from providers.forward import ProviderCallError
+from providers.errors import ProviderError
 from providers.params import litellm_kwargs
 from tests.conftest import UPSTREAM_KEY
 
@@ -58,7 +58,7 @@ def _stream(call, **kw):
 # --- TLS -------------------------------------------------------------------------------------
 
 def test_a_private_ca_is_refused_without_ca_cert_naming_the_certificate_problem(tls_upstream):
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _chat(_call(tls_upstream.openai_url))
     assert caught.value.error_class == "unreachable"
     assert "certificate" in caught.value.message and "ca_cert" in caught.value.message
@@ -76,7 +76,7 @@ def test_with_the_connections_ca_cert_the_direct_path_works(tls_upstream):
 
 def test_a_certificate_for_another_name_is_refused(upstream_factory, ca):
     other = upstream_factory(name="other", tls=ca, cert_names=("other.test",))
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _chat(_call(other.openai_url, config={"ca_cert": other.ca_pem}))
     assert caught.value.error_class == "unreachable"
     assert "certificate" in caught.value.message
@@ -85,7 +85,7 @@ def test_a_certificate_for_another_name_is_refused(upstream_factory, ca):
 
 def test_anthropic_through_litellm_verifies_tls_with_the_connections_ca(tls_upstream):
     bare = _call(tls_upstream.anthropic_url, provider="anthropic", model="claude-haiku-4-5")
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _chat(bare)
     assert caught.value.error_class == "unreachable" and "certificate" in caught.value.message
     assert tls_upstream.request_count == 0
@@ -150,7 +150,7 @@ def test_a_redirect_on_the_direct_path_is_blocked_and_the_target_gets_nothing(re
                 lambda: asyncio.run(forward.embed(call=_call(source.openai_url,
                                                              model="test-embedding"),
                                                   params={"input": ["a"]}, label="t"))):
-        with pytest.raises(ProviderCallError) as caught:
+        with pytest.raises(ProviderError) as caught:
             run()
         assert caught.value.status == 502
         _assert_blocked(caught.value, status, target)
@@ -166,10 +166,10 @@ def test_a_redirect_on_litellms_paths_is_blocked_and_the_target_gets_nothing(
     call = _call(source.url + spec["path"], provider=spec["provider"], model=spec["model"],
                  config=spec.get("config"))
     assert forward.direct_target(call) is None  # (really through litellm)
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _chat(call)
     _assert_blocked(caught.value, status, target)
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _stream(call)
     _assert_blocked(caught.value, status, target)
     assert source.request_count >= 2  # the source was asked, through our transport
@@ -250,14 +250,14 @@ def test_dns_rebinding_after_the_gateways_pre_check_is_refused(upstream, monkeyp
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
     forward._EGRESS_OK.clear()
-    with override_settings(LLMCONN_EGRESS_ALLOW=[]), pytest.raises(ProviderCallError) as caught:
+    with override_settings(LLMCONN_EGRESS_ALLOW=[]), pytest.raises(ProviderError) as caught:
         _chat(_call(f"http://rebind.test:{upstream.port}/v1"))
     assert caught.value.error_class == "blocked" and "127.0.0.1" in caught.value.message
     assert upstream.request_count == 0
 
 
 def test_an_ip_literal_is_checked_before_anything_is_sent(upstream):
-    with override_settings(LLMCONN_EGRESS_ALLOW=[]), pytest.raises(ProviderCallError) as caught:
+    with override_settings(LLMCONN_EGRESS_ALLOW=[]), pytest.raises(ProviderError) as caught:
         _chat(_call(upstream.openai_url))
     assert caught.value.error_class == "blocked"
     assert upstream.request_count == 0
@@ -298,7 +298,7 @@ def test_a_stream_silent_for_longer_than_the_timeout_is_cut_with_a_timeout(upstr
                                            params={"messages": HELLO}, label="t", timeout=1)
         got = []
         started = time.monotonic()
-        with pytest.raises(ProviderCallError) as caught:
+        with pytest.raises(ProviderError) as caught:
             async for chunk in chunks:
                 got.append(chunk)
         return got, caught.value, time.monotonic() - started
@@ -312,7 +312,7 @@ def test_the_total_stream_cap_ends_an_endless_stream(upstream, settings):
     settings.LLMCONN_STREAM_MAX_SECONDS = 1
     upstream.set_mode("endless", delay_ms=100)
     started = time.monotonic()
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _stream(_call(upstream.openai_url), timeout=5)
     assert caught.value.error_class == "timeout" and time.monotonic() - started < 4
 
@@ -504,7 +504,7 @@ def test_a_header_value_with_a_line_break_is_never_sent(upstream):
 
 def test_an_event_past_the_line_cap_is_refused(upstream, monkeypatch):
     monkeypatch.setattr(transport, "MAX_LINE_BYTES", 20)
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _stream(_call(upstream.openai_url))
     assert caught.value.code == "provider_response_too_large"
 
@@ -517,7 +517,7 @@ def test_an_event_past_the_line_cap_is_refused(upstream, monkeypatch):
 ])
 def test_stream_failures_are_classified(upstream, mode, status, code):
     upstream.set_mode(mode)
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _stream(_call(upstream.openai_url))
     assert (caught.value.status, caught.value.code) == (status, code)
     if mode == 429:
@@ -525,7 +525,7 @@ def test_stream_failures_are_classified(upstream, mode, status, code):
 
 
 def test_nothing_listening_is_unreachable(closed_port_url):
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _stream(_call(closed_port_url))
     assert caught.value.code == "provider_unreachable"
 
@@ -540,7 +540,7 @@ def test_a_redirect_on_litellms_bedrock_path_is_blocked(redirecting):
                                   "us-east-1"},
                           secrets={"aws_secret_access_key": "aws-secret-example"},
                           model="anthropic.claude-3-haiku-20240307-v1:0")
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _chat(call)
     _assert_blocked(caught.value, 307, target)
     assert source.request_count == 1
