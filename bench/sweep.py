@@ -31,7 +31,8 @@ def main() -> None:
     import django
 
     django.setup()
-    from providers.checks import ConnectionSettings, _litellm, test_many
+    from providers.checks import ConnectionSettings, test_many
+    from providers.forward import _litellm
     from tests.upstream import Upstream
 
     up = Upstream(api_keys={"bench-key"}).start()

@@ -68,10 +68,9 @@ def split_litellm_model(value: str, *, base_url: str | None = None) -> tuple[str
     value = (value or "").strip()
     prefix, sep, rest = value.partition("/")
     if sep and prefix in LITELLM_PREFIXES:
-        provider = LITELLM_PREFIXES[prefix]
-        if provider == "openai" and base_url:
-            provider = "openai_compatible"
-        return provider, rest
+        if prefix == "openai" and base_url:  # litellm's openai/ prefix with a server of one's own
+            return "openai_compatible", rest
+        return LITELLM_PREFIXES[prefix], rest
     if base_url:
         return "openai_compatible", value
     if not sep:
@@ -114,6 +113,12 @@ def _ollama_url(raw: str) -> str:
     if not path.endswith("/v1"):
         path += "/v1"  # the OpenAI-compatible API (providers/catalog.py: Ollama)
     return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+# How a base URL variable of another tool becomes ours, by the provider it is read for (the
+# /v1 of Ollama's and LM Studio's OpenAI-compatible API); the others are taken as they are.
+ENV_BASE_URL_FIX = {"lmstudio": _ollama_url}
+OPENHANDS_BASE_URL_FIX = {"ollama": _ollama_url}
 
 
 def plan_from_env(env: Mapping[str, str]) -> tuple[list[Planned], list[str]]:
@@ -205,8 +210,7 @@ def plan_from_env(env: Mapping[str, str]) -> tuple[list[Planned], list[str]]:
         kvar, key = _get(env, key_var) if key_var else ("", "")
         if not (base if base_var else key):
             continue
-        if provider == "lmstudio":
-            base = _ollama_url(base)  # (the same /v1 rule)
+        base = ENV_BASE_URL_FIX.get(provider, str)(base)
         plans.append(Planned(name, provider, "api_key" if key else "none",
                              base_url=base or None,
                              credentials={"api_key": key} if key else {},
@@ -233,8 +237,8 @@ def _openhands_plan(env: Mapping[str, str]) -> Planned | None:
     provider, bare = split_litellm_model(model, base_url=base or None)
     if not provider:
         provider = "openai_compatible" if base else "openai"
-    if provider == "ollama" and base:
-        base = _ollama_url(base)
+    if base:
+        base = OPENHANDS_BASE_URL_FIX.get(provider, str)(base)
     auth = "api_key" if key else "none"
     spec = find_provider(provider)
     if spec is not None and auth not in {m.name for m in spec.auth_methods}:

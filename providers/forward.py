@@ -8,8 +8,9 @@ retries and a timeout, and return OpenAI-shaped dicts. Every failure becomes a
 should see: a provider's 401 is a 502 "provider_auth_failed", never our 401); upstream text
 never reaches the caller (providers.errors writes every sentence).
 
-Providers that speak OpenAI's wire format (`Provider.wire == "openai"` in the catalog: OpenAI,
-OpenAI-compatible servers, Ollama, vLLM, LM Studio, OpenRouter, Groq, ...) are called directly:
+Providers that speak OpenAI's wire format (`OpenAIWireProvider` subclasses in the catalog:
+OpenAI, OpenAI-compatible servers, Ollama, vLLM, LM Studio, OpenRouter, Groq, ...) are called
+directly (the class's `direct_target`):
 the caller's body is forwarded with the model name and the connection's credentials over
 providers.transport (aiohttp behind the egress guard: the address checked is the address
 connected to, no redirects, verified TLS with the connection's CA, size bounds, backpressure).
@@ -46,6 +47,9 @@ _litellm_module = None
 
 
 def _litellm():
+    """The litellm module, imported on first use (the one helper that does: every caller in
+    providers/ uses it): quiet, its HTTP clients are providers.transport's, and it never logs
+    messages (callbacks and its own logging get no prompt or answer text)."""
     global _litellm_module
     if _litellm_module is None:
         import litellm
@@ -54,6 +58,7 @@ def _litellm():
 
         litellm.suppress_debug_info = True  # no "Give Feedback" banners on stdout
         litellm.telemetry = False
+        litellm.turn_off_message_logging = True
         install_litellm(litellm)
         _litellm_module = litellm
     return _litellm_module
@@ -160,51 +165,35 @@ async def check_egress(url: str | None) -> None:
 
 # --- direct calls for OpenAI-wire providers ------------------------------------------------
 
-# Keys of litellm kwargs (providers.params) that a direct OpenAI-wire call knows how to send;
-# a call with any other key (Azure, Bedrock, Vertex...) goes through litellm.
-_DIRECT_KEYS = frozenset({"model", "api_base", "api_key", "extra_headers", "organization",
-                          "llmconn_ca_cert"})
-
-
 class UpstreamStreamError(Exception):
     """An error event inside an upstream SSE stream (classified as a provider error)."""
 
 
-def _openai_prefixes() -> frozenset[str]:
-    global _PREFIXES
-    if _PREFIXES is None:
-        from .base import WIRE_OPENAI, all_providers
-
-        providers = all_providers()
-        other = {p.litellm_prefix for p in providers if p.wire != WIRE_OPENAI}
-        _PREFIXES = frozenset(p.litellm_prefix for p in providers
-                              if p.wire == WIRE_OPENAI) - other
-    return _PREFIXES
+_BY_PREFIX: dict[str, type | None] | None = None
 
 
-_PREFIXES: frozenset[str] | None = None
+def _provider_of(prefix: str):
+    """The provider class whose `direct_target` answers for a litellm model prefix: the one
+    every provider with that prefix shares (`openai/` is OpenAI's, Ollama's and any
+    OpenAI-compatible server's); None when they differ or there is none."""
+    global _BY_PREFIX
+    if _BY_PREFIX is None:
+        from .base import all_providers
+
+        found: dict[str, list] = {}
+        for spec in all_providers():
+            found.setdefault(spec.litellm_prefix, []).append(spec)
+        _BY_PREFIX = {
+            p: specs[0] if len({s.direct_target.__func__ for s in specs}) == 1 else None
+            for p, specs in found.items()}
+    return _BY_PREFIX.get(prefix)
 
 
 def direct_target(call: dict) -> tuple[str, str, dict] | None:
-    """(base URL, model name, headers) when `call` (litellm kwargs) is for an OpenAI-wire
-    provider and can be forwarded without litellm; None otherwise."""
-    model = call.get("model") or ""
-    prefix, sep, name = model.partition("/")
-    base = call.get("api_base")
-    if not sep or not name or not base or prefix not in _openai_prefixes() \
-            or not _DIRECT_KEYS.issuperset(call):
-        return None
-    from .params import NO_KEY
-
-    headers = {}
-    key = call.get("api_key")
-    if key and key != NO_KEY:
-        headers["authorization"] = f"Bearer {key}"
-    if call.get("organization"):
-        headers["openai-organization"] = call["organization"]
-    for header, value in (call.get("extra_headers") or {}).items():
-        headers[str(header).lower()] = value  # replaces ours (e.g. a custom Authorization)
-    return base.rstrip("/"), name, headers
+    """(base URL, model name, headers) when `call` (litellm kwargs) can be forwarded without
+    litellm (the provider class's `direct_target`: OpenAI-wire providers); None otherwise."""
+    spec = _provider_of((call.get("model") or "").partition("/")[0])
+    return spec.direct_target(call) if spec is not None else None
 
 
 def _answer(raw: bytes) -> dict:
