@@ -8,7 +8,6 @@ admin shows that as form errors or a message, never as a 500.
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlencode
 
 from django import forms
@@ -70,14 +69,6 @@ def error_message(exc: Exception) -> str:
     if isinstance(exc, ApplicationError):
         return exc.message
     return " ".join(message for _, message in error_items(exc))
-
-
-QUOTED = re.compile(r"'([A-Za-z0-9_]+)'")
-
-
-def quoted_names(message: str) -> list[str]:
-    """Field names quoted in a catalog message ("'api_version' is required ...")."""
-    return QUOTED.findall(message)
 
 
 class ServiceFormMixin:

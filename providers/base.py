@@ -92,6 +92,10 @@ class AuthMethod:
     label: str
     fields: tuple[Field, ...] = ()
 
+    @property
+    def secret_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.secret)
+
     def as_dict(self) -> dict:
         return {"name": self.name, "label": self.label, "fields": [f.as_dict() for f in self.fields]}
 
