@@ -267,6 +267,16 @@ class DeepSeek(OpenAIWireProvider):
 
 
 @register
+class XAI(OpenAIWireProvider):
+    name = "xai"
+    label = "xAI (Grok)"
+    litellm_prefix = "xai"
+    default_base_url = "https://api.x.ai/v1"
+    models = ("grok-4.3", "grok-4.20", "grok-code-fast-1")
+    docs_url = "https://docs.x.ai/docs/api-reference"
+
+
+@register
 class OpenRouter(OpenAIWireProvider):
     name = "openrouter"
     label = "OpenRouter"
