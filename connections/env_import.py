@@ -60,6 +60,20 @@ LITELLM_PREFIXES = {
 }
 
 
+def _litellm_prefixes() -> dict[str, str]:
+    """LITELLM_PREFIXES plus every OpenAI-wire catalog provider with a litellm prefix of its
+    own (xai/ → xai; a key and a model are all it needs): a provider added to the catalog is
+    recognised without an edit here."""
+    from providers.base import OpenAIWireProvider, all_providers
+
+    owners: dict[str, set[str]] = {}
+    for spec in all_providers():
+        if issubclass(spec, OpenAIWireProvider):
+            owners.setdefault(spec.litellm_prefix, set()).add(spec.name)
+    own = {prefix: names.pop() for prefix, names in owners.items() if len(names) == 1}
+    return {**own, **LITELLM_PREFIXES}
+
+
 def split_litellm_model(value: str, *, base_url: str | None = None) -> tuple[str, str]:
     """(our provider, model) of a litellm-style model string: `anthropic/claude-x` →
     (anthropic, claude-x); a bare name is OpenAI's (Anthropic's for `claude*`); `openai/...`
@@ -67,10 +81,11 @@ def split_litellm_model(value: str, *, base_url: str | None = None) -> tuple[str
     of an OpenAI-compatible connection when a base URL is given, else ("", value)."""
     value = (value or "").strip()
     prefix, sep, rest = value.partition("/")
-    if sep and prefix in LITELLM_PREFIXES:
-        if prefix == "openai" and base_url:  # litellm's openai/ prefix with a server of one's own
+    prefixes = _litellm_prefixes()
+    if sep and prefix in prefixes:
+        if prefix == "openai" and base_url:  # litellm's openai/ prefix, a server of one's own
             return "openai_compatible", rest
-        return LITELLM_PREFIXES[prefix], rest
+        return prefixes[prefix], rest
     if base_url:
         return "openai_compatible", value
     if not sep:

@@ -67,3 +67,13 @@ def test_an_xai_connection_serves_v1_chat(gateway, upstream, xai, make_workspace
     record = UsageRecord.objects.get()
     assert (record.model, record.status_code) == (MODEL, 200)
     assert record.cost is not None and record.cost > 0  # priced as xai/grok-code-fast-1
+
+
+def test_an_xai_model_string_from_another_tool_is_recognised():
+    """OpenHands' LLM_MODEL / per-user llm_model: `xai/...` names the catalog's provider,
+    with no edit of the env import (an OpenAI-wire provider with its own litellm prefix)."""
+    from connections.env_import import split_litellm_model
+
+    assert split_litellm_model("xai/grok-4.3") == ("xai", "grok-4.3")
+    assert split_litellm_model("openai/gpt-4o", base_url="http://h/v1") == (
+        "openai_compatible", "gpt-4o")
