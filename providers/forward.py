@@ -378,12 +378,7 @@ async def chat_stream(*, call: dict, params: dict, label: str, endpoint: str | N
             raise classify(exc, label=label, host=_host(endpoint)) from None
         finally:
             # Closed early (the client went away): release the upstream connection now.
-            closer = getattr(stream, "aclose", None)
-            if closer is not None:
-                try:
-                    await closer()
-                except Exception:  # noqa: BLE001
-                    pass
+            await _aclose(stream)
 
     return chunks()
 
