@@ -100,6 +100,17 @@ async def run(args) -> dict:
         lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
     lines += args.header or []
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    raws = [raw]
+    if args.keys_file:  # one request per key in turn (round-robin over many API keys)
+        with open(args.keys_file) as fh:
+            keys = [k.strip() for k in fh if k.strip()]
+        raws = [("\r\n".join([*lines, f"Authorization: Bearer {k}"]) + "\r\n\r\n").encode()
+                + body for k in keys]
+    turn = [0]
+
+    def next_raw() -> bytes:
+        turn[0] += 1
+        return raws[turn[0] % len(raws)]
 
     loop = asyncio.get_running_loop()
     conns = []
@@ -108,13 +119,13 @@ async def run(args) -> dict:
         conns.append(conn)
 
     # warm-up: every connection, then the requested number spread over them
-    warm = max(args.warmup, args.concurrency)
+    warm = max(args.warmup, args.concurrency) if args.warmup >= 0 else 0
     counter = [warm]
 
     async def warmup(conn):
         while counter[0] > 0:
             counter[0] -= 1
-            await conn.request(raw)
+            await conn.request(next_raw())
 
     await asyncio.gather(*(warmup(c) for c in conns))
 
@@ -135,7 +146,7 @@ async def run(args) -> dict:
                     return
                 remaining[0] -= 1
             try:
-                status, latency, ttfc = await conn.request(raw)
+                status, latency, ttfc = await conn.request(next_raw())
             except Exception:  # noqa: BLE001 - counted, and this connection stops
                 errors[0] += 1
                 return
@@ -178,7 +189,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--requests", type=int, default=0, help="a fixed count instead of --duration")
-    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=50, help="-1: none at all")
+    parser.add_argument("--keys-file", default="",
+                        help="API keys, one a line: each request sends the next one "
+                             "(Authorization header), round-robin")
     parser.add_argument("--stream", action="store_true", help="also report time to first chunk")
     args = parser.parse_args()
     try:

@@ -12,6 +12,11 @@ Each benchmark starts what it needs on 127.0.0.1 and stops it afterwards:
 - `outbound`: the cost of HTTPS to the provider (providers/transport.py): the same /v1 calls
   (c=1 non-streamed, first streamed chunk, c=32) through llmconn to the bench upstream over
   http and over https (a trustme private CA in the connection's `config.ca_cert`).
+- `resolution` (not in the default set): 10,000 workspaces bound to one connection, each with
+  its own API key (created by workspace_bulk_create, timed), called round-robin by key: one key,
+  cold first pass, warm, with an unrelated connection and then the connection they all use
+  edited once a second, a cold call vs a warm one at c=1, the worker's memory, then
+  move-bindings over all the bindings.
 
 PostgreSQL and Redis: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/bench,
 created if missing) and BENCH_REDIS_URL (default redis://127.0.0.1:6379/12). The bench database
@@ -25,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
 import subprocess
@@ -147,16 +151,23 @@ def rss_mb(pid: int) -> float:
 
 
 def loadgen(url: str, *, body: dict | None, headers: list[str], concurrency: int,
-            duration: float, stream: bool = False, method: str = "POST") -> dict:
+            duration: float = 0, stream: bool = False, method: str = "POST",
+            keys_file: str = "", requests: int = 0, warmup: int = 100) -> dict:
     cmd = [PY, str(BENCH / "loadgen.py"), "--url", url, "--method", method,
-           "--concurrency", str(concurrency), "--duration", str(duration), "--warmup", "100"]
+           "--concurrency", str(concurrency), "--duration", str(duration),
+           "--warmup", str(warmup)]
+    if keys_file:
+        cmd += ["--keys-file", keys_file]
+    if requests:
+        cmd += ["--requests", str(requests)]
     if body is not None:
         cmd += ["--body", json.dumps(body)]
     for h in headers:
         cmd += ["--header", h]
     if stream:
         cmd.append("--stream")
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=duration + 120)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                         timeout=duration + 120 + requests / 20)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -530,6 +541,115 @@ def bench_listing(results: dict, *, rows: int = 10_000, duration: float = 5) -> 
                           "errors": result["errors"]}
 
 
+def _keys_file(keys: list[str], name: str) -> str:
+    path = Path(tempfile.gettempdir()) / f"llmconn-bench-keys-{name}.txt"
+    path.write_text("\n".join(keys) + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+class _Editor:
+    """Edits one connection once a second (as an admin at work) in a thread of this process,
+    through the service (so the scopes are bumped as in production)."""
+
+    def __init__(self, connection_id):
+        import threading
+
+        self.connection_id, self.edits = connection_id, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from django.db import connection as db
+
+        from connections.models import Connection
+        from connections.services import connection_update
+
+        while not self._stop.wait(1.0):
+            conn = Connection.objects.get(pk=self.connection_id)
+            connection_update(connection=conn, timeout_seconds=60 + self.edits % 2)
+            self.edits += 1
+        db.close()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_resolution(results: dict, *, workspaces: int = 10_000, duration: float = 10,
+                     concurrency: int = 32, cold_c1: int = 1000) -> None:
+    """Resolution at scale (#23): N workspaces, each bound to the same connection with its own
+    API key, called round-robin by key; bulk creation and move-bindings timed in-process."""
+    django_setup()
+    empty_tables()
+    from connections.services import connection_create, connection_move_bindings
+    from workspaces.services import workspace_bulk_create
+
+    up_port, port = free_port(), free_port()
+    upstream = start([PY, str(BENCH / "upstream.py"), "--port", str(up_port), "--key",
+                      UPSTREAM_KEY], log="resolution-upstream")
+    upstream_url = f"http://127.0.0.1:{up_port}/v1"
+    wait_http(f"{upstream_url}/models", process=upstream)
+    settings = dict(provider="openai_compatible", auth_method="api_key", base_url=upstream_url,
+                    default_model="bench-model", credentials={"api_key": UPSTREAM_KEY})
+    used = connection_create(name="bench-used", **settings)
+    unrelated = connection_create(name="bench-unrelated", **settings)
+    items = [{"name": f"bench-{i:05d}", "bindings": {"chat": {"connection": str(used.pk)}},
+              "api_keys": ["bench"]} for i in range(workspaces)]
+    t0 = time.perf_counter()
+    created = workspace_bulk_create(items=items)
+    create_s = time.perf_counter() - t0
+    keys = [raws[0] for _, raws in created]
+    r = results["resolution"] = {"workspaces": workspaces, "create_s": round(create_s, 2),
+                                 "create_per_s": round(workspaces / create_s, 1)}
+
+    server = start([PY, "-m", "uvicorn", "llmconn.asgi:application", "--host", "127.0.0.1",
+                    "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                    "--no-access-log", "--log-level", "warning"], log="resolution")
+    wait_http(f"http://127.0.0.1:{port}/healthz", process=server)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    r["rss_start_mb"] = rss_mb(server.pid)
+
+    def run(name, keys_file, **kw):
+        print(f"  resolution: {name} ...", flush=True)
+        kw.setdefault("concurrency", concurrency)
+        out = loadgen(url, body=CHAT_BODY, headers=[], keys_file=keys_file, **kw)
+        r[name] = out
+        return out
+
+    # c=1: a cold call (unknown key, unresolved workspace) vs the same calls warm
+    c1_keys = _keys_file(keys[:cold_c1], "c1")
+    run("cold_c1", c1_keys, concurrency=1, requests=cold_c1, warmup=-1)
+    run("warm_c1", c1_keys, concurrency=1, requests=cold_c1, warmup=-1)
+    # c=32: one key; the first pass over the other keys (cold); warm; with edits
+    run("one_key", _keys_file(keys[:1], "one"), duration=duration, warmup=200)
+    rest = keys[cold_c1:]
+    if rest:
+        run("cold_pass", _keys_file(rest, "rest"), requests=len(rest), warmup=-1)
+    all_keys = _keys_file(keys, "all")
+    run("warm", all_keys, duration=duration, warmup=-1)
+    r["rss_warm_mb"] = rss_mb(server.pid)
+    with _Editor(unrelated.pk) as editor:
+        run("edit_unrelated", all_keys, duration=duration, warmup=-1)
+    r["edit_unrelated"]["edits"] = editor.edits
+    with _Editor(used.pk) as editor:
+        run("edit_used", all_keys, duration=duration, warmup=-1)
+    r["edit_used"]["edits"] = editor.edits
+    run("after_edits", all_keys, duration=duration, warmup=-1)
+    r["rss_end_mb"] = rss_mb(server.pid)
+    stop(server)
+    stop(upstream)
+
+    t0 = time.perf_counter()
+    moved = connection_move_bindings(source=used, target=unrelated)
+    r["move_bindings_s"] = round(time.perf_counter() - t0, 2)
+    r["moved_bindings"] = moved["moved_bindings"]
+
+
 # --- report -------------------------------------------------------------------------------------
 
 def machine() -> dict:
@@ -647,6 +767,43 @@ def table(results: dict) -> tuple[str, list[tuple[str, bool]]]:
         row(f"GET /api/v1/connections/ with {li['rows']:,} rows, p50 (ms)", None, li["p50_ms"],
             None, None, "< 30 ms", li["p50_ms"] < 30 and not li["errors"])
         row("  … queries per page", None, li["queries"], None, None, "constant", None)
+    if "resolution" in results:
+        r = results["resolution"]
+        n = f"{r['workspaces']:,}"
+        one = r["one_key"]["rps"]
+
+        def share(name, target):
+            if name not in r:
+                return
+            rps = r[name]["rps"]
+            label = {"cold_pass": f"{n} workspaces, cold first pass",
+                     "warm": f"{n} workspaces, warm",
+                     "edit_unrelated": f"{n} workspaces, unrelated connection edited 1/s",
+                     "edit_used": f"{n} workspaces, the connection all use edited 1/s",
+                     "after_edits": f"{n} workspaces, after the edits"}[name]
+            row(f"{label}: requests/s (× one key)", None, f"{rps} ({rps / one:.2f})", None,
+                None, f"≥ {target:.0%} of one key" if target else "",
+                None if not target else rps >= target * one and not r[name]["errors"])
+
+        row("one key, c=32: requests/s", None, one, None, None, "", None)
+        share("warm", 0.9)
+        share("edit_unrelated", 0.9)
+        share("edit_used", 0.5)
+        share("cold_pass", 0.5)
+        share("after_edits", None)
+        added = r["cold_c1"]["p50_ms"] - r["warm_c1"]["p50_ms"]
+        row("cold call vs warm, c=1: p50 added (ms)", None,
+            f"{_f(added)} ({r['cold_c1']['p50_ms']} vs {r['warm_c1']['p50_ms']})", None, None,
+            "≤ 1.5 ms", added <= 1.5)
+        row(f"web worker RSS, {n} warm workspaces (MB)", None,
+            f"{r['rss_warm_mb']} (start {r['rss_start_mb']})", None, None, "report", None)
+        row(f"workspace_bulk_create: {n} with binding + key (per s)", None, r["create_per_s"],
+            None, None, "≥ 500/s", r["create_per_s"] >= 500)
+        row(f"move-bindings: {r['moved_bindings']:,} bindings, one transaction (s)", None,
+            r["move_bindings_s"], None, None, "< 2 s",
+            r["move_bindings_s"] < 2 if r["moved_bindings"] >= 10_000 else None)
+        errors = sum(r[k]["errors"] for k in r if isinstance(r[k], dict) and "errors" in r[k])
+        row("errors (all resolution runs)", None, errors, None, None, "0", errors == 0)
     return "\n".join(lines), verdicts
 
 
@@ -656,6 +813,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     parser.add_argument("--note", default="", help="a sentence recorded with the results")
+    parser.add_argument("--workspaces", type=int, default=0,
+                        help="resolution: how many workspaces (default 10,000; 2,000 --quick)")
     args = parser.parse_args()
 
     before = machine()
@@ -675,6 +834,10 @@ def main() -> None:
                 bench_sweep(results, connections=200 if args.quick else 1000)
             elif name == "rotation":
                 bench_rotation(results, rows=10_000 if args.quick else 100_000)
+            elif name == "resolution":
+                bench_resolution(results, workspaces=args.workspaces or (
+                    2_000 if args.quick else 10_000), duration=duration,
+                    cold_c1=min(1000, (args.workspaces or 10_000) // 2))
             elif name == "listing":
                 bench_listing(results, rows=2_000 if args.quick else 10_000,
                               duration=2 if args.quick else 5)

@@ -38,11 +38,11 @@ from django.utils import timezone
 from audit.services import audit_record, secret_fingerprints
 from llmconn import metrics
 from llmconn.errors import NotFound, ServiceUnavailable, ValidationFailed
+from llmconn.versions import bump_connections
 from providers import checks
 from providers.base import EMBEDDINGS, find_provider, host_of
 from providers.errors import ProviderError, classify
 from providers.validation import config_with_defaults, validate_connection_settings
-from workspaces.services import invalidate_for_connection
 
 from .models import (
     Connection,
@@ -522,7 +522,7 @@ def connection_discover_models_run(*, test_id) -> ConnectionTest | None:
 def _store_models(connection_id, model_ids: list[str], *, source: str) -> None:
     now = timezone.now()
     model_ids = sorted({m[:300] for m in model_ids})
-    DiscoveredModel.objects.filter(connection_id=connection_id).exclude(
+    removed, _ = DiscoveredModel.objects.filter(connection_id=connection_id).exclude(
         model_id__in=model_ids).delete()
     existing = set(DiscoveredModel.objects.filter(connection_id=connection_id)
                    .values_list("model_id", flat=True))
@@ -533,7 +533,12 @@ def _store_models(connection_id, model_ids: list[str], *, source: str) -> None:
                         metadata={"source": source})
         for m in model_ids if m not in existing
     ])
-    invalidate_for_connection(connection_id)  # the gateway accepts the new model names
+    if removed or set(model_ids) - existing:
+        # The gateway accepts the new model names (an unchanged list changes nothing cached):
+        # updated_at tells processes the connection's models changed (not `revision`, which
+        # tests of its settings are matched against).
+        Connection.objects.filter(pk=connection_id).update(updated_at=now)
+        bump_connections(connection_id)
 
 
 # --- reaper ------------------------------------------------------------------------------------

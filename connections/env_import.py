@@ -20,7 +20,7 @@ Variables read:
   EMBEDDING_MODEL_PREF (embedding)
 - OpenHands' names (when LLM_PROVIDER is not set): LLM_MODEL as litellm writes it
   (`anthropic/claude-sonnet-4-5`, `openai/gpt-4o`, bare `gpt-4o`), LLM_API_KEY, LLM_BASE_URL:
-  one connection `openhands-env` and the chat default. The mapping table is in the README.
+  one connection `openhands-env` and the chat default. The mapping is in docs/people.md.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def env_import(*, env: Mapping[str, str], update: bool = False, actor=None) -> t
     if not plans:
         lines.append("No legacy variables found (OPENAI_API_KEY, ANTHROPIC_API_KEY, "
                      "AZURE_OPENAI_API_KEY, OLLAMA_BASE_URL, OPENROUTER_API_KEY, AnythingLLM's "
-                     "or OpenHands' names; see the README): nothing to do.")
+                     "or OpenHands' names; see docs/people.md): nothing to do.")
         return lines, False, not notes
 
     imported: dict[str, Connection] = {}

@@ -25,8 +25,8 @@ from django.utils import timezone
 
 from audit.services import audit_record, secret_fingerprints
 from llmconn.errors import Conflict, ValidationFailed
+from llmconn.versions import bump_connections
 from providers.validation import validate_connection_settings
-from workspaces.services import invalidate_for_connection
 
 from .models import Connection, ConnectionStatus, ErrorClass
 from .secrets import make_hint
@@ -195,7 +195,7 @@ def _finish(*, connection: Connection, candidate: dict, sent: dict, result: Secr
                  changed_fields=changed, secret_fingerprints=fingerprints,
                  extra={"previous_expires_at": expires.isoformat() if expires else None,
                         "latency_ms": result.latency_ms})
-    invalidate_for_connection(current.pk)
+    bump_connections(current.pk)
     return RotationOutcome(connection=current, promoted=True, test=result,
                            previous_expires_at=expires)
 
@@ -257,7 +257,7 @@ def connection_rollback_secret(*, connection: Connection, actor=None) -> Connect
     audit_record(action="connection.rollback_secret", target=current, actor=actor,
                  changed_fields=[f"credentials.{k}" for k in sorted(restored)],
                  secret_fingerprints=secret_fingerprints(restored))
-    invalidate_for_connection(current.pk)
+    bump_connections(current.pk)
     return current
 
 

@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-from django.db.models import (
-    Count,
-    F,
-    Func,
-    IntegerField,
-    OuterRef,
-    Prefetch,
-    QuerySet,
-    Subquery,
-    TextField,
-    Value,
-)
-from django.db.models.functions import Cast, Coalesce, Replace
+from django.db.models import Count, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from .models import Connection, ConnectionTest, DiscoveredModel, JobKind
 
@@ -43,30 +32,15 @@ def _count_of(model, field: str = "connection"):
     return Coalesce(Subquery(counts, output_field=IntegerField()), Value(0))
 
 
-def _fallback_count():
-    """A correlated count of the workspace bindings listing the outer connection among their
-    fallbacks (JSON searched as text; hyphens dropped because SQLite stores UUIDs without)."""
-    from workspaces.models import WorkspaceBinding
-
-    def bare(expression):
-        return Replace(Cast(expression, TextField()), Value("-", output_field=TextField()),
-                       Value("", output_field=TextField()), output_field=TextField())
-
-    counts = (WorkspaceBinding.objects.annotate(fallback_ids=bare("fallbacks"))
-              .filter(fallback_ids__contains=bare(OuterRef("pk")))
-              .order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n"))
-    return Coalesce(Subquery(counts, output_field=IntegerField()), Value(0))
-
-
 def connection_list_detailed(*, active_only: bool = False) -> QuerySet[Connection]:
     """Connections with `used_by_count`, `models_count` and `latest_tests` ([newest test] or []).
 
-    `used_by_count` counts workspace bindings (as connection or fallback) and system defaults
-    (what `dependents` lists).
+    `used_by_count` counts what `connection_dependents` lists (workspace bindings as connection
+    or fallback, system defaults: connections.dependents).
     A constant number of queries whatever the number of rows: one for the rows and counts, one
     for the newest test of every connection on the page (a window-sliced prefetch).
     """
-    from workspaces.models import SystemDefault, WorkspaceBinding
+    from .dependents import used_by_count
 
     newest_test = (ConnectionTest.objects.filter(kind=JobKind.TEST).only(*LAST_TEST_FIELDS)
                    .order_by("-created_at", "-id")[:1])
@@ -75,8 +49,7 @@ def connection_list_detailed(*, active_only: bool = False) -> QuerySet[Connectio
         # Rotation staging secrets are never shown in a listing: do not decrypt them.
         .defer("pending_secrets", "previous_secrets")
         .annotate(
-            used_by_count=_count_of(WorkspaceBinding) + _count_of(SystemDefault)
-            + _fallback_count(),
+            used_by_count=used_by_count(),
             models_count=_count_of(DiscoveredModel),
         )
         .prefetch_related(Prefetch("tests", queryset=newest_test, to_attr="latest_tests"))
@@ -86,11 +59,12 @@ def connection_list_detailed(*, active_only: bool = False) -> QuerySet[Connectio
 def connection_dependents(*, connection: Connection) -> list[dict]:
     """The workspace bindings that use a connection: [{"workspace", "role", ...}].
 
-    The single place connections ask where they are used.
+    The single place connections ask where they are used (answered by the apps registered in
+    connections.dependents).
     """
-    from workspaces.selectors import bindings_using_connection
+    from .dependents import dependents
 
-    return bindings_using_connection(connection=connection)
+    return dependents(connection=connection)
 
 
 def connection_health_metrics():

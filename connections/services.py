@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, ProtectedError, RestrictedError
-from django.utils import timezone
+from django.db.models import ProtectedError, RestrictedError
 
 from audit.services import audit_record, secret_fingerprints
 from llmconn.errors import Conflict, NotFound, ValidationFailed
-from providers.base import CHAT, EMBEDDINGS, all_presets, find_provider, get_preset
+from llmconn.versions import bump_connections
+from providers.base import all_presets, find_provider, get_preset
 from providers.validation import validate_base_url
-from workspaces.services import invalidate_for_connection
 
+from . import dependents
 from .models import Connection
 from .secrets import looks_masked, make_hint
 from .selectors import connection_dependents
@@ -153,6 +153,8 @@ def connection_create(
     )
     if is_default:
         connection_set_default(connection=connection, actor=actor)
+    else:  # (a resolution that failed for want of a connection is retried: the epoch moves)
+        bump_connections(connection.pk)
     return connection
 
 
@@ -274,7 +276,7 @@ def connection_update(
         extra={"credentials_removed": sorted(k for k, v in credentials.items() if v is None)}
         if any(v is None for v in credentials.values()) else None,
     )
-    invalidate_for_connection(current.pk)
+    bump_connections(current.pk)
     return current
 
 
@@ -297,7 +299,7 @@ def connection_delete(*, connection: Connection, actor=None) -> None:
             current.delete()
             audit_record(action="connection.delete", target=target, actor=actor,
                          extra={"provider": current.provider})
-            invalidate_for_connection(target[1])
+            bump_connections(target[1])
     except (ProtectedError, RestrictedError) as exc:
         # Something else protects it (a row added since the check above, or a model that
         # connection_dependents does not know yet): refuse as a conflict, not a 500.
@@ -334,8 +336,9 @@ def connection_set_default(*, connection: Connection, actor=None) -> Connection:
         audit_record(action="connection.set_default", target=current, actor=actor,
                      extra={"unchanged": True})
         return current
-    previous = list(Connection.objects.filter(provider=current.provider, is_default=True)
-                    .exclude(pk=current.pk).values_list("name", flat=True))
+    previous_rows = list(Connection.objects.filter(provider=current.provider, is_default=True)
+                         .exclude(pk=current.pk).values_list("pk", "name"))
+    previous = [name for _, name in previous_rows]
     Connection.objects.filter(provider=current.provider, is_default=True).exclude(
         pk=current.pk).update(is_default=False)
     try:
@@ -350,7 +353,8 @@ def connection_set_default(*, connection: Connection, actor=None) -> Connection:
     current.refresh_from_db()
     audit_record(action="connection.set_default", target=current, actor=actor,
                  changed_fields=["is_default"], extra={"previous_default": previous})
-    invalidate_for_connection(current.pk)
+    # What resolved through the provider's default now resolves elsewhere: both scopes.
+    bump_connections(current.pk, *[pk for pk, _ in previous_rows])
     return current
 
 
@@ -394,22 +398,14 @@ def connection_create_from_preset(
     )
 
 
-# Which catalog capability a workspace role needs from the connection it is bound to.
-_ROLE_CAPABILITY = {"chat": CHAT, "agent": CHAT, "embedding": EMBEDDINGS}
-
-
 @transaction.atomic
 def connection_move_bindings(*, source: Connection, target: Connection, actor=None) -> dict:
-    """Move every workspace binding, fallback and system default of `source` to `target`,
-    all at once.
+    """Move every use of `source` (workspace bindings, fallbacks, system defaults: whatever the
+    apps using connections registered in connections.dependents) to `target`, all at once.
 
-    Bumps the `revision` of every workspace whose resolution changes (all of them when a
-    system default moves); the connections themselves are not changed. Returns counts and the
-    slugs of the workspaces whose own bindings moved.
+    The connections themselves are not changed. Returns counts and the slugs of the workspaces
+    whose own bindings moved.
     """
-    from workspaces.models import SystemDefault, Workspace, WorkspaceBinding
-    from workspaces.selectors import bindings_with_fallback
-
     if source.pk == target.pk:
         raise ValidationFailed(
             "A connection's bindings cannot be moved to itself: choose another connection.",
@@ -435,68 +431,15 @@ def connection_move_bindings(*, source: Connection, target: Connection, actor=No
             f"Connection {target.name!r} is inactive: activate it before moving bindings to it.",
             fields={"to": ["Must be an active connection."]},
         )
-    bindings = list(WorkspaceBinding.objects.select_for_update()
-                    .filter(connection_id=source.pk).select_related("workspace"))
-    defaults = list(SystemDefault.objects.select_for_update().filter(connection_id=source.pk))
-    with_fallback = bindings_with_fallback(connection_id=source.pk)
-    list(WorkspaceBinding.objects.select_for_update()
-         .filter(pk__in=[b.pk for b in with_fallback]).values_list("pk", flat=True))
-
-    spec = target.spec
-    capabilities = spec.capabilities if spec else frozenset()
-    missing = sorted({row.role for row in [*bindings, *defaults, *with_fallback]
-                      if _ROLE_CAPABILITY.get(row.role, CHAT) not in capabilities})
-    if missing:
-        raise ValidationFailed(
-            f"Connection {target.name!r} cannot serve the role(s) {', '.join(missing)} "
-            f"(its provider offers: {', '.join(sorted(capabilities)) or 'nothing'}).",
-            code="capability_missing",
-            fields={"to": [f"Cannot serve: {', '.join(missing)}."]},
-        )
-
-    now = timezone.now()
-    WorkspaceBinding.objects.filter(pk__in=[b.pk for b in bindings]).update(
-        connection_id=target.pk, updated_at=now)
-    SystemDefault.objects.filter(pk__in=[d.pk for d in defaults]).update(
-        connection_id=target.pk, updated_at=now)
-    moved_ids = {b.pk for b in bindings}
-    for binding in with_fallback:
-        primary = target.pk if binding.pk in moved_ids else binding.connection_id
-        WorkspaceBinding.objects.filter(pk=binding.pk).update(
-            fallbacks=_moved_fallbacks(binding.fallbacks, source=source.pk, target=target.pk,
-                                       primary=primary, primary_model=binding.model),
-            updated_at=now)
-    # Workspaces that bind a role to no connection resolve through the system defaults, so a
-    # moved default can change any of them.
-    affected = Workspace.objects.all() if defaults else Workspace.objects.filter(
-        pk__in={b.workspace_id for b in [*bindings, *with_fallback]})
-    affected.update(revision=F("revision") + 1, updated_at=now)
+    moved = dependents.move(source=locked[source.pk], target=target, actor=actor)
+    counts = {k: moved.get(f"moved_{k}", 0) for k in ("bindings", "system_defaults", "fallbacks")}
     audit_record(
         action="connection.move_bindings", target=locked[source.pk], actor=actor,
-        changed_fields=["bindings"] + (["system_defaults"] if defaults else []),
-        extra={"to": str(target.pk), "to_name": target.name, "bindings": len(bindings),
-               "system_defaults": len(defaults), "fallbacks": len(with_fallback)},
+        changed_fields=["bindings"] + (["system_defaults"] if counts["system_defaults"] else []),
+        extra={"to": str(target.pk), "to_name": target.name, **counts},
     )
-    invalidate_for_connection(source.pk)
-    return {
-        "moved_bindings": len(bindings),
-        "moved_system_defaults": len(defaults),
-        "moved_fallbacks": len(with_fallback),
-        "workspaces": sorted({b.workspace.slug for b in [*bindings, *with_fallback]}),
-        "to": target.pk,
-    }
-
-
-def _moved_fallbacks(fallbacks, *, source, target, primary, primary_model) -> list[dict]:
-    """A binding's fallbacks with `source` replaced by `target`; an entry that now repeats the
-    binding's own connection and model, or an earlier entry, is dropped."""
-    result, seen = [], {(str(primary), primary_model or None)}
-    for item in fallbacks or []:
-        connection = str(target) if str(item.get("connection")) == str(source) \
-            else str(item.get("connection"))
-        entry = {"connection": connection, "model": item.get("model")}
-        if (connection, entry["model"] or None) in seen:
-            continue
-        seen.add((connection, entry["model"] or None))
-        result.append(entry)
-    return result
+    bump_connections(source.pk)
+    return {"moved_bindings": counts["bindings"],
+            "moved_system_defaults": counts["system_defaults"],
+            "moved_fallbacks": counts["fallbacks"],
+            "workspaces": moved.get("workspaces", []), "to": target.pk}

@@ -4,7 +4,7 @@ Embedded defaults make a first run work with nothing installed but Python: SQLit
 `var/`, Celery eager (no broker), local-memory cache, and, only with DEBUG on, a development
 SECRET_KEY and Fernet key generated into `var/`. Production values that are missing stop
 start-up with ImproperlyConfigured naming the variable to set.
-See https://docs.djangoproject.com/en/5.2/ref/settings/ and ../README.md ("Settings").
+See https://docs.djangoproject.com/en/5.2/ref/settings/ and docs/settings.md.
 """
 
 import os

@@ -9,7 +9,7 @@ still sends SNI for the name and verifies the certificate against it. IP-literal
 aiohttp never resolves) are checked in `send` before the request. Everything else (HTTP/1.1,
 chunked bodies, keep-alive pools, TLS) is aiohttp's.
 
-The policy, set here once for every caller (README "Security"):
+The policy, set here once for every caller (docs/security.md):
 - redirects are never followed: `allow_redirects=False` on every request, and a 3xx answer
   raises `RedirectRefused` (error class `blocked`) naming its target; nothing is sent there;
 - TLS verification is always on: system roots + certifi, plus the connection's

@@ -19,3 +19,16 @@ class WorkspacesConfig(AppConfig):
 
         if embedding_models_of not in EMBEDDING_USES:
             EMBEDDING_USES.append(embedding_models_of)
+
+        # Workspaces use connections: tell the connections app where (it imports nothing from
+        # here; layers point one way).
+        from connections import dependents
+
+        from . import selectors, services
+
+        dependents.register(dependents.User(
+            name="workspaces",
+            dependents=selectors.bindings_using_connection,
+            count=selectors.connection_use_count,
+            move=services.bindings_move,
+        ))

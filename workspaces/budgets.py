@@ -4,9 +4,9 @@ A budget caps the cost or the tokens (input + output) of a workspace's or a conn
 per UTC calendar day or month (models.Budget). Checking it must not cost a database query per
 call, so:
 
-- Every process keeps the active budgets in memory (`_BUDGETS`), reloaded when the revision
-  stamp moves (the budget services bump it, resolution.bump_revision) or after
-  RESOLUTION_MAX_AGE_SECONDS.
+- Every process keeps the active budgets in memory (`_BUDGETS`), reloaded when the budgets'
+  version moves (the budget services bump it, llmconn.versions.BUDGETS) or after
+  the maximum age of cached entries (constants).
 - Spending is one integer per (target, period start, metric) in the shared cache
   (`spend_key`): tokens, or cost in units of 1e-8 (the precision of UsageRecord.cost). After a
   call's UsageRecord is written the counters of the budgets that apply are incremented
@@ -39,12 +39,17 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from llmconn import versions
 from llmconn.errors import ApplicationError
 
-from .constants import RESOLUTION_MAX_AGE_SECONDS
+from .constants import RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS
 from .models import Budget, BudgetMetric, BudgetPeriod, BudgetScope, UsageRecord
 
 logger = logging.getLogger(__name__)
+
+
+def _max_age() -> float:
+    return versions.max_age(RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS)
 
 COST_UNITS = 10 ** 8  # counters hold cost in 1e-8 currency units (UsageRecord.cost precision)
 _TTL = {BudgetPeriod.DAY: 3 * 86400, BudgetPeriod.MONTH: 40 * 86400}
@@ -170,11 +175,20 @@ def _load() -> dict:
     return {k: tuple(v) for k, v in found.items()}
 
 
-def active_budgets(revision: int | None) -> dict:
+def _version(revision) -> int | None:
+    """The budgets' version (llmconn.versions.BUDGETS) in a call's versions (None: unknown)."""
+    if revision is None:
+        return None
+    return revision.get(versions.BUDGETS)
+
+
+def active_budgets(revision) -> dict:
     """{(scope, target id): (BudgetState, ...)} of every active budget, from memory while the
-    revision stamp has not moved (a database query otherwise)."""
+    budgets' version has not moved (a database query otherwise). `revision`: the call's
+    llmconn.versions.Versions."""
     cached_revision, loaded_at, budgets = _BUDGETS
-    fresh = time.monotonic() - loaded_at < RESOLUTION_MAX_AGE_SECONDS
+    fresh = time.monotonic() - loaded_at < _max_age()
+    revision = _version(revision)  # read before the query
     if revision is not None and cached_revision == revision and fresh:
         return budgets
     budgets = _load()
@@ -184,10 +198,11 @@ def active_budgets(revision: int | None) -> dict:
     return budgets
 
 
-def cached_budgets(revision: int) -> dict | None:
+def cached_budgets(revision) -> dict | None:
     """`active_budgets(revision)` from memory only; None when it would need a query."""
     cached_revision, loaded_at, budgets = _BUDGETS
-    if cached_revision != revision or time.monotonic() - loaded_at >= RESOLUTION_MAX_AGE_SECONDS:
+    if (cached_revision is None or cached_revision != revision.values.get(versions.BUDGETS)
+            or time.monotonic() - loaded_at >= _max_age()):
         return None
     return budgets
 
@@ -197,7 +212,7 @@ def clear_local_cache() -> None:
     _BUDGETS[:] = [None, 0.0, {}]
 
 
-def budgets_for(*, workspace_id, connection_ids=(), revision: int | None = None
+def budgets_for(*, workspace_id, connection_ids=(), revision=None
                 ) -> list[BudgetState]:
     """The active budgets of a workspace and of the given connections."""
     budgets = active_budgets(revision)
@@ -267,8 +282,7 @@ def exceeded(state: BudgetState, used_units: int) -> BudgetExceeded | None:
 
 
 def add_usage(*, workspace_id, connection_id, input_tokens: int, output_tokens: int,
-              cost: Decimal | None, revision: int | None = None,
-              recorded: bool = True) -> None:
+              cost: Decimal | None, revision=None, recorded: bool = True) -> None:
     """Count one recorded call in the counters of the budgets it falls under (after its
     UsageRecord was written: a rebuilt counter already includes it; `recorded=False`: its row
     is in the usage spool, so a rebuilt counter adds it)."""

@@ -1,18 +1,24 @@
 """Constants of the workspaces app: cache keys, API key format, limits."""
 
-# One revision stamp in the shared cache for everything a resolution depends on (workspaces,
-# bindings, system defaults, connections, API keys). Any change increments it; each process
-# keeps its resolved bindings and API keys in memory and re-resolves when the stamp moves.
-REVISION_CACHE_KEY = "llmconn:rev"
+# The global stamp in the shared cache: every cached resolution and API key depends on it (and
+# on the versions of its own scopes, llmconn/versions.py); bumped only by changes that may alter
+# what any workspace resolves.
+REVISION_CACHE_KEY = "llmconn:rev"  # = llmconn.versions.GLOBAL
 
-# A cached resolution is also re-read from the database after this many seconds, whatever the
-# stamp says: a safety net for a flushed or unshared cache (e.g. local-memory cache with several
-# processes), not the mechanism edits rely on.
+# A cached resolution, API key or budget list is also re-read from the database after this many
+# seconds, whatever the versions say: a safety net, not the mechanism edits rely on. Without a
+# shared cache (local-memory cache, several processes) it is all there is: one minute. With
+# Redis it only bounds the life of an entry whose change could not be announced (Redis down at
+# that moment, logged as an error): ten minutes, so that thousands of workspaces called less
+# often than once a minute each stay warm (a one-minute life made one call in six cold at
+# 10,000 workspaces and 1,000 calls/s).
 RESOLUTION_MAX_AGE_SECONDS = 60
+SHARED_RESOLUTION_MAX_AGE_SECONDS = 600
 
-# In-process cache sizes: beyond them the cache is emptied (cheap, and bounds memory).
-MAX_CACHED_RESOLUTIONS = 5000
-MAX_CACHED_KEYS = 10000
+# In-process cache sizes: beyond them the cache is emptied (cheap, and bounds memory). Sized for
+# tens of thousands of workspaces (one entry per role called; see bench/RESULTS.md for memory).
+MAX_CACHED_RESOLUTIONS = 100_000
+MAX_CACHED_KEYS = 100_000
 
 API_KEY_PREFIX = "lck_"
 API_KEY_RANDOM_BYTES = 32  # token_urlsafe(32): 43 url-safe characters

@@ -227,15 +227,16 @@ def _context(authorization: str | None, model: str, endpoint: str,
     """Authenticate, resolve, check budgets and plan the call (sync: may query the database,
     fetch an OAuth token). `counted`: (key id, wait) when the warm path already counted this
     call in that key's throttle (not counted twice)."""
-    revision = current_revision()
     raw = bearer_token(authorization)
+    revision = current_revision(*_scopes_of(raw))
     if raw is None:
         raise GatewayError(401, "Missing API key: send `Authorization: Bearer lck_...` with a "
                            "workspace API key.", code="missing_api_key")
     identity = authenticate_key(raw, revision=revision)
     if identity is None:
         raise GatewayError(401, "Invalid or revoked API key.", code="invalid_api_key")
-    services.api_key_touch(api_key_id=identity.key_id)
+    services.api_key_touch_later(api_key_id=identity.key_id)
+    services.api_key_touch_flush(if_due=True)
     if counted is not None and counted[0] == identity.key_id:
         if counted[1] is not None:
             raise gateway_throttled(counted[1])
@@ -246,6 +247,23 @@ def _context(authorization: str | None, model: str, endpoint: str,
     plan = calls.plan_call(resolved=resolved, api_key_id=identity.key_id, endpoint=endpoint,
                            revision=revision, user_id=identity.user_id)
     return identity, plan
+
+
+def _scopes_of(raw_key: str | None) -> list[str]:
+    """The cache scopes a call with this key will check (read in the call's first round trip):
+    the key's, and those of its workspace's cached resolutions when the key is known."""
+    from llmconn import versions
+
+    from .keys import cached_identity
+    from .resolution import cached_scopes
+    from .services import hash_api_key
+
+    if not raw_key or len(raw_key) > 200:
+        return []
+    hit = cached_identity(raw_key)
+    if hit is None:
+        return [versions.key(hash_api_key(raw_key))]
+    return [*(s for s, _ in hit[0]), *cached_scopes(hit[1].scope_id)]
 
 
 _context_sync = sync_to_async(_context)
@@ -261,21 +279,50 @@ async def _context_async(authorization: str | None, model: str, endpoint: str,
     warm = _context_warm(authorization, model, endpoint, check)
     if isinstance(warm, tuple) and len(warm) == 2 and isinstance(warm[1], calls.Plan):
         plan = warm[1]
+        services.api_key_touch_later(api_key_id=warm[0].key_id)
+        if services.api_key_touch_pending():
+            _schedule_touch_flush()
         # As plan_call(with_call=True), without blocking (an OAuth token is fetched async).
         try:
             plan.first_call = await calls._acall_kwargs(plan.candidates[0])
         except ProviderError as err:
             plan.first_call = err
         return warm
-    return await _context_sync(authorization, model, endpoint, warm)
+    try:
+        return await _context_sync(authorization, model, endpoint, warm)
+    finally:
+        if services.api_key_touch_pending():
+            _schedule_touch_flush()
+
+
+_TOUCH_FLUSHES: set = set()  # (references to the running flush tasks)
+
+
+def _schedule_touch_flush() -> None:
+    """Write the last-used times queued by calls in a second, in one UPDATE on the sync thread,
+    without holding any call up (one pending flush at a time)."""
+    if _TOUCH_FLUSHES:
+        return
+
+    async def flush():
+        await asyncio.sleep(1.0)
+        try:
+            await sync_to_async(services.api_key_touch_flush)()
+        except Exception:  # noqa: BLE001 - a last-used time is not worth an error
+            logger.warning("Could not write API keys' last-used times.", exc_info=True)
+
+    task = asyncio.get_running_loop().create_task(flush())
+    _TOUCH_FLUSHES.add(task)
+    task.add_done_callback(_TOUCH_FLUSHES.discard)
 
 
 class WarmCheck:
     """The warm path's one Redis round trip, started before the request body is parsed.
 
-    When this process already knows a request's API key, the revision stamp and the key's
-    throttle count are asked for as soon as the view starts (`start` schedules the pipeline on
-    the event loop with redis.asyncio), and the replies are awaited once the body is checked
+    When this process already knows a request's API key, the versions of the cache scopes its
+    cached key and resolutions depend on (one MGET, llmconn.versions) and the key's throttle
+    count are asked for as soon as the view starts (`start` schedules the round trip on the
+    event loop with redis.asyncio), and the replies are awaited once the body is checked
     (`areplies`): the round trip overlaps that work instead of adding to it, and a slow Redis
     never blocks the event loop (other streams keep flowing). Nothing goes to a provider
     before the replies are read, so an edit, a revoked key or a throttled key still takes
@@ -286,34 +333,40 @@ class WarmCheck:
     path, which knows what to do.
     """
 
-    __slots__ = ("hit", "window", "_client", "_throttle_key", "_task", "_replies")
+    __slots__ = ("hit", "window", "scopes", "_client", "_throttle_key", "_task", "_replies")
 
-    def __init__(self, hit, window, client, throttle_key, task):
+    def __init__(self, hit, window, client, throttle_key, task, scopes=()):
         self.hit, self.window, self._client = hit, window, client
         self._throttle_key, self._task = throttle_key, task
+        self.scopes = scopes
         self._replies: list | None = None
 
     @classmethod
     def start(cls, authorization: str | None) -> WarmCheck | None:
         """Start the round trip for a key this process knows; None when the call cannot take
-        the warm path anyway (unknown key, last-used write due, no Redis)."""
+        the warm path anyway (unknown key, no Redis). A last-used write due is queued
+        (services.api_key_touch_later), not a reason to leave the warm path."""
+        from llmconn import versions
         from llmconn.rediscache import async_client_and_key
         from llmconn.throttling import gateway_window, window_commands
 
-        from .constants import REVISION_CACHE_KEY
         from .keys import cached_identity
+        from .resolution import cached_scopes
 
         hit = cached_identity(bearer_token(authorization))
-        if hit is None or services.api_key_touch_due(hit[1].key_id):
+        if hit is None:
             return None
+        scopes = list(dict.fromkeys([*(s for s, _ in hit[0]),
+                                     *cached_scopes(hit[1].scope_id)]))
         try:
-            client, stamp_key = async_client_and_key(REVISION_CACHE_KEY)
+            client, _ = async_client_and_key(versions.GLOBAL)
+            _, version_keys = versions.full_keys(scopes)
         except Exception:  # noqa: BLE001 - Redis trouble: the sync path knows what to do
             return None
-        if client is None:
+        if client is None or version_keys is None:
             return None
         window = gateway_window(hit[1].key_id)
-        commands: list[tuple] = [("GET", stamp_key)]
+        commands: list[tuple] = [("MGET", *version_keys)]
         throttle_key = None
         if window is not None:
             _, throttle_key = async_client_and_key(window[0])
@@ -334,10 +387,10 @@ class WarmCheck:
                 await pool.release(conn)
 
         task = asyncio.get_running_loop().create_task(round_trip())
-        return cls(hit, window, client, throttle_key, task)
+        return cls(hit, window, client, throttle_key, task, scopes)
 
     async def areplies(self) -> list | None:
-        """[stamp, (SET reply, count)]; None when Redis failed."""
+        """[[version of each scope], (throttle replies...)]; None when Redis failed."""
         task, self._task = self._task, None
         if task is not None:
             try:
@@ -363,22 +416,23 @@ def _context_warm(authorization: str | None, model: str, endpoint: str,
                   check: WarmCheck | None = None):
     """The warm path of `_context`, run on the event loop without a hand-off to the sync thread.
 
-    Taken when this process already knows the API key and the resolution under some revision
-    stamp, the key's last-used time needs no write, and there are no budgets and no fallbacks
-    for the call (their counters and cool-down flags are read by the sync path). Then the whole
+    Taken when this process already knows the API key and the resolution (with the versions
+    of the scopes they depend on), and there are no budgets and no fallbacks for the call (their counters and cool-down flags are read by the sync path). Then the whole
     call costs one Redis round trip (`check`, a WarmCheck the view sent before it parsed the
-    body; None for a call this process cannot take warm). If the stamp moved, the cached entries
-    are not used (same rule as the sync path: an edit takes effect on the next call). Returns
+    body; None for a call this process cannot take warm). An entry whose versions moved is
+    not used (same rule as the sync path: an edit takes effect on the next call). Returns
     (identity, Plan) when the call can go on; None to take the sync path; (key id, wait) to
     take it with the throttle already counted. Raises the same errors `_context` would for the
     same state.
     """
+    from llmconn.versions import Versions
+
     from .budgets import cached_budgets
     from .resolution import resolve_model_cached
 
     if check is None:  # (the view's WarmCheck.start found nothing to check: a cold call)
         return None
-    cached_revision, identity = check.hit
+    key_deps, identity = check.hit
     window = check.window
     replies = check.replies()
     if replies is None:
@@ -387,9 +441,10 @@ def _context_warm(authorization: str | None, model: str, endpoint: str,
     if window is not None and int(replies[2]) > window[2]:
         wait = max(1.0, window[3] - time.time())
     counted = (identity.key_id, wait) if window is not None else None
-    if replies[0] is None or int(replies[0]) != cached_revision:
+    revision = Versions({s: None if v is None else int(v)
+                         for s, v in zip(check.scopes, replies[0], strict=True)}, frozen=True)
+    if not revision.current(key_deps):
         return counted
-    revision = cached_revision
     if wait is not None:
         raise gateway_throttled(wait)
     resolved = resolve_model_cached(workspace_id=identity.scope_id, model=model,
@@ -747,15 +802,16 @@ async def embeddings(request):
 
 
 def _models_context(authorization: str | None) -> list[dict]:
-    revision = current_revision()
     raw = bearer_token(authorization)
+    revision = current_revision(*_scopes_of(raw))
     if raw is None:
         raise GatewayError(401, "Missing API key: send `Authorization: Bearer lck_...`.",
                            code="missing_api_key")
     identity = authenticate_key(raw, revision=revision)
     if identity is None:
         raise GatewayError(401, "Invalid or revoked API key.", code="invalid_api_key")
-    services.api_key_touch(api_key_id=identity.key_id)
+    services.api_key_touch_later(api_key_id=identity.key_id)
+    services.api_key_touch_flush(if_due=True)
     rows = workspace_models(workspace_id=identity.scope_id, revision=revision)
     return [_model_row(row, created) for row, created in zip(rows, _created(rows), strict=True)]
 

@@ -1,8 +1,9 @@
 """Authentication of workspace API keys (`Authorization: Bearer lck_...`) for the gateway.
 
 A key is looked up by its SHA-256 hash. Each process remembers the keys it has seen, validated
-against the shared revision stamp like resolutions are (revoking a key bumps it), so a known
-key costs no query while a revoked one is refused from the next call on in every process.
+against the version of the key's own scope (llmconn.versions.key: revoking a key or deleting
+its workspace bumps it) and the global stamp, so a known key costs no query while a revoked
+one is refused from the next call on in every process.
 Unknown keys are not remembered (a flood of random keys must not fill memory).
 """
 
@@ -12,9 +13,22 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .constants import API_KEY_PREFIX, MAX_CACHED_KEYS, RESOLUTION_MAX_AGE_SECONDS
+from llmconn import versions
+from llmconn.prepared import Prepared
+from llmconn.versions import Versions
+
+from .constants import (
+    API_KEY_PREFIX,
+    MAX_CACHED_KEYS,
+    RESOLUTION_MAX_AGE_SECONDS,
+    SHARED_RESOLUTION_MAX_AGE_SECONDS,
+)
 from .models import WorkspaceAPIKey
 from .services import hash_api_key
+
+
+def _max_age() -> float:
+    return versions.max_age(RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -39,7 +53,8 @@ class KeyIdentity:
         return self.workspace_id
 
 
-_KEYS: dict[str, tuple[int, float, KeyIdentity]] = {}
+# sha256 → (((scope, version), ...), cached at (monotonic), identity)
+_KEYS: dict[str, tuple[tuple, float, KeyIdentity]] = {}
 _LOCK = threading.Lock()
 
 
@@ -53,50 +68,73 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
-def authenticate_key(raw_key: str | None, *, revision: int | None) -> KeyIdentity | None:
+# The active key with this hash (compiled once per process: see llmconn/prepared.py).
+_KEY = Prepared(
+    WorkspaceAPIKey,
+    lambda digest: WorkspaceAPIKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
+    .values_list("id", "workspace_id", "workspace__slug", "prefix", "user_id", "user__username",
+                 "user__is_active", "created_by_id")[:1],
+    digest="\x01digest")
+
+
+def key_scopes(digest: str) -> list[str]:
+    """The scopes a remembered key depends on."""
+    return [versions.GLOBAL, versions.key(digest)]
+
+
+def authenticate_key(raw_key: str | None, *, revision: Versions | None) -> KeyIdentity | None:
     """The active key matching `raw_key`, or None (unknown, malformed or revoked)."""
     if not raw_key or not raw_key.startswith(API_KEY_PREFIX) or len(raw_key) > 200:
         return None
     digest = hash_api_key(raw_key)
     now = time.monotonic()
     hit = _KEYS.get(digest)
-    if (hit is not None and revision is not None and hit[0] == revision
-            and now - hit[1] < RESOLUTION_MAX_AGE_SECONDS):
+    if (hit is not None and revision is not None and now - hit[1] < _max_age()
+            and revision.current(hit[0])):
         return hit[2]
-    row = (WorkspaceAPIKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
-           .select_related("workspace", "user")
-           .only("id", "prefix", "workspace__id", "workspace__slug", "user__id",
-                 "user__username", "user__is_active", "created_by_id")
-           .first())
-    if row is None:
+    scopes = key_scopes(digest)
+    epoch = None
+    if revision is not None:  # before the query; a missing key scope is not created yet
+        if any(s not in revision.values for s in scopes):
+            revision.fetch(scopes, create=False)
+        epoch = revision.get(versions.EPOCH)
+    rows = _KEY.rows(digest=digest)
+    if not rows:
         _KEYS.pop(digest, None)
         return None
-    if row.workspace_id is None:
-        if not row.user.is_active:  # a deactivated user's keys stop at once
+    key_id, workspace_id, slug, prefix, user_id, username, user_active, creator = rows[0]
+    if workspace_id is None:
+        if not user_active:  # a deactivated user's keys stop at once
             _KEYS.pop(digest, None)
             return None
-        identity = KeyIdentity(key_id=row.id, workspace_id=None,
-                               workspace_slug=f"~{row.user.get_username()}", prefix=row.prefix,
-                               user_id=row.user_id, personal=True)
+        identity = KeyIdentity(key_id=key_id, workspace_id=None, workspace_slug=f"~{username}",
+                               prefix=prefix, user_id=user_id, personal=True)
     else:
-        identity = KeyIdentity(key_id=row.id, workspace_id=row.workspace_id,
-                               workspace_slug=row.workspace.slug, prefix=row.prefix,
-                               user_id=row.created_by_id)
-    if revision is not None:
+        identity = KeyIdentity(key_id=key_id, workspace_id=workspace_id, workspace_slug=slug,
+                               prefix=prefix, user_id=creator)
+    if revision is not None and revision.values.get(scopes[-1]) is None:
+        # A real key without a version yet (made before versions existed, or evicted): create
+        # it now and keep the identity only if nothing changed meanwhile (as resolution._store).
+        revision.fetch([scopes[-1], versions.EPOCH], again=True)
+        if epoch is None or revision.values.get(versions.EPOCH) != epoch:
+            return identity
+    deps = revision.snapshot(scopes) if revision is not None else None
+    if deps is not None:
         with _LOCK:
             if len(_KEYS) >= MAX_CACHED_KEYS:
                 _KEYS.clear()
-            _KEYS[digest] = (revision, now, identity)
+            _KEYS[digest] = (deps, now, identity)
     return identity
 
 
-def cached_identity(raw_key: str | None) -> tuple[int, KeyIdentity] | None:
-    """(stamp it was cached under, identity) of a key this process already knows, without any
-    query; None when unknown or older than RESOLUTION_MAX_AGE_SECONDS. The caller must check
-    that the stamp is still the current one (the gateway's warm path, workspaces/gateway.py)."""
+def cached_identity(raw_key: str | None) -> tuple[tuple, KeyIdentity] | None:
+    """(((scope, version), ...) it was cached under, identity) of a key this process already
+    knows, without any query; None when unknown or older than the maximum age. The
+    caller must check that the versions are still current (the gateway's warm path,
+    workspaces/gateway.py)."""
     if not raw_key or not raw_key.startswith(API_KEY_PREFIX) or len(raw_key) > 200:
         return None
     hit = _KEYS.get(hash_api_key(raw_key))
-    if hit is None or time.monotonic() - hit[1] >= RESOLUTION_MAX_AGE_SECONDS:
+    if hit is None or time.monotonic() - hit[1] >= _max_age():
         return None
     return hit[0], hit[2]

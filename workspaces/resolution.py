@@ -1,16 +1,18 @@
 """Resolution: (workspace, role) → the provider, model, endpoint and credentials to call.
 
 Every process keeps what it resolved in memory, keyed by (workspace id, role), together with
-the revision stamp it was resolved under. The stamp is one integer in the shared cache
-(`constants.REVISION_CACHE_KEY`); every service that changes a workspace, a binding, a system
-default, an API key or a connection increments it (`bump_revision`). A call reads the stamp
-(one cache GET, no database query) and re-resolves only when it moved, so an edit takes effect
-on the next call in every process without a restart, while a call already running keeps the
-`Resolved` object it started with (they are immutable).
+the scopes it depends on and their versions (llmconn/versions.py): the workspace, the role's
+system default when it resolved through it, every connection it names (its own and the
+binding's fallbacks) and the global stamp. A service that changes one of those bumps that scope
+only; a call reads the versions of the scopes its entries depend on (one MGET, no database
+query) and re-resolves only an entry whose versions moved, so an edit takes effect on the next
+call in every process without a restart, an unrelated edit leaves the entry in place, and a
+call already running keeps the `Resolved` object it started with (they are immutable).
 
-If the cache is unreachable the stamp is unknown and every call resolves from the database:
-slower, never stale. A cached entry is also refreshed after RESOLUTION_MAX_AGE_SECONDS in case
-the cache was flushed or is not shared between processes (local-memory cache).
+If the cache is unreachable the versions are unknown and every call resolves from the
+database: slower, never stale. A cached entry is also refreshed after a maximum age
+(constants.RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS with Redis) in case a
+change could not be announced or the cache is not shared between processes.
 """
 
 from __future__ import annotations
@@ -22,15 +24,26 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.core.cache import cache
-from django.db import transaction
+from django.db import router
+from django.db.models import Subquery
 
+from llmconn import versions
 from llmconn.errors import ApplicationError
+from llmconn.prepared import Prepared
+from llmconn.versions import Versions
 
-from .constants import MAX_CACHED_RESOLUTIONS, RESOLUTION_MAX_AGE_SECONDS, REVISION_CACHE_KEY
+from .constants import (
+    MAX_CACHED_RESOLUTIONS,
+    RESOLUTION_MAX_AGE_SECONDS,
+    SHARED_RESOLUTION_MAX_AGE_SECONDS,
+)
 from .models import Role, SystemDefault, UserDefault, Workspace, WorkspaceBinding
 
 logger = logging.getLogger(__name__)
+
+
+def _max_age() -> float:
+    return versions.max_age(RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS)
 
 ROLES = tuple(Role.values)
 
@@ -40,7 +53,8 @@ def personal_scope(user_id: int) -> int:
 
     Resolution is keyed by (scope id, role); workspace ids are positive, so a user's personal
     scope never meets a workspace's (and resolves only the user's defaults and the system's,
-    never a workspace binding)."""
+    never a workspace binding). Its cache scope is versions.workspace(personal_scope(user)):
+    a change of the user's defaults bumps it."""
     return -int(user_id)
 
 
@@ -51,61 +65,31 @@ class ResolutionError(ApplicationError):
     code = "role_not_configured"
 
 
-# --- the revision stamp --------------------------------------------------------------------
+# --- versions -------------------------------------------------------------------------------
 
-def _fresh_stamp() -> int:
-    # A stamp that never repeats an earlier value even if the key was lost (cache flush):
-    # microseconds since the epoch, then incremented.
-    return time.time_ns() // 1000
-
-
-def _read_stamp():
-    # Read on every gateway call: straight from Redis with one client per process (see
-    # llmconn/rediscache.py), through Django's cache otherwise.
-    from llmconn.rediscache import client_and_key
-
-    client, full = client_and_key(REVISION_CACHE_KEY)
-    if client is None:
-        return cache.get(REVISION_CACHE_KEY)
-    raw = client.get(full)
-    return None if raw is None else int(raw)
+# Read by every call before anything else: the stamp every entry depends on, the epoch (see
+# _store) and the budgets' version.
+_BASE_SCOPES = (versions.GLOBAL, versions.EPOCH, versions.BUDGETS)
 
 
-def current_revision() -> int | None:
-    """The shared revision stamp; None when the cache cannot be read (then nothing is cached)."""
-    try:
-        value = _read_stamp()
-        if value is None:
-            cache.add(REVISION_CACHE_KEY, _fresh_stamp(), timeout=None)
-            value = cache.get(REVISION_CACHE_KEY)
-    except Exception:  # noqa: BLE001 - a cache outage must not stop calls
-        logger.warning("Revision stamp unreadable (cache down?): resolving from the database.")
-        return None
-    return int(value) if value is not None else None
-
-
-def _incr() -> None:
-    try:
-        try:
-            cache.incr(REVISION_CACHE_KEY)
-        except ValueError:  # no stamp yet (or it was evicted)
-            if not cache.add(REVISION_CACHE_KEY, _fresh_stamp(), timeout=None):
-                cache.incr(REVISION_CACHE_KEY)
-    except Exception:  # noqa: BLE001
-        logger.error("Could not bump the revision stamp (cache down?): other processes may use "
-                     "a stale resolution for up to %ss.", RESOLUTION_MAX_AGE_SECONDS)
-    _LOCAL.clear()
+def current_revision(*extra: str) -> Versions | None:
+    """The versions a call starts with (one MGET: the base scopes and `extra`, the latter not
+    created when missing: see versions.read); None when the cache cannot be read (then nothing
+    is cached)."""
+    found = Versions()
+    found.fetch(_BASE_SCOPES)
+    if extra and found.ok:
+        found.fetch(extra, create=False)
+    return found if found.ok else None
 
 
 def bump_revision() -> None:
-    """Mark every cached resolution and API key stale, in every process.
+    """Mark every cached resolution and API key stale, in every process (the global stamp).
 
-    Bumped now (this process and tests inside a transaction see it at once) and again when the
-    surrounding transaction commits, so that no process can re-resolve between the first bump
-    and the commit and keep the old rows under the new stamp.
+    For changes that may alter what any workspace resolves; a change of one workspace,
+    connection, key or default bumps only its own scope (llmconn.versions.bump).
     """
-    _incr()
-    transaction.on_commit(_incr)
+    versions.bump(versions.GLOBAL)
 
 
 # --- resolved calls -------------------------------------------------------------------------
@@ -136,6 +120,9 @@ class Resolved:
     # The binding's fallbacks that can be called, resolved like this one (source "fallback"),
     # in the order they are tried after this connection.
     fallback_chain: tuple = field(default=(), repr=False)
+    # Cache scopes (llmconn.versions) this resolution depends on beyond its workspace, its
+    # connections and its role's system default, e.g. a person's defaults.
+    depends_on: tuple = field(default=(), repr=False)
     workspace_name: str = ""
     # Request fields added to chat calls: the connection's, overridden by the binding's
     # (the request's own fields override both, at call time).
@@ -235,15 +222,142 @@ class Resolved:
         }
 
 
-def _offered(connection, *extra: str | None) -> frozenset[str]:
-    names = {m for m in extra if m}
+# --- what every workspace using a connection shares -------------------------------------------
+
+@dataclass(frozen=True)
+class _Shared:
+    """What a resolution takes from its connection beyond the row's plain fields, built once per
+    connection state in each process and shared by every workspace resolving to it: the
+    decrypted secrets (decryption costs more than the query), the effective config and base
+    URL, and the models offered (catalog + default + discovered)."""
+
+    readable: bool
+    secrets: dict = field(repr=False)
+    config: dict = field(repr=False)
+    base_url: str | None = None
+    offered: frozenset[str] = frozenset()
+
+
+# connection id → ((revision, updated_at), _Shared)
+_SHARED: dict[str, tuple[tuple, _Shared]] = {}
+_SECRET_FIELDS = ("secrets", "pending_secrets", "previous_secrets")
+
+
+def _with_state(qs, prefix: str = ""):
+    """`qs` (of connections, or of rows whose `prefix` relation is one) without the encrypted
+    fields: they are decrypted once per connection state (_shared), not per row."""
+    return qs.defer(*[f"{prefix}{f}" for f in _SECRET_FIELDS])
+
+
+def _shared(connection, state: tuple) -> _Shared:
+    """The _Shared of a connection loaded by `_with_state` (two queries the first time this
+    process sees the connection in this state, none after)."""
+    key = str(connection.pk)
+    hit = _SHARED.get(key)
+    if hit is not None and hit[0] == state:
+        return hit[1]
+    from connections.fields import UnreadableSecrets
+    from connections.models import Connection
+
+    secrets = Connection.objects.filter(pk=connection.pk).values_list("secrets", flat=True).first()
+    names = set(connection.discovered_models.values_list("model_id", flat=True))
     if connection.default_model:
         names.add(connection.default_model)
     spec = connection.spec
     if spec is not None:
         names.update(spec.models)
-    names.update(connection.discovered_models.values_list("model_id", flat=True))
-    return frozenset(names)
+    readable = not isinstance(secrets, UnreadableSecrets)
+    shared = _Shared(readable=readable, secrets=dict(secrets or {}) if readable else {},
+                     config=dict(connection.effective_config),
+                     base_url=connection.effective_base_url, offered=frozenset(names))
+    with _LOCK:
+        if len(_SHARED) >= MAX_CACHED_RESOLUTIONS:
+            _SHARED.clear()
+        _SHARED[key] = (state, shared)
+    return shared
+
+
+def _state_of(connection) -> tuple:
+    """What tells a connection's states apart: `revision` grows with every settings change,
+    `updated_at` also moves when a discovery changes its models (connections.diagnostics)."""
+    return (connection.revision, connection.updated_at)
+
+
+def _offered(shared: _Shared, model: str | None) -> frozenset[str]:
+    # The connection's set itself (shared by every workspace) unless the model is not in it.
+    if not model or model in shared.offered:
+        return shared.offered
+    return shared.offered | {model}
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A binding or system default as resolve_uncached reads it (one prepared query)."""
+
+    workspace: Workspace | None
+    connection_id: object
+    connection: object
+    model: str | None
+    fallbacks: list
+    workspace_slug: str | None = None
+    workspace_name: str = ""
+    provider: str = ""  # a provider-string binding: that provider's default connection
+    default_params: dict | None = None
+
+
+def _connection_fields() -> list[str]:
+    """The connection columns a resolution reads: all but the encrypted ones (see _shared)."""
+    from connections.models import Connection
+
+    return [f.attname for f in Connection._meta.concrete_fields
+            if f.name not in _SECRET_FIELDS]
+
+
+def _connection_from(values: tuple):
+    from connections.models import Connection
+
+    if values[0] is None:
+        return None
+    return Connection.from_db(router.db_for_read(Connection), _connection_fields(), values)
+
+
+_BINDING = Prepared(
+    WorkspaceBinding,
+    lambda workspace_id, role: WorkspaceBinding.objects.filter(
+        workspace_id=workspace_id, role=role).values_list(
+        "workspace_id", "workspace__slug", "workspace__name", "model", "fallbacks", "provider",
+        "default_params", *[f"connection__{f}" for f in _connection_fields()]),
+    workspace_id=-987_654_321, role="\x01role")
+_DEFAULT = Prepared(
+    SystemDefault,
+    lambda workspace_id, role: SystemDefault.objects.filter(role=role).annotate(
+        workspace_slug=Subquery(Workspace.objects.filter(pk=workspace_id).values("slug")[:1]),
+        workspace_name=Subquery(Workspace.objects.filter(pk=workspace_id).values("name")[:1]),
+    ).values_list("workspace_slug", "workspace_name", "model",
+                  *[f"connection__{f}" for f in _connection_fields()]),
+    workspace_id=-987_654_321, role="\x01role")
+
+
+def _binding_row(workspace_id: int, role: str) -> _Row | None:
+    rows = _BINDING.rows(workspace_id=workspace_id, role=role)
+    if not rows:
+        return None
+    ws_id, slug, name, model, fallbacks, provider, params, *conn = rows[0]
+    connection = _connection_from(tuple(conn))
+    return _Row(workspace=Workspace(id=ws_id, slug=slug, name=name),
+                connection_id=connection.pk if connection is not None else None,
+                connection=connection, model=model, fallbacks=fallbacks, provider=provider or "",
+                default_params=params)
+
+
+def _default_row(role: str, workspace_id: int) -> _Row | None:
+    rows = _DEFAULT.rows(workspace_id=workspace_id, role=role)
+    if not rows:
+        return None
+    slug, name, model, *conn = rows[0]
+    connection = _connection_from(tuple(conn))
+    return _Row(workspace=None, connection_id=connection.pk, connection=connection,
+                model=model, fallbacks=[], workspace_slug=slug, workspace_name=name or "")
 
 
 def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
@@ -252,26 +366,28 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
     Order for a workspace: the binding's connection; else the default connection of the
     binding's provider (a provider-string binding); else the system default. For a personal
     scope (negative id, personal_scope): the user's default, else the system default.
-    """
+
+    One query for a bound role (binding, workspace and connection together), two through the
+    system default (binding, then default and workspace), a provider's default or with
+    fallbacks; the connection's secrets and models come from _Shared (two more queries the
+    first time a process meets a connection state)."""
     if role not in ROLES:
         raise ResolutionError(f"Unknown role {role!r}: use one of {', '.join(ROLES)}.",
                               code="unknown_role")
     if workspace_id < 0:
         return _resolve_personal(user_id=-workspace_id, role=role)
-    workspace = Workspace.objects.filter(pk=workspace_id).only("id", "slug", "name").first()
-    if workspace is None:
-        raise ResolutionError("The workspace no longer exists.", code="workspace_not_found")
-    binding = (WorkspaceBinding.objects.select_related("connection")
-               .filter(workspace_id=workspace_id, role=role).first())
-    connection, model, source = None, None, "binding"
+    binding = _binding_row(workspace_id, role)
+    workspace = binding.workspace if binding is not None else None
+    connection, model, source, state = None, None, "binding", None
     if binding is not None and binding.connection_id:
         connection = binding.connection
         model = binding.model or connection.default_model
+        state = _state_of(connection)
     elif binding is not None and binding.provider:
         from connections.models import Connection
 
-        connection = Connection.objects.filter(provider=binding.provider, is_default=True,
-                                               owner__isnull=True).first()
+        connection = _with_state(Connection.objects.filter(
+            provider=binding.provider, is_default=True, owner__isnull=True)).first()
         if connection is None:
             raise ResolutionError(
                 f"Workspace {workspace.slug!r} binds role {role!r} to provider "
@@ -279,8 +395,19 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
                 "one with set-default.", code="provider_default_missing")
         source = "provider_default"
         model = binding.model or connection.default_model
+        state = _state_of(connection)
     else:
-        default = SystemDefault.objects.select_related("connection").filter(role=role).first()
+        # The default, with the workspace's slug (when the workspace was not read with a
+        # binding): one query either way.
+        default = _default_row(role, workspace_id)
+        if workspace is None and default is not None and default.workspace_slug is not None:
+            workspace = Workspace(id=workspace_id, slug=default.workspace_slug,
+                                  name=default.workspace_name)
+        if workspace is None:
+            workspace = Workspace.objects.filter(pk=workspace_id).only(
+                "id", "slug", "name").first()
+        if workspace is None:
+            raise ResolutionError("The workspace no longer exists.", code="workspace_not_found")
         if default is None:
             raise ResolutionError(
                 f"Workspace {workspace.slug!r} has no connection for role {role!r} and there is "
@@ -290,13 +417,14 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
         connection, source = default.connection, "system_default"
         model = (binding.model if binding is not None and binding.model else None) \
             or default.model or connection.default_model
+        state = _state_of(connection)
     if connection.owner_id is not None:  # never bound (services refuse it); never used either
         raise ResolutionError(f"Role {role!r} names a personal connection, which workspaces "
                               "cannot use.", code="personal_connection")
     fallbacks = tuple(binding.fallbacks or ()) if binding is not None else ()
     binding_params = dict(binding.default_params or {}) if binding is not None else {}
     primary = _resolved_connection(workspace=workspace, role=role, source=source,
-                                   connection=connection, model=model,
+                                   connection=connection, model=model, state=state,
                                    binding_params=binding_params)
     return dataclasses.replace(primary, fallbacks=fallbacks, fallback_chain=_fallback_chain(
         workspace=workspace, role=role, fallbacks=fallbacks, primary=primary,
@@ -313,7 +441,10 @@ class _PersonalScope:
 
 
 def _resolve_personal(*, user_id: int, role: str) -> Resolved:
-    """A personal key's call: the user's default for the role, else the system default."""
+    """A personal key's call: the user's default for the role, else the system default.
+
+    Cached under versions.workspace(personal_scope(user_id)), which the user's default
+    services bump; through the system default it depends on that role's default too."""
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
@@ -346,18 +477,21 @@ def _resolve_personal(*, user_id: int, role: str) -> Resolved:
         connection, source = system.connection, "system_default"
         model = system.model or connection.default_model
     return _resolved_connection(workspace=scope, role=role, source=source,
-                                connection=connection, model=model, binding_params={})
+                                connection=connection, model=model,
+                                state=_state_of(connection), binding_params={})
 
 
 def _resolved_connection(*, workspace, role: str, source: str, connection,
-                         model: str | None, binding_params: dict | None = None) -> Resolved:
+                         model: str | None, state: tuple,
+                         binding_params: dict | None = None) -> Resolved:
     """A Resolved for one connection, or ResolutionError saying why it cannot be called."""
     if not connection.is_active:
         raise ResolutionError(
             f"Connection {connection.name!r} used by role {role!r} is inactive.",
             code="connection_inactive",
         )
-    if not connection.credentials_readable:
+    shared = _shared(connection, state)
+    if not shared.readable:
         raise ResolutionError(
             f"The credentials of connection {connection.name!r} cannot be decrypted with the "
             "configured FERNET_KEYS: an admin must enter them again.",
@@ -382,11 +516,11 @@ def _resolved_connection(*, workspace, role: str, source: str, connection,
         connection_name=connection.name,
         provider=connection.provider,
         auth_method=connection.auth_method,
-        base_url=connection.effective_base_url,
+        base_url=shared.base_url,
         model=model,
-        offered_models=_offered(connection, model),
-        config=dict(connection.effective_config),
-        secrets=dict(connection.secrets or {}),
+        offered_models=_offered(shared, model),
+        config=shared.config,
+        secrets=shared.secrets,
         timeout=connection.timeout_seconds,
         input_cost_per_million=connection.input_cost_per_million_tokens,
         output_cost_per_million=connection.output_cost_per_million_tokens,
@@ -407,7 +541,8 @@ def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved
     if not fallbacks:
         return ()
     ids = [str(item.get("connection")) for item in fallbacks if isinstance(item, dict)]
-    found = {str(c.pk): c for c in Connection.objects.filter(pk__in=ids, owner__isnull=True)}
+    found = {str(c.pk): c for c in _with_state(Connection.objects.filter(
+        pk__in=ids, owner__isnull=True))}
     chain: list[Resolved] = []
     seen = {(primary.connection_id, primary.model)}
     for item in fallbacks:
@@ -422,6 +557,7 @@ def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved
         try:
             resolved = _resolved_connection(workspace=workspace, role=role, source="fallback",
                                             connection=connection, model=model,
+                                            state=_state_of(connection),
                                             binding_params=binding_params)
         except ResolutionError as exc:
             logger.warning("Workspace %s role %s: fallback skipped: %s", workspace.slug, role,
@@ -433,34 +569,80 @@ def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved
     return tuple(chain)
 
 
-# (workspace id, role) → (stamp, resolved at (monotonic), Resolved or ResolutionError)
-_LOCAL: dict[tuple[int, str], tuple[int, float, object]] = {}
+# (workspace id, role) → (((scope, version), ...), resolved at (monotonic),
+#                         Resolved or ResolutionError)
+_LOCAL: dict[tuple[int, str], tuple[tuple, float, object]] = {}
 _LOCK = threading.Lock()
 
 
-def resolve(*, workspace_id: int, role: str, revision: int | None = None) -> Resolved:
-    """Resolve a workspace role, from this process's memory while the stamp has not moved.
+def dependencies(workspace_id: int, role: str, value) -> list[str]:
+    """The scopes a resolution depends on: what must be bumped for it to be made again.
 
-    `revision`: the stamp already read for this call (saves a second cache read).
+    The global stamp and the workspace always; the role's system default when the role did not
+    resolve through its own binding; every connection it names (its own and all the binding's
+    fallbacks, callable or not: reactivating a skipped one must bring it back); the scopes the
+    resolution itself declares (`Resolved.depends_on`, e.g. a person's defaults). An error may
+    come from anything (an inactive connection, a missing default...), so it depends on the
+    epoch: any change retries it.
+    """
+    scopes = [versions.GLOBAL, versions.workspace(workspace_id)]
+    if isinstance(value, ResolutionError):
+        return scopes + [versions.default(role), versions.EPOCH]
+    if value.source != "binding":
+        scopes.append(versions.default(role))
+    scopes.append(versions.connection(value.connection_id))
+    for item in value.fallbacks:
+        if isinstance(item, dict) and item.get("connection"):
+            scopes.append(versions.connection(item["connection"]))
+    scopes.extend(value.depends_on)
+    return list(dict.fromkeys(scopes))
+
+
+def _store(key: tuple[int, str], revision: Versions, epoch, now: float, value) -> None:
+    """Keep a resolution made under `revision`, if it is safe to.
+
+    Versions read before the queries are safe by order. Those not read yet (typically the
+    connections', known only now) are read now in one round trip, with the epoch again: if
+    the epoch moved since `epoch` (read before the queries), something changed while this
+    resolution ran and a new version could hide old rows: the entry is not kept (the next call
+    resolves again)."""
+    scopes = dependencies(key[0], key[1], value)
+    unknown = [s for s in scopes if revision.values.get(s) is None]
+    if unknown:
+        revision.fetch([*unknown, versions.EPOCH], again=True)
+        if epoch is None or revision.values.get(versions.EPOCH) != epoch:
+            return
+    deps = revision.snapshot(scopes)
+    if deps is None:
+        return
+    with _LOCK:
+        if len(_LOCAL) >= MAX_CACHED_RESOLUTIONS:
+            _LOCAL.clear()
+        _LOCAL[key] = (deps, now, value)
+
+
+def resolve(*, workspace_id: int, role: str, revision: Versions | None = None) -> Resolved:
+    """Resolve a workspace role, from this process's memory while the versions of what it
+    depends on have not moved.
+
+    `revision`: the versions already read for this call (saves cache reads).
     """
     if revision is None:
         revision = current_revision()
     key = (workspace_id, role)
     now = time.monotonic()
     hit = _LOCAL.get(key)
-    if (hit is not None and revision is not None and hit[0] == revision
-            and now - hit[1] < RESOLUTION_MAX_AGE_SECONDS):
+    if (hit is not None and revision is not None and now - hit[1] < _max_age()
+            and revision.current(hit[0])):
         value = hit[2]
     else:
+        epoch = revision.get(versions.EPOCH) if revision is not None else None  # (see _store)
         try:
             value = resolve_uncached(workspace_id=workspace_id, role=role)
         except ResolutionError as exc:
             value = exc
-        if revision is not None:
-            with _LOCK:
-                if len(_LOCAL) >= MAX_CACHED_RESOLUTIONS:
-                    _LOCAL.clear()
-                _LOCAL[key] = (revision, now, value)
+        if revision is not None and revision.ok:
+            _store(key, revision, epoch, now, value)
     if isinstance(value, ResolutionError):
         raise value
     return value  # type: ignore[return-value]
@@ -469,18 +651,29 @@ def resolve(*, workspace_id: int, role: str, revision: int | None = None) -> Res
 _MISS = object()
 
 
-def _cached(workspace_id: int, role: str, revision: int, now: float):
+def _cached(workspace_id: int, role: str, revision: Versions, now: float):
     hit = _LOCAL.get((workspace_id, role))
-    if hit is None or hit[0] != revision or now - hit[1] >= RESOLUTION_MAX_AGE_SECONDS:
+    if hit is None or now - hit[1] >= _max_age() or not revision.current(hit[0]):
         return _MISS
     return hit[2]
 
 
-def resolve_model_cached(*, workspace_id: int, model: str, endpoint: str, revision: int
+def cached_scopes(workspace_id: int) -> list[str]:
+    """The scopes the cached resolutions of a workspace depend on (what the gateway's warm
+    path reads in its one round trip), with the global stamp and the budgets' version."""
+    scopes = [versions.GLOBAL, versions.BUDGETS]
+    for role in ROLES:
+        hit = _LOCAL.get((workspace_id, role))
+        if hit is not None:
+            scopes.extend(s for s, _ in hit[0])
+    return list(dict.fromkeys(scopes))
+
+
+def resolve_model_cached(*, workspace_id: int, model: str, endpoint: str, revision: Versions
                          ) -> Resolved | None:
     """`resolve_model` from this process's memory only (no query, no cache read: the gateway's
-    warm path runs it on the event loop); None when anything it needs is not cached under
-    `revision`. Raises what `resolve_model` would raise for the same cached entries."""
+    warm path runs it on the event loop, `revision` frozen); None when anything it needs is
+    not cached under `revision`. Raises what `resolve_model` would raise for the same cached entries."""
     now = time.monotonic()
     if model in ROLES:
         value = _cached(workspace_id, model, revision, now)
@@ -505,7 +698,7 @@ def resolve_model_cached(*, workspace_id: int, model: str, endpoint: str, revisi
 
 
 def resolve_model(*, workspace_id: int, model: str, endpoint: str = "chat",
-                  revision: int | None = None) -> Resolved:
+                  revision: Versions | None = None) -> Resolved:
     """Resolve the `model` of an OpenAI-style request: a role name or a model a bound connection
     offers (looked up in the roles that fit the endpoint first)."""
     if revision is None:
@@ -538,7 +731,7 @@ class ModelNotOffered(ApplicationError):
             f"({', '.join(ROLES)}) or a model listed by GET /v1/models.")
 
 
-def workspace_models(*, workspace_id: int, revision: int | None = None) -> list[dict]:
+def workspace_models(*, workspace_id: int, revision: Versions | None = None) -> list[dict]:
     """What GET /v1/models lists: the role names, then every model of the bound connections."""
     if revision is None:
         revision = current_revision()
@@ -566,5 +759,6 @@ def workspace_models(*, workspace_id: int, revision: int | None = None) -> list[
 
 
 def clear_local_cache() -> None:
-    """Forget every resolution this process holds (tests, and after a bump)."""
+    """Forget every resolution this process holds (tests)."""
     _LOCAL.clear()
+    _SHARED.clear()

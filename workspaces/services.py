@@ -1,6 +1,7 @@
 """Writes of workspaces: the workspace, its role bindings, members, API keys, system defaults
-and usage records. Every change bumps the shared revision stamp (resolution.bump_revision) so
-that every process re-resolves on its next call.
+and usage records. Every change bumps the version of the cache scopes it touches
+(llmconn.versions: the workspace, a role's system default, a key, the budgets) so that every
+process re-resolves what depends on them on its next call, and nothing else.
 """
 
 from __future__ import annotations
@@ -9,25 +10,29 @@ import hashlib
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
 from audit.services import audit_record
 from connections.models import Connection
 from llmconn.errors import Conflict, NotFound, ValidationFailed
+from providers.base import CHAT, EMBEDDINGS
 
 from .constants import (
     API_KEY_PREFIX,
     API_KEY_RANDOM_BYTES,
     API_KEY_SHOWN_PREFIX_LENGTH,
     API_KEY_TOUCH_INTERVAL_SECONDS,
+    MAX_CACHED_KEYS,
 )
 from .models import (
     Budget,
@@ -44,10 +49,13 @@ from .models import (
     WorkspaceAPIKey,
     WorkspaceBinding,
 )
-from .resolution import bump_revision
+from llmconn import versions
+
+from .resolution import personal_scope
 
 ROLES = tuple(Role.values)
 _UNSET: Any = object()
+BULK_AUDIT_BATCH = 500  # workspaces per audit row of workspace_bulk_create
 
 EMBEDDING_WARNING = (
     "The embedding connection or model changed (from {old} to {new}): vectors stored earlier "
@@ -261,8 +269,159 @@ def workspace_create(*, name: str, slug: str | None = None, bindings: dict | Non
         _apply_bindings(workspace=workspace, bindings=bindings)
     audit_record(action="workspace.create", target=workspace, actor=actor,
                  changed_fields=["name", "slug"] + [f"bindings.{r}" for r in bindings or {}])
-    bump_revision()
+    versions.bump(versions.workspace(workspace.pk))
     return workspace
+
+
+@transaction.atomic
+def workspace_bulk_create(*, items: list[dict], actor=None) -> list[tuple[Workspace, list[str]]]:
+    """Create many workspaces at once, each with its bindings and API keys (operators and
+    imports with thousands of workspaces): all or nothing, a handful of queries whatever N.
+
+    `items`: [{"name", "slug" (optional), "bindings" (as workspace_create), "api_keys": [key
+    names]}]. Returns [(workspace, [raw keys, shown once])] in order. The same rules as
+    workspace_create and api_key_create (audit rows in batches of BULK_AUDIT_BATCH workspaces,
+    each listing its workspaces and their keys' ids and prefixes);
+    ValidationFailed names the item (`items[i]`) at fault, Conflict a taken name or slug.
+    """
+    if not isinstance(items, list):
+        raise ValidationFailed("items must be a list.", fields={"items": ["Must be a list."]})
+    ids = set()
+    for item in items:
+        for value in ((item or {}).get("bindings") or {}).values():
+            if isinstance(value, dict):
+                ids.add(value.get("connection"))
+                ids.update(f.get("connection") for f in value.get("fallbacks") or []
+                           if isinstance(f, dict))
+    known = _connections_by_id(ids)
+    workspaces, bindings, keys, raws = [], [], [], []
+    for i, item in enumerate(items):
+        where = f"items[{i}]"
+        if not isinstance(item, dict) or set(item) - {"name", "slug", "bindings", "api_keys"}:
+            raise ValidationFailed(f"{where} must be an object with name, slug, bindings, "
+                                   "api_keys.", fields={where: ["Invalid item."]})
+        name = (item.get("name") or "").strip()
+        workspace = Workspace(name=name, slug=(item.get("slug") or slugify(name))[:100])
+        try:
+            workspace.full_clean(validate_unique=False)
+        except DjangoValidationError as exc:
+            raise ValidationFailed(f"{where}: {'; '.join(exc.messages)}",
+                                   fields={where: exc.messages}) from None
+        workspaces.append(workspace)
+        bindings.append(_bulk_bindings(item.get("bindings") or {}, known, where=where))
+        names = item.get("api_keys") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValidationFailed(f"{where}.api_keys must be a list of key names.",
+                                   fields={f"{where}.api_keys": ["List of names."]})
+        raws.append([API_KEY_PREFIX + secrets.token_urlsafe(API_KEY_RANDOM_BYTES)
+                     for _ in names])
+        keys.append(names)
+    for field in ("name", "slug"):
+        values = [getattr(w, field) for w in workspaces]
+        taken = set(Workspace.objects.filter(**{f"{field}__in": values})
+                    .values_list(field, flat=True))
+        if taken or len(set(values)) != len(values):
+            raise Conflict(f"A workspace with this {field} already exists (or is repeated): "
+                           f"{sorted(taken)[:5] or 'repeated in items'}.",
+                           code="workspace_exists")
+    try:
+        with transaction.atomic():
+            Workspace.objects.bulk_create(workspaces)
+    except IntegrityError as exc:
+        raise Conflict("A workspace with this name or slug already exists.",
+                       code="workspace_exists") from exc
+    creator = actor if getattr(actor, "is_authenticated", False) else None
+    binding_rows, key_rows = [], []
+    for workspace, roles, names, raw_keys in zip(workspaces, bindings, keys, raws, strict=True):
+        for role, (connection, model, fallbacks) in roles.items():
+            binding_rows.append(WorkspaceBinding(workspace=workspace, role=role,
+                                                 connection=connection, model=model,
+                                                 fallbacks=fallbacks))
+        for key_name, raw in zip(names, raw_keys, strict=True):
+            key_rows.append(WorkspaceAPIKey(
+                workspace=workspace, name=key_name.strip()[:100],
+                prefix=raw[:API_KEY_SHOWN_PREFIX_LENGTH], key_hash=hash_api_key(raw),
+                created_by=creator))
+    WorkspaceBinding.objects.bulk_create(binding_rows, batch_size=2000)
+    WorkspaceAPIKey.objects.bulk_create(key_rows, batch_size=2000)
+    keys_of: dict[int, list[WorkspaceAPIKey]] = {}
+    for key in key_rows:
+        keys_of.setdefault(key.workspace_id, []).append(key)
+    # Batched audit rows: one per BULK_AUDIT_BATCH workspaces, listing each (id, slug, roles
+    # bound, keys by id and prefix: never a key).
+    for start in range(0, len(workspaces), BULK_AUDIT_BATCH):
+        batch = list(zip(workspaces, bindings, strict=True))[start:start + BULK_AUDIT_BATCH]
+        audit_record(
+            action="workspace.bulk_create", actor=actor,
+            target=("workspace", str(batch[0][0].pk), f"{len(batch)} workspaces"),
+            changed_fields=["name", "slug", "bindings", "api_keys"],
+            extra={"workspaces": [
+                {"id": w.pk, "slug": w.slug, "bindings": sorted(roles),
+                 "api_keys": [{"key_id": k.pk, "prefix": k.prefix, "name": k.name}
+                              for k in keys_of.get(w.pk, [])]}
+                for w, roles in batch]})
+    versions.bump(*[versions.workspace(w.pk) for w in workspaces],
+                  *[versions.key(k.key_hash) for k in key_rows])
+    return list(zip(workspaces, raws, strict=True))
+
+
+def _connections_by_id(ids) -> dict[str, Connection]:
+    """{str(id): Connection} of the valid UUIDs among `ids` (one query)."""
+    pks = set()
+    for value in ids:
+        if value in (None, ""):
+            continue
+        try:
+            pks.add(uuid.UUID(str(value)))
+        except ValueError:
+            continue
+    return {str(c.pk): c for c in Connection.objects.filter(pk__in=pks)}
+
+
+def _bulk_bindings(bindings, known: dict, *, where: str) -> dict:
+    """{role: (connection, model, fallbacks)} of one bulk item, checked like _apply_bindings
+    (connections looked up in `known`, not one query each)."""
+    if not isinstance(bindings, dict) or set(bindings) - set(ROLES):
+        raise ValidationFailed(f"{where}.bindings must be an object keyed by role "
+                               f"({', '.join(ROLES)}).", fields={f"{where}.bindings": ["Invalid."]})
+
+    def lookup(value, at):
+        if value in (None, ""):
+            return None
+        found = known.get(str(value))
+        if found is None:
+            try:
+                found = known.get(str(uuid.UUID(str(value))))
+            except ValueError:
+                pass
+        return _connection_for_binding(found if found is not None else value, where=at)
+
+    result = {}
+    for role, value in bindings.items():
+        at = f"{where}.bindings.{role}"
+        if value is None:
+            continue
+        if not isinstance(value, dict) or set(value) - {"connection", "model", "fallbacks"}:
+            raise ValidationFailed(f"{at} must be an object with connection, model, fallbacks.",
+                                   fields={at: ["Invalid binding."]})
+        fallbacks = value.get("fallbacks") or []
+        if not isinstance(fallbacks, list) or len(fallbacks) > 5:
+            raise ValidationFailed(f"{at}.fallbacks: a list of at most 5.",
+                                   fields={at: ["At most 5 fallbacks."]})
+        cleaned = []
+        for j, item in enumerate(fallbacks):
+            if not isinstance(item, dict) or set(item) - {"connection", "model"}:
+                raise ValidationFailed(f"{at}.fallbacks[{j}] must be {{connection, model}}.",
+                                       fields={at: [f"Fallback {j}: invalid."]})
+            connection = lookup(item.get("connection"), f"{at}.fallbacks[{j}].connection")
+            if connection is None:
+                raise ValidationFailed(f"{at}.fallbacks[{j}].connection is required.",
+                                       fields={at: [f"Fallback {j}: connection required."]})
+            cleaned.append({"connection": str(connection.pk), "model": _clean_model(
+                item.get("model"), where=f"{at}.fallbacks[{j}].model")})
+        result[role] = (lookup(value.get("connection"), f"{at}.connection"),
+                        _clean_model(value.get("model"), where=f"{at}.model"), cleaned)
+    return result
 
 
 @transaction.atomic
@@ -298,7 +457,7 @@ def workspace_update(*, workspace: Workspace, name: str = _UNSET, slug: str = _U
                if getattr(current, f) != old] + [f"bindings.{r}" for r in bindings or {}]
     audit_record(action="workspace.update", target=current, actor=actor, changed_fields=changed,
                  extra={"bindings": bindings} if bindings else None)
-    bump_revision()
+    versions.bump(versions.workspace(current.pk))
     return current, warnings
 
 
@@ -307,9 +466,11 @@ def workspace_delete(*, workspace: Workspace, actor=None) -> None:
     """Delete a workspace with its bindings, members and API keys; its usage records stay
     (workspace NULL, its name kept in `workspace_name`)."""
     target = ("workspace", str(workspace.pk), workspace.slug)
+    digests = list(WorkspaceAPIKey.objects.filter(workspace_id=workspace.pk)
+                   .values_list("key_hash", flat=True))
     Workspace.objects.filter(pk=workspace.pk).delete()
     audit_record(action="workspace.delete", target=target, actor=actor)
-    bump_revision()
+    versions.bump(versions.workspace(workspace.pk), *[versions.key(d) for d in digests])
 
 
 # --- system defaults --------------------------------------------------------------------------
@@ -345,7 +506,7 @@ def system_default_set(*, role: str, connection, model: str | None = None,
     audit_record(action="system_default.set", target=("system_default", role, role),
                  actor=actor, changed_fields=["connection", "model"],
                  extra={"connection": str(conn.pk), "model": default.model})
-    bump_revision()
+    versions.bump(versions.default(role))
     return default, warnings
 
 
@@ -357,7 +518,7 @@ def system_default_clear(*, role: str, actor=None) -> None:
     SystemDefault.objects.filter(role=role).delete()
     audit_record(action="system_default.clear", target=("system_default", role, role),
                  actor=actor)
-    bump_revision()
+    versions.bump(versions.default(role))
 
 
 # --- people: user defaults and personal API keys ----------------------------------------------
@@ -412,7 +573,7 @@ def user_default_set(*, user, role: str, connection, model: str | None = None,
     audit_record(action="user_default.set", target=("user", str(user.pk), user.get_username()),
                  actor=actor or user, changed_fields=["connection", "model"],
                  extra={"role": role, "connection": str(conn.pk), "model": default.model})
-    bump_revision()
+    versions.bump(versions.workspace(personal_scope(user.pk)))  # that user's keys only
     return default
 
 
@@ -426,7 +587,7 @@ def user_default_clear(*, user, role: str, actor=None) -> None:
         raise NotFound(f"You have no default for role {role!r}.")
     audit_record(action="user_default.clear", target=("user", str(user.pk), user.get_username()),
                  actor=actor or user, extra={"role": role})
-    bump_revision()
+    versions.bump(versions.workspace(personal_scope(user.pk)))
 
 
 @transaction.atomic
@@ -501,6 +662,7 @@ def api_key_create(*, workspace: Workspace, name: str = "", actor=None
     audit_record(action="workspace.api_key_create", target=workspace, actor=actor,
                  changed_fields=["api_keys"], extra={"key_id": key.pk, "prefix": key.prefix,
                                                      "name": key.name})
+    versions.bump(versions.key(key.key_hash))  # creates its version: a first call reads it
     return key, raw
 
 
@@ -517,7 +679,7 @@ def api_key_revoke(*, api_key: WorkspaceAPIKey, actor=None) -> WorkspaceAPIKey:
                      else "user.api_key_revoke", target=target, actor=actor,
                      changed_fields=["api_keys"], extra={"key_id": current.pk,
                                                          "prefix": current.prefix})
-    bump_revision()
+    versions.bump(versions.key(current.key_hash))
     return current
 
 
@@ -537,14 +699,70 @@ def api_key_touch(*, api_key_id: int) -> None:
     last = _TOUCHED.get(api_key_id)
     if last is not None and now - last < API_KEY_TOUCH_INTERVAL_SECONDS:
         return
-    if len(_TOUCHED) > 10000:
+    if len(_TOUCHED) > MAX_CACHED_KEYS:
         _TOUCHED.clear()
     _TOUCHED[api_key_id] = now
+    _touch(WorkspaceAPIKey, [api_key_id])
+
+
+def _touch(model, ids) -> None:
+    """Set `last_used_at` to now on the rows of `model` with these ids whose time is older than
+    API_KEY_TOUCH_INTERVAL_SECONDS (one UPDATE). Outside a transaction on PostgreSQL it commits
+    without waiting for the WAL flush: a call (a cold one above all) must not wait for the disk
+    for a last-used time; a crash may lose the last fraction of a second of them, nothing else
+    (https://www.postgresql.org/docs/current/wal-async-commit.html)."""
     stamp = timezone.now()
-    WorkspaceAPIKey.objects.filter(pk=api_key_id).filter(
+    touch = model.objects.filter(pk__in=ids).filter(
         Q(last_used_at__isnull=True)
-        | Q(last_used_at__lt=stamp - timedelta(seconds=API_KEY_TOUCH_INTERVAL_SECONDS))
-    ).update(last_used_at=stamp)
+        | Q(last_used_at__lt=stamp - timedelta(seconds=API_KEY_TOUCH_INTERVAL_SECONDS)))
+    conn = transaction.get_connection()
+    if conn.vendor == "postgresql" and conn.get_autocommit():
+        with transaction.atomic(), conn.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            touch.update(last_used_at=stamp)
+    else:
+        touch.update(last_used_at=stamp)
+
+
+_TOUCH_QUEUE: set[int] = set()
+_TOUCH_FLUSHED = [0.0]  # monotonic time of the last api_key_touch_flush
+TOUCH_FLUSH_INTERVAL_SECONDS = 1.0
+
+
+def api_key_touch_later(*, api_key_id: int) -> bool:
+    """`api_key_touch` for the gateway (no query: usable on the event loop): a key whose
+    last-used write is due is queued for `api_key_touch_flush`, which writes every queued key
+    in one UPDATE. With thousands of keys called round-robin, one write per key per minute
+    was one call in six through the sync path with a commit of its own. Returns True when the
+    key was queued."""
+    if not api_key_touch_due(api_key_id):
+        return False
+    if len(_TOUCHED) > MAX_CACHED_KEYS:
+        _TOUCHED.clear()
+    _TOUCHED[api_key_id] = time.monotonic()
+    _TOUCH_QUEUE.add(api_key_id)
+    return True
+
+
+def api_key_touch_pending() -> bool:
+    """Whether keys wait for `api_key_touch_flush`."""
+    return bool(_TOUCH_QUEUE)
+
+
+def api_key_touch_flush(*, if_due: bool = False) -> int:
+    """Write the last-used time of the queued keys (one UPDATE, not waiting for the WAL flush);
+    returns how many were written. `if_due`: only when the last flush is at least
+    TOUCH_FLUSH_INTERVAL_SECONDS old (the sync path: at most one write a second)."""
+    now = time.monotonic()
+    if if_due and now - _TOUCH_FLUSHED[0] < TOUCH_FLUSH_INTERVAL_SECONDS:
+        return 0
+    _TOUCH_FLUSHED[0] = now
+    ids = list(_TOUCH_QUEUE)
+    _TOUCH_QUEUE.difference_update(ids)
+    if not ids:
+        return 0
+    _touch(WorkspaceAPIKey, ids)
+    return len(ids)
 
 
 _CONNECTION_TOUCHED: dict[str, float] = {}
@@ -566,11 +784,7 @@ def connection_touch(*, connection_ids) -> None:
         _CONNECTION_TOUCHED.clear()
     for cid in due:
         _CONNECTION_TOUCHED[cid] = now
-    stamp = timezone.now()
-    Connection.objects.filter(pk__in=due).filter(
-        Q(last_used_at__isnull=True)
-        | Q(last_used_at__lt=stamp - timedelta(seconds=API_KEY_TOUCH_INTERVAL_SECONDS))
-    ).update(last_used_at=stamp)
+    _touch(Connection, due)
 
 
 # --- usage ------------------------------------------------------------------------------------
@@ -716,8 +930,98 @@ def _usage_checked(records: list[UsageRecord], *, alias: str,
 # --- connections ------------------------------------------------------------------------------
 
 def invalidate_for_connection(connection_id=None) -> None:
-    """Called by connection services after a change: cached resolutions become stale."""
-    bump_revision()
+    """Cached resolutions naming this connection become stale (all of them without an id).
+
+    Kept for callers outside the connections app; connection services bump their scope
+    themselves (llmconn.versions.bump_connections) and import nothing from workspaces."""
+    if connection_id is None:
+        versions.bump(versions.GLOBAL)
+    else:
+        versions.bump_connections(connection_id)
+
+
+# --- connections used by workspaces (registered in connections.dependents) -------------------
+
+# Which catalog capability a workspace role needs from the connection it is bound to.
+_ROLE_CAPABILITY = {"chat": CHAT, "agent": CHAT, "embedding": EMBEDDINGS}
+
+
+@dataclass(frozen=True)
+class _Moved:
+    pk: int
+    workspace_id: int
+    role: str
+
+
+def bindings_move(*, source: Connection, target: Connection, actor=None) -> dict:
+    """Move every workspace binding, fallback and system default of `source` to `target`
+    (connections.services.connection_move_bindings, which locked both connections and audits
+    the move, calls this through connections.dependents).
+
+    Bumps the `revision` of every workspace whose resolution changes (all of them when a
+    system default moves). A few statements whatever the number of bindings.
+    """
+    from .selectors import bindings_with_fallback
+
+    # (pk, workspace id, role) rows, not model instances: there may be tens of thousands
+    bindings = [_Moved(*row) for row in WorkspaceBinding.objects.select_for_update()
+                .filter(connection_id=source.pk).values_list("pk", "workspace_id", "role")]
+    defaults = list(SystemDefault.objects.select_for_update().filter(connection_id=source.pk))
+    with_fallback = bindings_with_fallback(connection_id=source.pk)
+    list(WorkspaceBinding.objects.select_for_update()
+         .filter(pk__in=[b.pk for b in with_fallback]).values_list("pk", flat=True))
+
+    spec = target.spec
+    capabilities = spec.capabilities if spec else frozenset()
+    missing = sorted({row.role for row in [*bindings, *defaults, *with_fallback]
+                      if _ROLE_CAPABILITY.get(row.role, CHAT) not in capabilities})
+    if missing:
+        raise ValidationFailed(
+            f"Connection {target.name!r} cannot serve the role(s) {', '.join(missing)} "
+            f"(its provider offers: {', '.join(sorted(capabilities)) or 'nothing'}).",
+            code="capability_missing",
+            fields={"to": [f"Cannot serve: {', '.join(missing)}."]},
+        )
+
+    now = timezone.now()
+    WorkspaceBinding.objects.filter(connection_id=source.pk).update(
+        connection_id=target.pk, updated_at=now)
+    SystemDefault.objects.filter(pk__in=[d.pk for d in defaults]).update(
+        connection_id=target.pk, updated_at=now)
+    moved_ids = {b.pk for b in bindings}
+    for binding in with_fallback:
+        primary = target.pk if binding.pk in moved_ids else binding.connection_id
+        binding.fallbacks = _moved_fallbacks(binding.fallbacks, source=source.pk,
+                                             target=target.pk, primary=primary,
+                                             primary_model=binding.model)
+        binding.updated_at = now
+    WorkspaceBinding.objects.bulk_update(with_fallback, ["fallbacks", "updated_at"],
+                                         batch_size=500)
+    # Workspaces that bind a role to no connection resolve through the system defaults, so a
+    # moved default can change any of them.
+    workspace_ids = {b.workspace_id for b in [*bindings, *with_fallback]}
+    affected = Workspace.objects.all() if defaults else Workspace.objects.filter(
+        pk__in=workspace_ids)
+    affected.update(revision=F("revision") + 1, updated_at=now)
+    slugs = sorted(Workspace.objects.filter(pk__in=workspace_ids)
+                   .values_list("slug", flat=True))
+    return {"moved_bindings": len(bindings), "moved_system_defaults": len(defaults),
+            "moved_fallbacks": len(with_fallback), "workspaces": slugs}
+
+
+def _moved_fallbacks(fallbacks, *, source, target, primary, primary_model) -> list[dict]:
+    """A binding's fallbacks with `source` replaced by `target`; an entry that now repeats the
+    binding's own connection and model, or an earlier entry, is dropped."""
+    result, seen = [], {(str(primary), primary_model or None)}
+    for item in fallbacks or []:
+        connection = str(target) if str(item.get("connection")) == str(source) \
+            else str(item.get("connection"))
+        entry = {"connection": connection, "model": item.get("model")}
+        if (connection, entry["model"] or None) in seen:
+            continue
+        seen.add((connection, entry["model"] or None))
+        result.append(entry)
+    return result
 
 
 # --- budgets ----------------------------------------------------------------------------------
@@ -785,7 +1089,7 @@ def budget_create(*, scope: str, workspace=None, connection=None, limit,
                  actor=actor, changed_fields=["scope", *BUDGET_FIELDS],
                  extra={"scope": scope, "target": str(ws.pk if ws else conn.pk),
                         "period": period, "metric": metric, "limit": str(limit)})
-    bump_revision()
+    versions.bump(versions.BUDGETS)
     return budget
 
 
@@ -810,7 +1114,7 @@ def budget_update(*, budget: Budget, actor=None, **changes: Any) -> Budget:
     audit_record(action="budget.update", target=("budget", str(current.pk), current.label),
                  actor=actor, changed_fields=changed,
                  extra={f: str(getattr(current, f)) for f in changed})
-    bump_revision()
+    versions.bump(versions.BUDGETS)
     return current
 
 
@@ -820,4 +1124,4 @@ def budget_delete(*, budget: Budget, actor=None) -> None:
     audit_record(action="budget.delete", target=("budget", str(budget.pk), budget.label),
                  actor=actor)
     Budget.objects.filter(pk=budget.pk).delete()
-    bump_revision()
+    versions.bump(versions.BUDGETS)

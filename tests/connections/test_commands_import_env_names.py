@@ -75,7 +75,7 @@ def test_anythingllm_names_become_connections_and_defaults(env):
     assert set(conns) == {"litellm-env", "openai-env", "ollama-env", "generic-openai-env"}
     lite = conns["litellm-env"]
     assert (lite.provider, lite.base_url, lite.default_model, lite.secrets) == (
-        "litellm_proxy", "http://127.0.0.1:4000", "gpt-4o-mini",
+        "litellm_proxy", "http://127.0.0.1:4000/v1", "gpt-4o-mini",
         {"api_key": "sk-litellm-virtual-key-0001"})
     assert conns["openai-env"].default_model == "gpt-4o"
     assert conns["ollama-env"].base_url == "http://127.0.0.1:11434/v1"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 from django.test import override_settings
-from django.urls import reverse
 
 from connections.models import Connection, ConnectionTest
 from tests.conftest import CANARY, UPSTREAM_KEY

@@ -32,6 +32,8 @@ def _fresh_resolution_cache():
     budgets.clear_local_cache()
     _KEYS.clear()
     services._TOUCHED.clear()
+    services._TOUCH_QUEUE.clear()
+    services._TOUCH_FLUSHED[0] = 0.0
     yield
     resolution.clear_local_cache()
     budgets.clear_local_cache()

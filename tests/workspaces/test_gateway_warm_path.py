@@ -113,7 +113,10 @@ def test_a_stale_cached_key_never_reaches_the_provider(gateway, setup, stream):
     assert gateway.post(CHAT, setup["key"], body).status_code == 200  # warm
     conn = Connection.objects.get(pk=setup["conn"].pk)
     conn.secrets = {"api_key": "sk-rotated-elsewhere-0001"}
-    Connection.objects.filter(pk=conn.pk).update(secrets=conn.secrets)  # no local invalidation
+    # no local invalidation: the row changes as connection services change it (its revision
+    # grows with every settings change)
+    Connection.objects.filter(pk=conn.pk).update(secrets=conn.secrets,
+                                                 revision=conn.revision + 1)
     cache.incr(REVISION_CACHE_KEY)  # ... as another process's change bumps the stamp
     before = setup["up"].request_count
     gateway.post(CHAT, setup["key"], body)

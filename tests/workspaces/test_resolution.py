@@ -9,7 +9,13 @@ from connections.services import connection_update
 from tests.factories import ConnectionFactory
 from workspaces import resolution
 from workspaces.constants import REVISION_CACHE_KEY
-from workspaces.resolution import ModelNotOffered, ResolutionError, resolve, resolve_model
+from workspaces.resolution import (
+    ModelNotOffered,
+    ResolutionError,
+    resolve,
+    resolve_model,
+    resolve_uncached,
+)
 from workspaces.services import system_default_set, workspace_create, workspace_update
 
 
@@ -87,15 +93,29 @@ def test_cache_outage_resolves_from_the_database_every_time(ws, monkeypatch,
         raise ConnectionError("cache down")
 
     class DownRedis:
-        get = staticmethod(broken)
+        get = mget = pipeline = staticmethod(broken)
 
-    monkeypatch.setattr(resolution.cache, "get", broken)
-    # the stamp is read straight from Redis when the cache is Redis (llmconn/rediscache.py)
+    monkeypatch.setattr("django.core.cache.cache.get_many", broken)
+    # versions are read straight from Redis when the cache is Redis (llmconn/rediscache.py)
     monkeypatch.setattr("llmconn.rediscache.client_and_key", lambda key: (DownRedis(), key))
     assert resolution.current_revision() is None
     assert resolve(workspace_id=ws.pk, role="chat").model == "m1"
-    with django_assert_num_queries(3):  # not cached: workspace, binding, discovered models
-        resolve(workspace_id=ws.pk, role="chat")
+    with django_assert_num_queries(1):  # not cached: binding, workspace and connection at once
+        resolve(workspace_id=ws.pk, role="chat")  # (secrets and models: per connection state)
+
+
+def test_a_cold_resolution_is_one_query_once_the_connection_is_known(
+        ws, conn, django_assert_num_queries):
+    """Thousands of workspaces on one connection: decrypting its secrets and listing its models
+    happen once per connection state in a process, not once per workspace."""
+    other = workspace_create(name="W-other", bindings={"chat": {"connection": str(conn.pk)}})
+    first = resolve(workspace_id=ws.pk, role="chat")
+    with django_assert_num_queries(1):
+        second = resolve_uncached(workspace_id=other.pk, role="chat")
+    assert second.secrets is first.secrets and second.offered_models is first.offered_models
+    system_default_set(role="agent", connection=str(conn.pk))
+    with django_assert_num_queries(2):  # through the system default: binding, then default
+        resolve_uncached(workspace_id=other.pk, role="agent")
 
 
 def test_system_default_and_model_override(ws, conn):

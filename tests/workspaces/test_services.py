@@ -8,10 +8,10 @@ from django.test.utils import CaptureQueriesContext
 from django.db import connection as db_connection
 
 from connections.services import connection_delete, connection_update
+from llmconn import versions
 from tests.factories import ConnectionFactory
 from workspaces.constants import REVISION_CACHE_KEY
 from workspaces.models import UsageRecord, WorkspaceAPIKey
-from workspaces.resolution import current_revision
 from workspaces.services import (
     api_key_create,
     api_key_touch,
@@ -54,15 +54,20 @@ def test_usage_record_survives_a_deleted_connection(ws):
     assert UsageRecord.objects.get(pk=record.pk).connection_id is None
 
 
-def test_connection_changes_bump_the_shared_stamp(db):
-    before = current_revision()
-    conn = ConnectionFactory()
+def test_connection_changes_bump_that_connection_only(db):
+    """A connection edit moves its own version (and the connection epoch), not the global stamp
+    every cached resolution depends on, nor another connection's."""
+    conn, other = ConnectionFactory(), ConnectionFactory()
+    scopes = [versions.GLOBAL, versions.connection(conn.pk), versions.connection(other.pk)]
+    before = dict(zip(scopes, versions.read(scopes)))
     connection_update(connection=conn, default_model="x")
-    assert current_revision() > before
-    stamp = current_revision()
-    invalidate_for_connection(conn.pk)
-    assert current_revision() > stamp
-    assert cache.get(REVISION_CACHE_KEY) == current_revision()
+    after = dict(zip(scopes, versions.read(scopes)))
+    assert after[versions.connection(conn.pk)] > before[versions.connection(conn.pk)]
+    assert after[versions.GLOBAL] == before[versions.GLOBAL]
+    assert after[versions.connection(other.pk)] == before[versions.connection(other.pk)]
+    invalidate_for_connection(other.pk)
+    assert versions.read(scopes[2:])[0] > after[versions.connection(other.pk)]
+    assert cache.get(REVISION_CACHE_KEY) == after[versions.GLOBAL]
 
 
 @pytest.mark.django_db(transaction=True)  # as in production: no transaction around the call

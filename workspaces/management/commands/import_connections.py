@@ -3,12 +3,11 @@
 that need them are created inactive and listed). `--dry-run` prints the same lines and changes
 nothing. Importing the same file twice changes nothing."""
 
-import json
-import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.context import audit_context
+from llmconn.commands import read_json_file
 from llmconn.errors import ApplicationError
 from workspaces.config_transfer import config_import
 
@@ -23,16 +22,7 @@ class Command(BaseCommand):
                             help="Report what would change and change nothing.")
 
     def handle(self, *args, file, dry_run=False, **options):
-        try:
-            if file == "-":
-                data = json.load(sys.stdin)
-            else:
-                with open(file, encoding="utf-8") as fh:
-                    data = json.load(fh)
-        except OSError as exc:
-            raise CommandError(f"Cannot read {file}: {exc.strerror}.") from None
-        except (ValueError, RecursionError):
-            raise CommandError(f"{file} is not valid JSON.") from None
+        data = read_json_file(file)
         try:
             with audit_context(auth_kind="command"):
                 report = config_import(data=data, dry_run=dry_run)

@@ -2,11 +2,11 @@
 llm_api_key, llm_base_url}, as OpenHands keeps them) as personal connections and user
 defaults. Masked keys are skipped; running it twice changes nothing."""
 
-import json
 
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.context import audit_context
+from llmconn.commands import read_json_file
 from workspaces.user_settings_import import import_user_settings
 
 
@@ -18,11 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("file", help="JSON file: a list of user settings objects.")
 
     def handle(self, *args, file, **options):
-        try:
-            with open(file, encoding="utf-8") as fh:
-                entries = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise CommandError(f"Cannot read {file}: {exc.__class__.__name__}.") from None
+        entries = read_json_file(file)
         if not isinstance(entries, list):
             raise CommandError(f"{file} must hold a JSON list of objects.")
         with audit_context(auth_kind="command"):
