@@ -3,54 +3,14 @@ providers/catalog.py, and no other module branches on a provider's name or wire 
 
 from __future__ import annotations
 
-import ast
+import json
 import pickle
-from pathlib import Path
+import subprocess
+import sys
 
 from providers import errors, forward
 from providers.base import OpenAIWireProvider, all_providers, find_provider
-
-ROOT = Path(__file__).resolve().parents[2]
-# The modules that may name providers and wire formats: the provider classes themselves.
-PROVIDER_CLASS_MODULES = {Path("providers/base.py"), Path("providers/catalog.py")}
-SCANNED_APPS = ("providers", "connections", "workspaces", "audit", "llmconn")
-_NAMES = {"provider", "wire"}
-_OPS = (ast.Eq, ast.NotEq, ast.In, ast.NotIn)
-
-
-def _subject(node: ast.AST) -> str | None:
-    """`provider` / `wire` for `provider`, `s.provider`, `spec.wire` ...; else None."""
-    if isinstance(node, ast.Name) and node.id in _NAMES:
-        return node.id
-    if isinstance(node, ast.Attribute) and node.attr in _NAMES:
-        return node.attr
-    return None
-
-
-def _literal(node: ast.AST) -> bool:
-    """A provider name or wire constant: "openai", WIRE_OPENAI, ("ollama", "vllm")..."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return True
-    if isinstance(node, (ast.Name, ast.Attribute)):
-        name = node.id if isinstance(node, ast.Name) else node.attr
-        return name.startswith("WIRE_")
-    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-        return any(_literal(e) for e in node.elts)
-    return False
-
-
-def provider_branches(source: str) -> list[int]:
-    """Line numbers of `provider == "..."`, `wire in (WIRE_...)` and the like in `source`."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.Compare):
-            continue
-        sides = [node.left, *node.comparators]
-        if not any(isinstance(op, _OPS) for op in node.ops):
-            continue
-        if any(_subject(s) for s in sides) and any(_literal(s) for s in sides):
-            found.append(node.lineno)
-    return found
+from tests.providers.branch_scan import ROOT, provider_branches
 
 
 def test_the_scanner_finds_provider_and_wire_branches():
@@ -67,13 +27,9 @@ def test_the_scanner_finds_provider_and_wire_branches():
 def test_no_provider_or_wire_branch_outside_the_provider_classes():
     """Adding a provider is adding one class: a `provider == "..."` branch elsewhere is a
     method missing on a class (STYLE.md, "Providers")."""
-    offenders = []
-    for app in SCANNED_APPS:
-        for path in sorted((ROOT / app).rglob("*.py")):
-            rel = path.relative_to(ROOT)
-            if rel in PROVIDER_CLASS_MODULES or "migrations" in rel.parts:
-                continue
-            offenders += [f"{rel}:{line}" for line in provider_branches(path.read_text())]
+    run = subprocess.run([sys.executable, "-m", "tests.providers.branch_scan"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=True)
+    offenders = json.loads(run.stdout)
     assert offenders == [], ("branch on a provider's name or wire format outside "
                              "providers/base.py and providers/catalog.py: " + ", ".join(offenders))
 
