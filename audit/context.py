@@ -3,7 +3,7 @@
 The middleware (`audit.middleware.AuditContextMiddleware`) opens a context for every HTTP
 request with its IP and user agent; the actor and the way they authenticated are read from the
 request when an event is written (DRF authenticates inside the view, after middleware ran).
-Code that authenticates by other means (the gateway's workspace keys) calls `set_auth()`;
+Code that authenticates by other means sets `request.audit_auth_kind`;
 management commands wrap their work in `audit_context(auth_kind="command")`.
 https://docs.python.org/3/library/contextvars.html
 """
@@ -53,12 +53,6 @@ def audit_context(**values):
         yield
     finally:
         _current.reset(token)
-
-
-def set_auth(*, kind: str, actor=None) -> None:
-    """Record how the current request authenticated (for non-DRF auth such as workspace keys)."""
-    base = _current.get() or AuditContext()
-    _current.set(replace(base, auth_kind=kind, actor=actor if actor is not None else base.actor))
 
 
 def client_ip(request) -> str | None:

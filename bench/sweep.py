@@ -1,7 +1,7 @@
 """Benchmark: how long the health sweep's engine takes to test N connections.
 
 Starts the project's fake upstream (tests/upstream.py) on 127.0.0.1, or uses --url, then tests
-N connection settings against it with providers.client.test_many (one event loop, bounded
+N connection settings against it with providers.checks.test_many (one event loop, bounded
 concurrency: what connection_health_sweep and test_connections run), and prints the time.
 Nothing is written to the database.
 
@@ -31,7 +31,8 @@ def main() -> None:
     import django
 
     django.setup()
-    from providers.client import ConnectionSettings, _litellm, test_many
+    from providers.checks import ConnectionSettings, test_many
+    from providers.forward import _litellm
     from tests.upstream import Upstream
 
     up = Upstream(api_keys={"bench-key"}).start()

@@ -15,7 +15,7 @@ periodically by beat, and for one row whenever it is read) fails rows running lo
 task's hard time limit plus a margin, and rows nobody picked up within PENDING_LIMIT_S.
 
 The health sweep tests many connections inside ONE task with asyncio and bounded concurrency
-(providers.client.atest_many) and writes the results when they are all in, so nothing is left
+(providers.checks.atest_many) and writes the results when they are all in, so nothing is left
 running if the sweep dies.
 """
 
@@ -39,7 +39,7 @@ from audit.services import audit_record, secret_fingerprints
 from llmconn import metrics
 from llmconn.errors import NotFound, ServiceUnavailable, ValidationFailed
 from llmconn.versions import bump_connections
-from providers import client
+from providers import checks
 from providers.base import EMBEDDINGS, find_provider, host_of
 from providers.errors import ProviderError, classify
 from providers.validation import config_with_defaults, validate_connection_settings
@@ -170,7 +170,7 @@ def test_endpoint(*, connection: Connection | None, provider: str, model: str,
     spec = find_provider(provider)
     if spec is None or EMBEDDINGS not in spec.capabilities:
         return "chat"
-    if client.is_embedding_model(model or ""):
+    if checks.is_embedding_model(model or ""):
         return "embeddings"
     if connection is not None and model:
         for uses in EMBEDDING_USES:
@@ -367,14 +367,14 @@ def connection_discover_models_request(*, connection: Connection, actor=None) ->
 
 # --- runs (worker side) ------------------------------------------------------------------------
 
-def _settings_of_connection(connection: Connection, model: str) -> client.ConnectionSettings:
-    return client.ConnectionSettings(
+def _settings_of_connection(connection: Connection, model: str) -> checks.ConnectionSettings:
+    return checks.ConnectionSettings(
         provider=connection.provider, auth_method=connection.auth_method,
         base_url=connection.base_url, config=connection.effective_config,
         secrets=connection.secrets, model=model, timeout=connection.timeout_seconds)
 
 
-def _start(test_id, kind: str) -> tuple[ConnectionTest | None, client.ConnectionSettings | None]:
+def _start(test_id, kind: str) -> tuple[ConnectionTest | None, checks.ConnectionSettings | None]:
     """Lock a pending job, mark it running and return it with the settings to use."""
     with transaction.atomic():
         # of=("self",): PostgreSQL cannot lock the nullable side of the outer join.
@@ -395,7 +395,7 @@ def _start(test_id, kind: str) -> tuple[ConnectionTest | None, client.Connection
                 test.model = connection.default_model or ""
             s = _settings_of_connection(connection, test.model)
         else:
-            s = client.ConnectionSettings(
+            s = checks.ConnectionSettings(
                 provider=test.provider, auth_method=test.auth_method, base_url=test.base_url,
                 config=config_with_defaults(test.provider, test.auth_method, test.config or {}),
                 secrets=test.secrets, model=test.model, timeout=test.timeout_seconds)
@@ -460,7 +460,7 @@ def connection_test_run(*, test_id) -> ConnectionTest | None:
     if s is None:
         return test
     try:
-        outcome = client.test_connection(s, timeout=s.timeout or TEST_TIMEOUT_S)
+        outcome = checks.test_connection(s, timeout=s.timeout or TEST_TIMEOUT_S)
     except BaseException as exc:  # SoftTimeLimitExceeded, anything unexpected: still recorded
         err = classify(exc, host=_safe_host(s))
         _finish(test, ok=False, error_class=err.error_class, message=err.message)
@@ -481,7 +481,7 @@ def connection_test_run(*, test_id) -> ConnectionTest | None:
                    models_found=len(outcome.models) if outcome.models else None)
 
 
-def _safe_host(s: client.ConnectionSettings) -> str:
+def _safe_host(s: checks.ConnectionSettings) -> str:
     try:
         return s.host
     except Exception:
@@ -494,9 +494,9 @@ def connection_discover_models_run(*, test_id) -> ConnectionTest | None:
     if s is None:
         return job
     started = timezone.now()
-    live = client.has_live_listing(s.provider)
+    live = checks.has_live_listing(s.provider)
     try:
-        found = client.list_models(s, timeout=s.timeout or TEST_TIMEOUT_S)
+        found = checks.list_models(s, timeout=s.timeout or TEST_TIMEOUT_S)
     except BaseException as exc:
         err = exc if isinstance(exc, ProviderError) else classify(exc, host=_safe_host(s),
                                                                    listing=True)
@@ -610,7 +610,7 @@ def connection_health_sweep(
     items = [(c.pk, _settings_of_connection(c, c.default_model or "")) for c in connections]
     started = timezone.now()
     callback = (lambda pk, outcome: on_result(by_id[pk], outcome)) if on_result else None
-    outcomes = client.test_many(items, concurrency=concurrency, timeout=timeout,
+    outcomes = checks.test_many(items, concurrency=concurrency, timeout=timeout,
                                 on_result=callback, deadline=deadline)
     finished = timezone.now()
     rows = []
@@ -661,7 +661,7 @@ def connection_health_sweep_locked(**kwargs) -> list[ConnectionTest] | None:
 # --- in-process check (no job row) --------------------------------------------------------------
 
 def test_connection_settings(connection: Connection, *, model: str = "",
-                             timeout: float = TEST_TIMEOUT_S) -> client.TestOutcome:
+                             timeout: float = TEST_TIMEOUT_S) -> checks.TestOutcome:
     """Test a (possibly unsaved) Connection's settings now, in this process; nothing is stored.
 
     For callers that must decide synchronously (staged secret rotation). Never raises for a
@@ -669,10 +669,10 @@ def test_connection_settings(connection: Connection, *, model: str = "",
     """
     s = _settings_of_connection(connection, model or connection.default_model or "")
     try:
-        return client.test_connection(s, timeout=s.timeout or timeout)
+        return checks.test_connection(s, timeout=s.timeout or timeout)
     except Exception as exc:
         err = classify(exc, host=_safe_host(s))
-        return client.TestOutcome(False, 0, s.model, err.error_class, err.message)
+        return checks.TestOutcome(False, 0, s.model, err.error_class, err.message)
 
 
 test_connection_settings.__test__ = False  # not a pytest test, despite the name

@@ -60,6 +60,20 @@ LITELLM_PREFIXES = {
 }
 
 
+def _litellm_prefixes() -> dict[str, str]:
+    """LITELLM_PREFIXES plus every OpenAI-wire catalog provider with a litellm prefix of its
+    own (xai/ → xai; a key and a model are all it needs): a provider added to the catalog is
+    recognised without an edit here."""
+    from providers.base import OpenAIWireProvider, all_providers
+
+    owners: dict[str, set[str]] = {}
+    for spec in all_providers():
+        if issubclass(spec, OpenAIWireProvider):
+            owners.setdefault(spec.litellm_prefix, set()).add(spec.name)
+    own = {prefix: names.pop() for prefix, names in owners.items() if len(names) == 1}
+    return {**own, **LITELLM_PREFIXES}
+
+
 def split_litellm_model(value: str, *, base_url: str | None = None) -> tuple[str, str]:
     """(our provider, model) of a litellm-style model string: `anthropic/claude-x` →
     (anthropic, claude-x); a bare name is OpenAI's (Anthropic's for `claude*`); `openai/...`
@@ -67,11 +81,11 @@ def split_litellm_model(value: str, *, base_url: str | None = None) -> tuple[str
     of an OpenAI-compatible connection when a base URL is given, else ("", value)."""
     value = (value or "").strip()
     prefix, sep, rest = value.partition("/")
-    if sep and prefix in LITELLM_PREFIXES:
-        provider = LITELLM_PREFIXES[prefix]
-        if provider == "openai" and base_url:
-            provider = "openai_compatible"
-        return provider, rest
+    prefixes = _litellm_prefixes()
+    if sep and prefix in prefixes:
+        if prefix == "openai" and base_url:  # litellm's openai/ prefix, a server of one's own
+            return "openai_compatible", rest
+        return prefixes[prefix], rest
     if base_url:
         return "openai_compatible", value
     if not sep:
@@ -114,6 +128,12 @@ def _ollama_url(raw: str) -> str:
     if not path.endswith("/v1"):
         path += "/v1"  # the OpenAI-compatible API (providers/catalog.py: Ollama)
     return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+# How a base URL variable of another tool becomes ours, by the provider it is read for (the
+# /v1 of Ollama's and LM Studio's OpenAI-compatible API); the others are taken as they are.
+ENV_BASE_URL_FIX = {"lmstudio": _ollama_url}
+OPENHANDS_BASE_URL_FIX = {"ollama": _ollama_url}
 
 
 def plan_from_env(env: Mapping[str, str]) -> tuple[list[Planned], list[str]]:
@@ -205,8 +225,7 @@ def plan_from_env(env: Mapping[str, str]) -> tuple[list[Planned], list[str]]:
         kvar, key = _get(env, key_var) if key_var else ("", "")
         if not (base if base_var else key):
             continue
-        if provider == "lmstudio":
-            base = _ollama_url(base)  # (the same /v1 rule)
+        base = ENV_BASE_URL_FIX.get(provider, str)(base)
         plans.append(Planned(name, provider, "api_key" if key else "none",
                              base_url=base or None,
                              credentials={"api_key": key} if key else {},
@@ -233,8 +252,8 @@ def _openhands_plan(env: Mapping[str, str]) -> Planned | None:
     provider, bare = split_litellm_model(model, base_url=base or None)
     if not provider:
         provider = "openai_compatible" if base else "openai"
-    if provider == "ollama" and base:
-        base = _ollama_url(base)
+    if base:
+        base = OPENHANDS_BASE_URL_FIX.get(provider, str)(base)
     auth = "api_key" if key else "none"
     spec = find_provider(provider)
     if spec is not None and auth not in {m.name for m in spec.auth_methods}:

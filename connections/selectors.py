@@ -56,11 +56,6 @@ def connection_list_detailed(*, active_only: bool = False) -> QuerySet[Connectio
     )
 
 
-def connection_get(*, connection_id) -> Connection:
-    """One connection by id (Connection.DoesNotExist if missing)."""
-    return Connection.objects.get(pk=connection_id)
-
-
 def connection_dependents(*, connection: Connection) -> list[dict]:
     """The workspace bindings that use a connection: [{"workspace", "role", ...}].
 

@@ -73,14 +73,6 @@ def error_message(exc: Exception) -> str:
     return " ".join(message for _, message in error_items(exc))
 
 
-QUOTED = re.compile(r"'([A-Za-z0-9_]+)'")
-
-
-def quoted_names(message: str) -> list[str]:
-    """Field names quoted in a catalog message ("'api_version' is required ...")."""
-    return QUOTED.findall(message)
-
-
 class ServiceFormMixin:
     """Form side: attach the service error (if any) found on the request to the fields."""
 

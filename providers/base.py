@@ -5,6 +5,19 @@ the API, the admin forms and validation need to know: its label, litellm prefix,
 and their fields (which are secret), provider-level fields (Azure's api_version, Vertex's
 project), default base URL and capabilities. Presets are named starting points (Ollama on
 localhost, OpenRouter...) registered with `register_preset`. Nothing else lists providers.
+
+A provider class also carries its behaviour; the modules that talk to providers ask it and
+never test a provider's name or wire format themselves (tests/providers/test_provider_classes.py
+greps for that):
+- litellm arguments: `endpoint_url`, `litellm_endpoint`, `litellm_settings`,
+  `placeholder_key` (used by providers.params);
+- the connection test and the models listing: `test_request`, `list_request`,
+  `parse_models` (providers.checks);
+- direct forwarding of /v1 calls: `direct_target` (providers.forward);
+- destination fields: `destination_fields`, `destination` (connections' write rules).
+`OpenAIWireProvider` implements the OpenAI wire format once; a provider that speaks it
+subclasses it and sets its name, prefix and base URL. Error mapping is the same for every
+provider (providers.errors reads exception types and HTTP statuses, never provider names).
 """
 
 from __future__ import annotations
@@ -24,6 +37,12 @@ EMBEDDINGS = "embeddings"
 WIRE_OPENAI = "openai"
 WIRE_ANTHROPIC = "anthropic"
 WIRE_OTHER = "other"
+
+# Sent where litellm's OpenAI client insists on an api_key but the connection has none (auth
+# "none", a custom header, or a LiteLLM proxy key that travels in its own header).
+NO_KEY = "llmconn-no-key"
+# The one-word prompt of a connection test.
+TEST_PROMPT = [{"role": "user", "content": "ping"}]
 
 
 @dataclass(frozen=True)
@@ -76,10 +95,6 @@ class AuthMethod:
     @property
     def secret_fields(self) -> tuple[Field, ...]:
         return tuple(f for f in self.fields if f.secret)
-
-    @property
-    def config_fields(self) -> tuple[Field, ...]:
-        return tuple(f for f in self.fields if not f.secret)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "label": self.label, "fields": [f.as_dict() for f in self.fields]}
@@ -240,6 +255,70 @@ class Provider:
                 "endpoint": normalize_url(cls.effective_base_url(base_url) or ""),
                 "fields": fields}
 
+    # --- behaviour: litellm arguments (providers.params) -------------------------------------
+
+    # litellm's client for this provider refuses to start without an api_key, so a connection
+    # without one (auth "none", a custom header) sends NO_KEY (OpenAI's SDK: OpenAI-wire, Azure).
+    placeholder_key: ClassVar[bool] = False
+
+    @classmethod
+    def endpoint_url(cls, *, base_url: str | None, config: dict) -> str | None:
+        """The URL calls go to (for the egress check and for messages); None if unknown.
+        `config` has the catalog defaults filled in."""
+        return base_url or cls.default_base_url
+
+    @classmethod
+    def litellm_endpoint(cls, base_url: str | None) -> dict:
+        """The litellm kwargs that name the endpoint: `api_base` when the connection gives a
+        base URL, or when the provider has a default one and a known wire format (litellm
+        knows the others' endpoints)."""
+        effective = cls.effective_base_url(base_url)
+        if base_url or (effective and cls.wire != WIRE_OTHER):
+            return {"api_base": effective.rstrip("/")}
+        return {}
+
+    @classmethod
+    def litellm_settings(cls, config: dict) -> dict:
+        """litellm kwargs from provider-level fields (`config` with defaults filled in)."""
+        return {}
+
+    # --- behaviour: connection test and model listing (providers.checks) ---------------------
+
+    @classmethod
+    def test_request(cls, kwargs: dict, model: str, endpoint: str
+                     ) -> tuple[str, dict, dict, str] | None:
+        """(url, headers, JSON body, key a good answer holds a list under) of a minimal test
+        call sent directly over the transport, as litellm would send it; None: the test goes
+        through litellm. `kwargs` are the connection's litellm kwargs (with `api_base`),
+        `endpoint` is "chat" or "embeddings"."""
+        return None
+
+    @classmethod
+    def list_request(cls, kwargs: dict, base: str) -> tuple[str, dict] | None:
+        """(url, headers) of the live models listing; None when the provider has none (its
+        catalog list is used)."""
+        return None
+
+    @classmethod
+    def has_live_listing(cls) -> bool:
+        return cls.list_request.__func__ is not Provider.list_request.__func__
+
+    @classmethod
+    def parse_models(cls, data: dict) -> tuple[list, dict]:
+        """(model ids, query parameters of the next page or {}) of one listing page, in the
+        `{"data": [{"id"}], "has_more", "last_id"}` shape OpenAI and Anthropic answer."""
+        items = [m.get("id") for m in data.get("data") or [] if isinstance(m, dict)]
+        page = data.get("last_id") if data.get("has_more") else None
+        return items, ({"after_id": page} if page else {})
+
+    # --- behaviour: direct forwarding of /v1 calls (providers.forward) -----------------------
+
+    @classmethod
+    def direct_target(cls, call: dict) -> tuple[str, str, dict] | None:
+        """(base URL, model name, headers) when a /v1 call (its litellm kwargs) can be sent to
+        the provider as the client sent it, without litellm; None: litellm translates it."""
+        return None
+
     @classmethod
     def as_dict(cls) -> dict:
         return {
@@ -255,6 +334,63 @@ class Provider:
             "models": list(cls.models),
             "docs_url": cls.docs_url,
         }
+
+
+def _bearer_headers(kwargs: dict) -> dict:
+    """The Authorization (and OpenAI-Organization) headers of OpenAI's wire format."""
+    headers = {}
+    key = kwargs.get("api_key")
+    if key and key != NO_KEY:
+        headers["Authorization"] = f"Bearer {key}"
+    if kwargs.get("organization"):
+        headers["OpenAI-Organization"] = kwargs["organization"]
+    return headers
+
+
+class OpenAIWireProvider(Provider):
+    """A provider that speaks OpenAI's HTTP API (`/chat/completions`, `/embeddings`,
+    `/models`): tested, listed and forwarded directly over providers.transport, without
+    litellm. Subclass it for an OpenAI-compatible provider."""
+
+    wire: ClassVar[str] = WIRE_OPENAI
+    placeholder_key: ClassVar[bool] = True
+    # The parameter that caps a test's answer at one token.
+    test_token_limit: ClassVar[str] = "max_tokens"
+    # Keys of litellm kwargs (providers.params) a direct call knows how to send; a call with
+    # any other key goes through litellm.
+    direct_keys: ClassVar[frozenset[str]] = frozenset({
+        "model", "api_base", "api_key", "extra_headers", "organization", "llmconn_ca_cert"})
+
+    @classmethod
+    def test_request(cls, kwargs, model, endpoint):
+        base = kwargs["api_base"].rstrip("/")
+        headers = {"Accept": "application/json", **_bearer_headers(kwargs)}
+        if endpoint == EMBEDDINGS:
+            url, body, expect = f"{base}/embeddings", {"model": model, "input": ["ping"]}, "data"
+        else:
+            url, body, expect = (f"{base}/chat/completions",
+                                 {"model": model, "messages": TEST_PROMPT,
+                                  cls.test_token_limit: 1}, "choices")
+        headers.update(kwargs.get("extra_headers") or {})
+        return url, headers, body, expect
+
+    @classmethod
+    def list_request(cls, kwargs, base):
+        headers = {"Accept": "application/json", **_bearer_headers(kwargs)}
+        headers.update(kwargs.get("extra_headers") or {})
+        return f"{base}/models", headers
+
+    @classmethod
+    def direct_target(cls, call):
+        model = call.get("model") or ""
+        prefix, sep, name = model.partition("/")
+        base = call.get("api_base")
+        if not sep or not name or not base or not cls.direct_keys.issuperset(call):
+            return None
+        headers = {k.lower(): v for k, v in _bearer_headers(call).items()}
+        for header, value in (call.get("extra_headers") or {}).items():
+            headers[str(header).lower()] = value  # replaces ours (e.g. a custom Authorization)
+        return base.rstrip("/"), name, headers
 
 
 @dataclass(frozen=True)

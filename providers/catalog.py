@@ -12,10 +12,12 @@ from .base import (
     EMBEDDINGS,
     NO_AUTH,
     OAUTH_CLIENT_CREDENTIALS,
+    NO_KEY,
+    TEST_PROMPT,
     WIRE_ANTHROPIC,
-    WIRE_OPENAI,
     AuthMethod,
     Field,
+    OpenAIWireProvider,
     Preset,
     Provider,
     register,
@@ -29,17 +31,22 @@ REGION_PATTERN = r"[a-z][a-z0-9]*(?:-[a-z0-9]+){0,4}"
 
 
 @register
-class OpenAI(Provider):
+class OpenAI(OpenAIWireProvider):
     name = "openai"
     label = "OpenAI"
     litellm_prefix = "openai"
     default_base_url = "https://api.openai.com/v1"
     fields = (Field("organization", "Organization ID", help_text="Optional OpenAI-Organization."),)
     capabilities = CHAT_AND_EMBEDDINGS
-    wire = WIRE_OPENAI
     models = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o4-mini",
               "text-embedding-3-small", "text-embedding-3-large")
     docs_url = "https://platform.openai.com/docs/api-reference"
+    # OpenAI's reasoning models refuse max_tokens; litellm renames it the same way.
+    test_token_limit = "max_completion_tokens"
+
+    @classmethod
+    def litellm_settings(cls, config):
+        return {"organization": config["organization"]} if config.get("organization") else {}
 
 
 @register
@@ -70,6 +77,11 @@ class AzureOpenAI(Provider):
     )
     capabilities = CHAT_AND_EMBEDDINGS
     docs_url = "https://learn.microsoft.com/azure/ai-services/openai/reference"
+    placeholder_key = True  # litellm calls Azure through OpenAI's SDK
+
+    @classmethod
+    def litellm_settings(cls, config):
+        return {"api_version": config.get("api_version")}
 
     @classmethod
     def model_string(cls, model: str) -> str:
@@ -88,6 +100,29 @@ class Anthropic(Provider):
     wire = WIRE_ANTHROPIC
     models = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
     docs_url = "https://docs.anthropic.com/en/api"
+    api_version = "2023-06-01"  # the anthropic-version header
+
+    @classmethod
+    def _headers(cls, kwargs):
+        headers = {"Accept": "application/json", "anthropic-version": cls.api_version}
+        if kwargs.get("api_key") and kwargs["api_key"] != NO_KEY:
+            headers["x-api-key"] = kwargs["api_key"]
+        return headers
+
+    @classmethod
+    def test_request(cls, kwargs, model, endpoint):
+        if endpoint == EMBEDDINGS:
+            return None  # no embeddings API of its own: litellm says so
+        base = kwargs["api_base"].rstrip("/")
+        url = base if base.endswith("/v1/messages") else f"{base}/v1/messages"
+        headers = {**cls._headers(kwargs), **(kwargs.get("extra_headers") or {})}
+        return url, headers, {"model": model, "max_tokens": 1, "messages": TEST_PROMPT}, \
+            "content"
+
+    @classmethod
+    def list_request(cls, kwargs, base):
+        return f"{base}/v1/models", {**cls._headers(kwargs),
+                                     **(kwargs.get("extra_headers") or {})}
 
 
 @register
@@ -100,6 +135,19 @@ class Gemini(Provider):
     key_headers = ("x-goog-api-key",)
     capabilities = CHAT_AND_EMBEDDINGS
     models = ("gemini-2.5-pro", "gemini-2.5-flash", "text-embedding-004")
+
+    @classmethod
+    def list_request(cls, kwargs, base):
+        headers = {"Accept": "application/json"}
+        if kwargs.get("api_key"):
+            headers["x-goog-api-key"] = kwargs["api_key"]  # not ?key=: URLs end up in logs
+        return f"{base}/v1beta/models", {**headers, **(kwargs.get("extra_headers") or {})}
+
+    @classmethod
+    def parse_models(cls, data):
+        items = [m.get("name", "").removeprefix("models/") for m in data.get("models") or []]
+        page = data.get("nextPageToken")
+        return items, ({"pageToken": page} if page else {})
 
 
 @register
@@ -125,6 +173,16 @@ class VertexAI(Provider):
     )
     capabilities = CHAT_AND_EMBEDDINGS
     models = ("gemini-2.5-pro", "gemini-2.5-flash", "text-embedding-005")
+
+    @classmethod
+    def endpoint_url(cls, *, base_url, config):
+        return base_url or \
+            f"https://{config.get('location') or 'us-central1'}-aiplatform.googleapis.com"
+
+    @classmethod
+    def litellm_settings(cls, config):
+        return {"vertex_project": config.get("project_id"),
+                "vertex_location": config.get("location")}
 
 
 @register
@@ -156,61 +214,79 @@ class Bedrock(Provider):
     capabilities = CHAT_AND_EMBEDDINGS
     models = ("anthropic.claude-3-5-sonnet-20240620-v1:0", "amazon.titan-embed-text-v2:0")
 
+    @classmethod
+    def endpoint_url(cls, *, base_url, config):
+        region = config.get("aws_region_name") or "us-east-1"
+        return base_url or f"https://bedrock-runtime.{region}.amazonaws.com"
+
+    @classmethod
+    def litellm_endpoint(cls, base_url):
+        return {"aws_bedrock_runtime_endpoint": base_url} if base_url else {}
+
+    @classmethod
+    def litellm_settings(cls, config):
+        return {"aws_region_name": config.get("aws_region_name")}
+
 
 @register
-class Mistral(Provider):
+class Mistral(OpenAIWireProvider):
     name = "mistral"
     label = "Mistral AI"
     litellm_prefix = "mistral"
     default_base_url = "https://api.mistral.ai/v1"
     capabilities = CHAT_AND_EMBEDDINGS
-    wire = WIRE_OPENAI
     models = ("mistral-large-latest", "mistral-small-latest", "mistral-embed")
 
 
 @register
-class Groq(Provider):
+class Groq(OpenAIWireProvider):
     name = "groq"
     label = "Groq"
     litellm_prefix = "groq"
     default_base_url = "https://api.groq.com/openai/v1"
-    wire = WIRE_OPENAI
     models = ("llama-3.3-70b-versatile", "llama-3.1-8b-instant")
 
 
 @register
-class TogetherAI(Provider):
+class TogetherAI(OpenAIWireProvider):
     name = "together_ai"
     label = "Together AI"
     litellm_prefix = "together_ai"
     default_base_url = "https://api.together.xyz/v1"
     capabilities = CHAT_AND_EMBEDDINGS
-    wire = WIRE_OPENAI
     models = ("meta-llama/Llama-3.3-70B-Instruct-Turbo",)
 
 
 @register
-class DeepSeek(Provider):
+class DeepSeek(OpenAIWireProvider):
     name = "deepseek"
     label = "DeepSeek"
     litellm_prefix = "deepseek"
     default_base_url = "https://api.deepseek.com"
-    wire = WIRE_OPENAI
     models = ("deepseek-chat", "deepseek-reasoner")
 
 
 @register
-class OpenRouter(Provider):
+class XAI(OpenAIWireProvider):
+    name = "xai"
+    label = "xAI (Grok)"
+    litellm_prefix = "xai"
+    default_base_url = "https://api.x.ai/v1"
+    models = ("grok-4.3", "grok-4.20", "grok-code-fast-1")
+    docs_url = "https://docs.x.ai/docs/api-reference"
+
+
+@register
+class OpenRouter(OpenAIWireProvider):
     name = "openrouter"
     label = "OpenRouter"
     litellm_prefix = "openrouter"
     default_base_url = "https://openrouter.ai/api/v1"
-    wire = WIRE_OPENAI
     models = ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5")
 
 
 @register
-class Ollama(Provider):
+class Ollama(OpenAIWireProvider):
     name = "ollama"
     label = "Ollama"
     # Ollama's OpenAI-compatible API (https://github.com/ollama/ollama/blob/main/docs/openai.md).
@@ -218,36 +294,33 @@ class Ollama(Provider):
     default_base_url = "http://localhost:11434/v1"
     auth_methods = (NO_AUTH, API_KEY, CUSTOM_HEADER)
     capabilities = CHAT_AND_EMBEDDINGS
-    wire = WIRE_OPENAI
     api_path = "/v1"
 
 
 @register
-class LMStudio(Provider):
+class LMStudio(OpenAIWireProvider):
     name = "lmstudio"
     label = "LM Studio"
     litellm_prefix = "lm_studio"
     default_base_url = "http://localhost:1234/v1"
     auth_methods = (NO_AUTH, API_KEY)
     capabilities = CHAT_AND_EMBEDDINGS
-    wire = WIRE_OPENAI
     api_path = "/v1"
 
 
 @register
-class VLLM(Provider):
+class VLLM(OpenAIWireProvider):
     name = "vllm"
     label = "vLLM"
     litellm_prefix = "hosted_vllm"
     default_base_url = "http://localhost:8000/v1"
     auth_methods = (NO_AUTH, API_KEY, CUSTOM_HEADER)
     capabilities = CHAT_AND_EMBEDDINGS
-    wire = WIRE_OPENAI
     api_path = "/v1"
 
 
 @register
-class LiteLLMProxy(Provider):
+class LiteLLMProxy(OpenAIWireProvider):
     name = "litellm_proxy"
     label = "LiteLLM proxy"
     litellm_prefix = "litellm_proxy"
@@ -265,7 +338,6 @@ class LiteLLMProxy(Provider):
         OAUTH_CLIENT_CREDENTIALS,
     )
     capabilities = CHAT_AND_EMBEDDINGS
-    wire = WIRE_OPENAI
     docs_url = "https://docs.litellm.ai/docs/proxy/virtual_keys"
     api_path = "/v1"
 
@@ -273,14 +345,13 @@ class LiteLLMProxy(Provider):
 
 
 @register
-class OpenAICompatible(Provider):
+class OpenAICompatible(OpenAIWireProvider):
     name = "openai_compatible"
     label = "OpenAI-compatible server"
     litellm_prefix = "openai"
     base_url_required = True
     auth_methods = (API_KEY, NO_AUTH, CUSTOM_HEADER, OAUTH_CLIENT_CREDENTIALS)
     capabilities = CHAT_AND_EMBEDDINGS
-    wire = WIRE_OPENAI
 
 
 register_preset(Preset(

@@ -42,27 +42,73 @@ _DROP_NAMES = {"ReadError", "RemoteProtocolError", "ServerDisconnectedError",
                "ProtocolError", "IncompleteRead"}
 
 
+# error class -> (HTTP status, code) a gateway client is answered with (CONTRACT.md, "Provider
+# errors"): a provider's 401 is our 502 "provider_auth_failed", never our 401.
+GATEWAY_STATUS = {
+    AUTH: (502, "provider_auth_failed"),
+    RATE_LIMITED: (429, "provider_rate_limited"),
+    UNREACHABLE: (502, "provider_unreachable"),
+    TIMEOUT: (504, "provider_timeout"),
+    MODEL_NOT_FOUND: (404, "provider_model_not_found"),
+    BAD_REQUEST: (400, "provider_bad_request"),
+    BLOCKED: (502, "provider_blocked"),
+    PROVIDER_ERROR: (502, "provider_error"),
+}
+
+
 class ProviderError(Exception):
-    """A classified provider failure. `message` is ours: safe to show, store and log."""
+    """A classified provider failure: the one error type of providers/ (tests, listings, OAuth,
+    /v1 calls). `message` is ours: safe to show, store and log.
+
+    - `error_class`: one of ERROR_CLASSES.
+    - `status`, `code`: what a gateway client is answered with (GATEWAY_STATUS by default;
+      providers.forward.classify refines them for /v1 calls).
+    - `upstream_status`: the HTTP status the provider answered, if any.
+    - `retry_after`: seconds to wait, as the Retry-After header value, if known.
+    - `type`, `param`: the provider's own error type and parameter (upstream_detail), if sent.
+    - `label`: the connection a /v1 call went to, set once the message is worded for a gateway
+      client (providers.forward.classify, which passes such an error on unchanged).
+    """
 
     def __init__(self, error_class: str, message: str, *, status: int | None = None,
-                 retry_after: float | None = None):
+                 code: str | None = None, upstream_status: int | None = None,
+                 retry_after: str | None = None, type: str | None = None,
+                 param: str | None = None, label: str | None = None):
         super().__init__(message)
+        default_status, default_code = GATEWAY_STATUS.get(error_class, (502, "provider_error"))
         self.error_class = error_class
         self.message = message
-        self.status = status
+        self.status = status if status is not None else default_status
+        self.code = code or default_code
+        self.upstream_status = upstream_status
         self.retry_after = retry_after
+        self.type = type
+        self.param = param
+        self.label = label
+
+    def __str__(self) -> str:
+        return self.message
 
     @property
-    def retryable(self) -> bool:
+    def should_retry(self) -> bool:
+        """False when a retry cannot fix it (stored credentials, blocked destination, the
+        request itself): answered with `x-should-retry: false`."""
         return self.error_class in RETRYABLE
 
+    def as_openai(self) -> dict:
+        """`{"error": {"message", "type", "code", "param"}}` as OpenAI's API answers errors."""
+        return {"error": {"message": self.message, "type": self.type or "provider_error",
+                          "code": self.code, "param": self.param,
+                          "error_class": self.error_class}}
+
     def __reduce__(self):  # picklable without upstream text (Celery, multiprocessing)
-        return (_rebuild, (self.error_class, self.message, self.status, self.retry_after))
+        return (_rebuild, (self.error_class, self.message, self.__dict__))
 
 
-def _rebuild(error_class, message, status, retry_after):
-    return ProviderError(error_class, message, status=status, retry_after=retry_after)
+def _rebuild(error_class, message, state):
+    err = ProviderError(error_class, message)
+    err.__dict__.update(state)
+    return err
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -87,15 +133,19 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
-def _retry_after(exc: BaseException) -> float | None:
+def _retry_after(exc: BaseException) -> str | None:
+    """The provider's Retry-After in whole seconds, wherever litellm kept it (its own
+    `response` has no headers; `litellm_response_headers` and the wrapped openai/httpx errors
+    do)."""
     for item in _chain(exc):
-        headers = getattr(getattr(item, "response", None), "headers", None)
-        if headers is not None:
+        for headers in (getattr(item, "litellm_response_headers", None),
+                        getattr(getattr(item, "response", None), "headers", None)):
             try:
-                value = headers.get("retry-after")
-                return float(value) if value else None
+                value = headers.get("retry-after") if headers is not None else None
+                if value:
+                    return str(max(0, int(float(str(value).strip()))))
             except (TypeError, ValueError, AttributeError):
-                return None
+                continue
     return None
 
 
@@ -119,7 +169,7 @@ def classify(exc: BaseException, *, host: str = "", listing: bool = False) -> Pr
             return ProviderError(item.error_class, str(item)[:300])
     if names & _TIMEOUT_NAMES or any(isinstance(e, asyncio.TimeoutError) for e in chain):
         return ProviderError(TIMEOUT, f"No answer from{where} within the time limit.",
-                             status=408)
+                             upstream_status=408)
     if "LookupError" in names or "gaierror" in names or "ClientConnectorDNSError" in names:
         return ProviderError(UNREACHABLE, f"Could not resolve{where}: check the base URL.")
     if names & _CONNECT_NAMES:
@@ -136,28 +186,31 @@ def classify(exc: BaseException, *, host: str = "", listing: bool = False) -> Pr
     status = _status(exc)
     if status in (401, 403):
         return ProviderError(AUTH, f"Authentication failed (HTTP {status}):{where} "
-                             "refused the credentials.", status=status)
+                             "refused the credentials.", upstream_status=status)
     if status == 429:
         return ProviderError(RATE_LIMITED, f"Rate limited (HTTP 429) by{where}: try again "
-                             "later or raise the account's limits.", status=429,
+                             "later or raise the account's limits.", upstream_status=429,
                              retry_after=_retry_after(exc))
     if status == 404:
         if listing:
             return ProviderError(BAD_REQUEST, f"The models endpoint was not found (HTTP 404) "
-                                 f"at{where}: check the base URL.", status=404)
+                                 f"at{where}: check the base URL.", upstream_status=404)
         return ProviderError(MODEL_NOT_FOUND, f"The model or endpoint was not found (HTTP 404) "
-                             f"at{where}: check the model name and the base URL.", status=404)
+                             f"at{where}: check the model name and the base URL.",
+                             upstream_status=404)
     if status in (408, 504):
         return ProviderError(TIMEOUT, f"{subject} timed out (HTTP {status}).",
-                             status=status)
+                             upstream_status=status)
     if status is not None and 400 <= status < 500:
         return ProviderError(BAD_REQUEST, f"{subject} rejected the request "
-                             f"(HTTP {status}): check the model and settings.", status=status)
+                             f"(HTTP {status}): check the model and settings.",
+                             upstream_status=status)
     if status is not None and status >= 500 and "APIConnectionError" in names:
         return ProviderError(UNREACHABLE, f"Could not get an answer from{where}.")
     if status is not None and status >= 500:
         return ProviderError(PROVIDER_ERROR, f"{subject} failed with HTTP "
-                             f"{status}: a problem on the provider's side.", status=status)
+                             f"{status}: a problem on the provider's side.",
+                             upstream_status=status)
     if "APIConnectionError" in names:
         return ProviderError(UNREACHABLE, f"Could not get an answer from{where}.")
     return ProviderError(PROVIDER_ERROR, f"The call to{where} failed "

@@ -1,6 +1,6 @@
 """Which request fields a provider reached through litellm can take (the gateway's litellm path).
 
-OpenAI-wire providers get the client's body as it was sent (providers.gateway, direct path).
+OpenAI-wire providers get the client's body as it was sent (providers.forward, direct path).
 For the others litellm translates, and a field it does not map must not vanish: litellm reads
 some keyword arguments itself (`metadata`, `num_retries`, `input_cost_per_token`, ...; its
 `all_litellm_params`) and would drop them before the provider sees anything. So, per field:
@@ -38,7 +38,7 @@ _ALWAYS = frozenset({"model", "messages", "input", "stream", "stream_options",
 @functools.lru_cache(maxsize=512)
 def _supported(model: str, endpoint: str) -> tuple[frozenset[str], str]:
     """(OpenAI params litellm maps for `model`, litellm's provider name)."""
-    from .gateway import _litellm
+    from .forward import _litellm
 
     litellm = _litellm()
     try:
@@ -59,7 +59,7 @@ def _litellm_own() -> frozenset[str]:
     """Keyword arguments litellm reads itself instead of sending them to the provider."""
     import inspect
 
-    from .gateway import _litellm
+    from .forward import _litellm
 
     litellm = _litellm()
     from litellm.types.utils import all_litellm_params

@@ -98,14 +98,15 @@ def _token_from(response, host: str) -> tuple[str, object]:
         # RFC 6749 5.2: invalid_client / invalid_grant / unauthorized_client...
         raise ProviderError(AUTH, f"The OAuth token endpoint at {host} refused the client "
                             f"credentials (HTTP {response.status_code}).",
-                            status=response.status_code)
+                            upstream_status=response.status_code)
     if response.status_code >= 300:
         import httpx
 
         exc = httpx.HTTPStatusError("token endpoint", request=response.request, response=response)
         err = classify(exc, host=host)
         raise ProviderError(err.error_class, f"OAuth token endpoint: {err.message}",
-                            status=err.status, retry_after=err.retry_after)
+                            upstream_status=err.upstream_status,
+                            retry_after=err.retry_after)
     try:
         data = response.json()
         token = data["access_token"]

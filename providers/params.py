@@ -1,5 +1,5 @@
-"""A connection's settings as litellm call arguments: the one place that knows how each provider
-and auth method is spoken to.
+"""A connection's settings as litellm call arguments: how each auth method is spoken, with the
+provider class (providers.base / catalog) adding its endpoint and its own settings.
 
     kwargs = litellm_kwargs(provider="litellm_proxy", auth_method="api_key",
                             base_url="https://proxy.example.com", config={},
@@ -8,7 +8,7 @@ and auth method is spoken to.
     #  "api_key": "llmconn-no-key", "extra_headers": {"x-litellm-api-key": "sk-..."}}
 
 The signature is stable (keyword-only): workspaces' resolution and the gateway build on it. The
-result holds secrets: pass it to litellm (through providers.client) and nowhere else; never log
+result holds secrets: pass it to litellm (through providers.checks) and nowhere else; never log
 it (use `redacted(kwargs)`), and scrub text with `secret_values(kwargs)` if you must keep any.
 
 What each auth method becomes (litellm's parameters: https://docs.litellm.ai/docs/completion/input):
@@ -24,7 +24,8 @@ What each auth method becomes (litellm's parameters: https://docs.litellm.ai/doc
 - service_account (Vertex): `vertex_credentials`, `vertex_project`, `vertex_location`.
 - aws_access_key (Bedrock): `aws_access_key_id`, `aws_secret_access_key`,
   `aws_session_token`, `aws_region_name`.
-Provider fields: Azure `api_version`, OpenAI `organization`, Bedrock `aws_region_name`.
+Provider fields (each class's `litellm_settings`): Azure `api_version`, OpenAI `organization`,
+Bedrock `aws_region_name`, Vertex `vertex_project` and `vertex_location`.
 
 Getting an OAuth token is network I/O: `litellm_kwargs` does it synchronously (commands,
 Celery tasks), `alitellm_kwargs` asynchronously (ASGI views, the health sweep).
@@ -34,13 +35,12 @@ from __future__ import annotations
 
 import copy
 
-from .base import WIRE_ANTHROPIC, WIRE_OPENAI, find_provider
+from .base import NO_KEY, find_provider
 from .errors import AUTH, BAD_REQUEST, ProviderError
 from .validation import config_with_defaults
 
-# Sent where litellm's OpenAI client insists on an api_key but the connection has none (auth
-# "none", a custom header, or a LiteLLM proxy key that travels in its own header).
-NO_KEY = "llmconn-no-key"
+__all__ = ["NO_KEY", "litellm_kwargs", "alitellm_kwargs", "endpoint_url", "oauth_args",
+           "pop_ca_cert", "secret_values", "redacted"]
 AZURE_AD_TOKEN_URL = "https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token"
 AZURE_AD_SCOPE = "https://cognitiveservices.azure.com/.default"
 # The connection's `config.ca_cert` (PEM) travels with the call kwargs under this key; callers
@@ -97,16 +97,8 @@ def oauth_args(*, auth_method: str, config: dict, secrets) -> dict | None:
 def endpoint_url(*, provider: str, base_url: str | None, config: dict) -> str | None:
     """The URL calls will go to (for the egress check and for messages); None if unknown."""
     spec = _spec(provider)
-    config = config_with_defaults(provider, "", config or {})
-    if base_url:
-        return base_url
-    if spec.default_base_url:
-        return spec.default_base_url
-    if provider == "bedrock":
-        return f"https://bedrock-runtime.{config.get('aws_region_name') or 'us-east-1'}.amazonaws.com"
-    if provider == "vertex_ai":
-        return f"https://{config.get('location') or 'us-central1'}-aiplatform.googleapis.com"
-    return None
+    return spec.endpoint_url(base_url=base_url,
+                             config=config_with_defaults(provider, "", config or {}))
 
 
 def _build(*, provider: str, auth_method: str, base_url: str | None, config: dict | None,
@@ -125,14 +117,8 @@ def _build(*, provider: str, auth_method: str, base_url: str | None, config: dic
 
         remember(token)
 
-    effective = spec.effective_base_url(base_url)
-    if provider == "bedrock":
-        if base_url:
-            kwargs["aws_bedrock_runtime_endpoint"] = base_url
-    elif base_url or (effective and spec.wire in (WIRE_OPENAI, WIRE_ANTHROPIC)):
-        kwargs["api_base"] = effective.rstrip("/")
-
-    wants_key = spec.wire == WIRE_OPENAI or provider == "azure_openai"
+    kwargs.update(spec.litellm_endpoint(base_url))
+    wants_key = spec.placeholder_key
     if auth_method == "api_key":
         key = _need(secrets, "api_key", "API key")
         header = getattr(spec, "api_key_header", None)
@@ -163,15 +149,7 @@ def _build(*, provider: str, auth_method: str, base_url: str | None, config: dic
         if secrets.get("aws_session_token"):
             kwargs["aws_session_token"] = secrets["aws_session_token"]
 
-    if provider == "azure_openai":
-        kwargs["api_version"] = config.get("api_version")
-    if provider == "openai" and config.get("organization"):
-        kwargs["organization"] = config["organization"]
-    if provider == "bedrock":
-        kwargs["aws_region_name"] = config.get("aws_region_name")
-    if provider == "vertex_ai":
-        kwargs["vertex_project"] = config.get("project_id")
-        kwargs["vertex_location"] = config.get("location")
+    kwargs.update(spec.litellm_settings(config))
     extra = config.get("extra_headers")
     if isinstance(extra, dict) and extra:
         # Non-secret headers sent on every call (names refused by providers.headers never get

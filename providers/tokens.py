@@ -26,7 +26,7 @@ def count_input(*, model: str, messages: list | None, tools: list | None = None)
     """Tokens of a chat request's messages (and tool definitions)."""
     if not messages:
         return 0
-    from .gateway import _litellm
+    from .forward import _litellm
 
     try:
         return int(_litellm().token_counter(model=model, messages=messages, tools=tools or None,
@@ -41,7 +41,7 @@ def count_output(*, model: str, text: str) -> int:
     """Tokens of generated text (content, reasoning, tool-call names and arguments)."""
     if not text:
         return 0
-    from .gateway import _litellm
+    from .forward import _litellm
 
     try:
         return int(_litellm().token_counter(model=model, text=text, count_response_tokens=True))

@@ -23,13 +23,13 @@ The policy, set here once for every caller (docs/security.md):
 
 Users of this module:
 - `send` / `read_body` / `lines` (aiohttp directly): the gateway's direct OpenAI-wire calls
-  (providers.gateway), the fastest path (time to a stream's first line from a local upstream,
+  (providers.forward), the fastest path (time to a stream's first line from a local upstream,
   p50: aiohttp 0.41 ms, the former hand-written providers/h1.py 0.48-0.56 ms, httpx
   1.7-2.4 ms; bench/RESULTS.md);
 - `GuardedTransport` (an httpx transport over `send`): the clients handed to litellm
   (`litellm_clients`: `client=` for its httpx handler, `litellm.aclient_session` for its
   openai-SDK paths), and `httpx_client` for connection tests, model listings and OAuth /
-  Azure AD token fetches (providers.client, providers.oauth): code written against httpx
+  Azure AD token fetches (providers.checks, providers.oauth): code written against httpx
   keeps its API while its bytes leave here;
 - `run_sync`: sync callers (Celery tasks, commands, the sync OAuth fetch).
 
@@ -61,7 +61,7 @@ MAX_CONNECTIONS = 256  # open per event loop
 KEEPALIVE_SECONDS = 30
 
 # The connection's `config.ca_cert` for calls made through litellm (which builds its requests
-# itself): providers.gateway / providers.client set it around a call; `GuardedTransport` reads
+# itself): providers.forward / providers.checks set it around a call; `GuardedTransport` reads
 # it when its request does not name one.
 CA_CERT: contextvars.ContextVar[str] = contextvars.ContextVar("llmconn_ca_cert", default="")
 

@@ -39,6 +39,16 @@ class AsgiResponse:
         self._messages, self._task, self._done = messages, task, done
         self._content: bytes | None = None
 
+    def items(self):
+        """The headers as (name, value) pairs, as Django's HttpResponse.items()."""
+        return self.headers.items()
+
+    def __getitem__(self, name: str) -> str:
+        return self.headers[name]
+
+    def has_header(self, name: str) -> bool:
+        return name in self.headers
+
     @property
     def streaming(self) -> bool:
         return self.headers.get("content-type", "").startswith("text/event-stream")

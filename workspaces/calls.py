@@ -13,7 +13,7 @@ Shared by the /v1 gateway (gateway.py) and the Python client (client.py):
    unreachable, provider 5xx: providers.errors.RETRYABLE) moves on to the next candidate; any
    other failure (auth, bad request, model not found, blocked) is answered at once, because it
    would fail the same way elsewhere or is the caller's to fix. For streams the attempt ends
-   when the first chunk arrived (providers.gateway.chat_stream raises before that), so a
+   when the first chunk arrived (providers.forward.chat_stream raises before that), so a
    stream falls back only before its first byte reached the client; a failure after that is
    reported in the stream, never retried.
 3. `record`: one UsageRecord per connection reached (errors against the connection that
@@ -40,9 +40,9 @@ from llmconn import metrics
 from llmconn.errors import ApplicationError
 from llmconn.outage import is_database_outage
 from llmconn.tracing import current_request_id, new_request_id
-from providers import gateway as provider_gateway
+from providers import forward as provider_forward
 from providers.errors import RETRYABLE
-from providers.gateway import ProviderCallError
+from providers.errors import ProviderError
 
 from . import budgets, services, usage_spool
 from .constants import COOLDOWN_FAILURES, COOLDOWN_SECONDS, COOLDOWN_WINDOW_SECONDS
@@ -74,7 +74,7 @@ class Plan:
     api_key_id: int | None
     endpoint: str  # "chat" | "embeddings"
     candidates: tuple[Resolved, ...]
-    first_call: dict | ProviderCallError | None = None  # litellm kwargs of candidates[0]
+    first_call: dict | ProviderError | None = None  # litellm kwargs of candidates[0]
     revision: int | None = None
     user_id: int | None = None  # who called (usage group_by=user)
     # The call's x-request-id (llmconn.tracing), on each of its usage rows; made here when no
@@ -95,7 +95,7 @@ class Attempt:
 class CallFailed(Exception):
     """Every candidate tried failed (or a non-retryable failure stopped the chain)."""
 
-    def __init__(self, error: ProviderCallError, attempt: Attempt):
+    def __init__(self, error: ProviderError, attempt: Attempt):
         super().__init__(error.message)
         self.error, self.attempt = error, attempt
 
@@ -107,7 +107,7 @@ def plan_call(*, resolved: Resolved, api_key_id: int | None, endpoint: str,
 
     Raises budgets.BudgetExceeded when the workspace's budget (or every candidate's
     connection budget) is used up. `with_call`: also build the first candidate's litellm
-    arguments (may fetch an OAuth token), as a ProviderCallError if that fails.
+    arguments (may fetch an OAuth token), as a ProviderError if that fails.
     """
     chain = resolved.chain
     states = budgets.budgets_for(workspace_id=resolved.workspace_id,
@@ -144,22 +144,22 @@ def plan_call(*, resolved: Resolved, api_key_id: int | None, endpoint: str,
     return plan
 
 
-def _call_kwargs(resolved: Resolved) -> dict | ProviderCallError:
+def _call_kwargs(resolved: Resolved) -> dict | ProviderError:
     try:
         return resolved.call_kwargs()
     except ApplicationError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. the OAuth token endpoint failed
-        return provider_gateway.classify(exc, label=label(resolved), host=resolved.host)
+        return provider_forward.classify(exc, label=label(resolved), host=resolved.host)
 
 
 async def _acall_kwargs(resolved: Resolved) -> dict:
     try:
         return await resolved.acall_kwargs()
-    except (ApplicationError, ProviderCallError):
+    except ApplicationError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise provider_gateway.classify(exc, label=label(resolved), host=resolved.host) from None
+        raise provider_forward.classify(exc, label=label(resolved), host=resolved.host) from None
 
 
 async def _invoke_refreshing(invoke, resolved: Resolved, call: dict):
@@ -170,7 +170,7 @@ async def _invoke_refreshing(invoke, resolved: Resolved, call: dict):
 
     try:
         return await invoke(resolved, call)
-    except ProviderCallError as err:
+    except ProviderError as err:
         if err.error_class != AUTH or not await adrop_token(
                 provider=resolved.provider, auth_method=resolved.auth_method,
                 config=resolved.config, secrets=resolved.secrets):
@@ -191,14 +191,14 @@ async def attempt(plan: Plan, invoke: Callable[[Resolved, dict], Awaitable], *,
         current = Attempt(resolved, index + 1, time.perf_counter())
         try:
             if index == 0 and plan.first_call is not None:
-                if isinstance(plan.first_call, ProviderCallError):
+                if isinstance(plan.first_call, ProviderError):
                     raise plan.first_call
                 call = plan.first_call
             else:
                 call = await _acall_kwargs(resolved)
             result = await _invoke_refreshing(invoke, resolved, call)
             current.answered = time.perf_counter()
-        except ProviderCallError as err:
+        except ProviderError as err:
             await record(plan, current, stream=stream, status=err.status,
                          error_class=err.error_class)
             if err.error_class not in RETRYABLE or index == last:
@@ -227,7 +227,7 @@ def cost_of(resolved: Resolved, input_tokens: int, output_tokens: int) -> Decima
     if resolved.input_cost_per_million is not None or resolved.output_cost_per_million is not None:
         return (Decimal(input_tokens) * (resolved.input_cost_per_million or 0)
                 + Decimal(output_tokens) * (resolved.output_cost_per_million or 0)) / _MILLION
-    return provider_gateway.cost(model=resolved.litellm_model, input_tokens=input_tokens,
+    return provider_forward.cost(model=resolved.litellm_model, input_tokens=input_tokens,
                                  output_tokens=output_tokens)
 
 

@@ -10,7 +10,7 @@
     vectors = await client.embed(["some text"])
 
 Calls go through the same resolution (hot-reloaded, see resolution.py), orchestration
-(calls.py: budgets, fallbacks, cool-down) and provider layer (providers.gateway) as the /v1
+(calls.py: budgets, fallbacks, cool-down) and provider layer (providers.forward) as the /v1
 gateway, and record usage the same way (without an API key). A used-up budget raises
 LLMError(code="budget_exceeded", status=429) with `budget` saying which and when it resets.
 Whatever the provider, results have one shape: the system prompt is placed where the provider
@@ -31,8 +31,8 @@ from asgiref.sync import sync_to_async
 
 from llmconn import tracing
 from llmconn.errors import ApplicationError
-from providers import gateway as provider_gateway
-from providers.gateway import ProviderCallError
+from providers import forward as provider_forward
+from providers.errors import ProviderError
 from providers.tokens import Generated, aestimate
 
 from . import calls
@@ -204,7 +204,7 @@ def _tools(tools) -> list[dict] | None:
 
 
 def _error(exc: Exception) -> LLMError:
-    if isinstance(exc, ProviderCallError):
+    if isinstance(exc, ProviderError):
         return LLMError(exc.message, code=exc.code, status=exc.status,
                         error_class=exc.error_class, param=exc.param, type=exc.type)
     if isinstance(exc, GatewayError):
@@ -248,7 +248,7 @@ class WorkspaceClient:
         try:
             plan = await sync_to_async(self._plan_sync)(role, model, endpoint)
             return embeddings_capable(plan) if endpoint == "embeddings" else plan
-        except (ApplicationError, ProviderCallError, GatewayError) as exc:
+        except (ApplicationError, ProviderError, GatewayError) as exc:
             raise _error(exc) from None
 
     @staticmethod
@@ -289,7 +289,7 @@ class WorkspaceClient:
         plan = await self._plan(role, model, "chat")
 
         async def invoke(resolved: Resolved, call: dict):
-            return await provider_gateway.chat(
+            return await provider_forward.chat(
                 call=call, params=resolved.chat_params(body), label=_label(resolved),
                 endpoint=resolved.endpoint,
                 timeout=self._timeout(resolved))
@@ -329,7 +329,7 @@ class WorkspaceClient:
             return
 
         async def invoke(resolved_: Resolved, call: dict):
-            return await provider_gateway.chat_stream(
+            return await provider_forward.chat_stream(
                 call=call, params=resolved_.chat_params(body), label=_label(resolved_),
                 endpoint=resolved_.endpoint,
                 timeout=self._timeout(resolved_))
@@ -361,7 +361,7 @@ class WorkspaceClient:
                 generated.add(chunk)
                 if chunk.get("usage"):
                     reported = True
-                    tokens = provider_gateway.usage_of(chunk)
+                    tokens = provider_forward.usage_of(chunk)
                     usage = Usage(*tokens)
                 for choice in chunk.get("choices") or []:
                     delta = choice.get("delta") or {}
@@ -384,7 +384,7 @@ class WorkspaceClient:
                             yield item
             for item in flush():
                 yield item
-        except ProviderCallError as exc:
+        except ProviderError as exc:
             status, error_class = exc.status, exc.error_class
             yield StreamChunk("error", error=_error(exc))
             return
@@ -420,7 +420,7 @@ class WorkspaceClient:
         plan = await self._plan("embedding", model, "embeddings")
 
         async def invoke(resolved: Resolved, call: dict):
-            return await provider_gateway.embed(call=call, params={**params, "input": items},
+            return await provider_forward.embed(call=call, params={**params, "input": items},
                                                 label=_label(resolved),
                                                 endpoint=resolved.endpoint,
                                                 timeout=self._timeout(resolved))
@@ -429,7 +429,7 @@ class WorkspaceClient:
             raw, attempt = await calls.attempt(plan, invoke)
         except calls.CallFailed as failed:
             raise _error(failed.error) from None
-        tokens, _ = provider_gateway.usage_of(raw)
+        tokens, _ = provider_forward.usage_of(raw)
         await calls.record(plan, attempt, stream=False, status=200, input_tokens=tokens)
         data = sorted(raw.get("data") or [], key=lambda d: d.get("index", 0))
         return [d["embedding"] for d in data]
@@ -459,7 +459,7 @@ def _response(raw: dict, resolved: Resolved) -> Response:
     content = message.get("content")
     if isinstance(content, list):  # content parts
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict)) or None
-    tokens = provider_gateway.usage_of(raw)
+    tokens = provider_forward.usage_of(raw)
     return Response(
         text=content, tool_calls=tuple(_tool_call(c) for c in message.get("tool_calls") or []),
         finish_reason=choice.get("finish_reason"), model=raw.get("model") or resolved.model,

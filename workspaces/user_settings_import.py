@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
 from connections.env_import import split_litellm_model
+from providers.base import find_provider
 from connections.models import Connection
 from connections.secrets import looks_masked
 from connections.services import connection_create, connection_update
@@ -68,9 +69,9 @@ def import_user_settings(*, entries: Iterable[Mapping], actor=None
             continue
         masked = not isinstance(key, str) or (bool(key) and looks_masked(key))
         credentials = {"api_key": key} if key and not masked else {}
+        spec = find_provider(provider)
         auth_method = "api_key" if credentials else (
-            "none" if provider in ("ollama", "lmstudio", "vllm", "openai_compatible",
-                                   "litellm_proxy") and not key else "api_key")
+            "none" if spec is not None and spec.auth_method("none") and not key else "api_key")
         conn = Connection.objects.filter(owner=user, name=IMPORTED_NAME).first()
         try:
             if conn is None:

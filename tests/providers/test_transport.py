@@ -16,9 +16,9 @@ import pytest
 import trustme
 from django.test import override_settings
 
-from providers import client, gateway, oauth, transport
-from providers.client import ConnectionSettings
-from providers.gateway import ProviderCallError
+from providers import checks, forward, oauth, transport
+from providers.checks import ConnectionSettings
+from providers.errors import ProviderError
 from providers.params import litellm_kwargs
 from tests.conftest import UPSTREAM_KEY
 
@@ -43,12 +43,12 @@ def _call(base_url, *, provider="openai_compatible", model="test-model", config=
 
 
 def _chat(call, **kw):
-    return asyncio.run(gateway.chat(call=call, params={"messages": HELLO}, label="t", **kw))
+    return asyncio.run(forward.chat(call=call, params={"messages": HELLO}, label="t", **kw))
 
 
 def _stream(call, **kw):
     async def run():
-        chunks = await gateway.chat_stream(call=call, params={"messages": HELLO}, label="t",
+        chunks = await forward.chat_stream(call=call, params={"messages": HELLO}, label="t",
                                            **kw)
         return [c async for c in chunks]
 
@@ -58,7 +58,7 @@ def _stream(call, **kw):
 # --- TLS -------------------------------------------------------------------------------------
 
 def test_a_private_ca_is_refused_without_ca_cert_naming_the_certificate_problem(tls_upstream):
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _chat(_call(tls_upstream.openai_url))
     assert caught.value.error_class == "unreachable"
     assert "certificate" in caught.value.message and "ca_cert" in caught.value.message
@@ -76,7 +76,7 @@ def test_with_the_connections_ca_cert_the_direct_path_works(tls_upstream):
 
 def test_a_certificate_for_another_name_is_refused(upstream_factory, ca):
     other = upstream_factory(name="other", tls=ca, cert_names=("other.test",))
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _chat(_call(other.openai_url, config={"ca_cert": other.ca_pem}))
     assert caught.value.error_class == "unreachable"
     assert "certificate" in caught.value.message
@@ -85,7 +85,7 @@ def test_a_certificate_for_another_name_is_refused(upstream_factory, ca):
 
 def test_anthropic_through_litellm_verifies_tls_with_the_connections_ca(tls_upstream):
     bare = _call(tls_upstream.anthropic_url, provider="anthropic", model="claude-haiku-4-5")
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _chat(bare)
     assert caught.value.error_class == "unreachable" and "certificate" in caught.value.message
     assert tls_upstream.request_count == 0
@@ -100,12 +100,12 @@ def test_a_connection_test_without_the_ca_is_unreachable_and_with_it_passes(tls_
     s = ConnectionSettings(provider="openai_compatible", auth_method="api_key",
                            base_url=tls_upstream.openai_url, secrets={"api_key": UPSTREAM_KEY},
                            model="test-model")
-    outcome = client.test_connection(s, timeout=5)
+    outcome = checks.test_connection(s, timeout=5)
     assert (outcome.ok, outcome.error_class) == (False, "unreachable")
     assert "certificate" in outcome.message
     trusted = ConnectionSettings(**{**s.__dict__, "config": {"ca_cert": tls_upstream.ca_pem}})
-    assert client.test_connection(trusted, timeout=5).ok
-    assert client.list_models(trusted, timeout=5)
+    assert checks.test_connection(trusted, timeout=5).ok
+    assert checks.list_models(trusted, timeout=5)
 
 
 def test_an_invalid_ca_cert_is_a_clear_error():
@@ -147,10 +147,10 @@ def test_a_redirect_on_the_direct_path_is_blocked_and_the_target_gets_nothing(re
     source.set_mode("redirect", status=status)
     call = _call(source.openai_url)
     for run in (lambda: _chat(call), lambda: _stream(call),
-                lambda: asyncio.run(gateway.embed(call=_call(source.openai_url,
+                lambda: asyncio.run(forward.embed(call=_call(source.openai_url,
                                                              model="test-embedding"),
                                                   params={"input": ["a"]}, label="t"))):
-        with pytest.raises(ProviderCallError) as caught:
+        with pytest.raises(ProviderError) as caught:
             run()
         assert caught.value.status == 502
         _assert_blocked(caught.value, status, target)
@@ -165,11 +165,11 @@ def test_a_redirect_on_litellms_paths_is_blocked_and_the_target_gets_nothing(
     spec = LITELLM_PATHS[name]
     call = _call(source.url + spec["path"], provider=spec["provider"], model=spec["model"],
                  config=spec.get("config"))
-    assert gateway.direct_target(call) is None  # (really through litellm)
-    with pytest.raises(ProviderCallError) as caught:
+    assert forward.direct_target(call) is None  # (really through litellm)
+    with pytest.raises(ProviderError) as caught:
         _chat(call)
     _assert_blocked(caught.value, status, target)
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _stream(call)
     _assert_blocked(caught.value, status, target)
     assert source.request_count >= 2  # the source was asked, through our transport
@@ -183,12 +183,12 @@ def test_a_redirect_fails_the_connection_test_and_discovery_as_blocked(redirecti
     s = ConnectionSettings(provider=spec["provider"], auth_method="api_key",
                            base_url=source.url + spec["path"], config=spec.get("config") or {},
                            secrets={"api_key": UPSTREAM_KEY}, model=spec["model"])
-    outcome = client.test_connection(s, timeout=5)
+    outcome = checks.test_connection(s, timeout=5)
     assert (outcome.ok, outcome.error_class) == (False, "blocked"), outcome.message
     assert target.url in outcome.message
-    if client.has_live_listing(spec["provider"]):
-        with pytest.raises(client.ProviderError) as caught:
-            client.list_models(s, timeout=5)
+    if checks.has_live_listing(spec["provider"]):
+        with pytest.raises(checks.ProviderError) as caught:
+            checks.list_models(s, timeout=5)
         assert caught.value.error_class == "blocked"
     assert target.request_count == 0
 
@@ -198,10 +198,10 @@ def test_a_redirecting_oauth_token_url_is_blocked_sync_and_async(redirecting, se
     source, target = redirecting
     source.set_mode("redirect", status=307)
     args = dict(token_url=source.token_url, client_id="cid", client_secret="client-secret-0001")
-    with pytest.raises(client.ProviderError) as caught:
+    with pytest.raises(checks.ProviderError) as caught:
         oauth.get_token(**args)
     _assert_blocked(caught.value, 307, target)
-    with pytest.raises(client.ProviderError) as caught:
+    with pytest.raises(checks.ProviderError) as caught:
         asyncio.run(oauth.aget_token(**args))
     _assert_blocked(caught.value, 307, target)
     assert source.requests_to("/oauth/token")
@@ -249,15 +249,15 @@ def test_dns_rebinding_after_the_gateways_pre_check_is_refused(upstream, monkeyp
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    gateway._EGRESS_OK.clear()
-    with override_settings(LLMCONN_EGRESS_ALLOW=[]), pytest.raises(ProviderCallError) as caught:
+    forward._EGRESS_OK.clear()
+    with override_settings(LLMCONN_EGRESS_ALLOW=[]), pytest.raises(ProviderError) as caught:
         _chat(_call(f"http://rebind.test:{upstream.port}/v1"))
     assert caught.value.error_class == "blocked" and "127.0.0.1" in caught.value.message
     assert upstream.request_count == 0
 
 
 def test_an_ip_literal_is_checked_before_anything_is_sent(upstream):
-    with override_settings(LLMCONN_EGRESS_ALLOW=[]), pytest.raises(ProviderCallError) as caught:
+    with override_settings(LLMCONN_EGRESS_ALLOW=[]), pytest.raises(ProviderError) as caught:
         _chat(_call(upstream.openai_url))
     assert caught.value.error_class == "blocked"
     assert upstream.request_count == 0
@@ -294,11 +294,11 @@ def test_a_stream_silent_for_longer_than_the_timeout_is_cut_with_a_timeout(upstr
     upstream.set_mode("drip", delay_ms=3000, chunks=3)
 
     async def run():
-        chunks = await gateway.chat_stream(call=_call(upstream.openai_url),
+        chunks = await forward.chat_stream(call=_call(upstream.openai_url),
                                            params={"messages": HELLO}, label="t", timeout=1)
         got = []
         started = time.monotonic()
-        with pytest.raises(ProviderCallError) as caught:
+        with pytest.raises(ProviderError) as caught:
             async for chunk in chunks:
                 got.append(chunk)
         return got, caught.value, time.monotonic() - started
@@ -312,7 +312,7 @@ def test_the_total_stream_cap_ends_an_endless_stream(upstream, settings):
     settings.LLMCONN_STREAM_MAX_SECONDS = 1
     upstream.set_mode("endless", delay_ms=100)
     started = time.monotonic()
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _stream(_call(upstream.openai_url), timeout=5)
     assert caught.value.error_class == "timeout" and time.monotonic() - started < 4
 
@@ -327,7 +327,7 @@ def test_a_slow_reader_pauses_the_provider(upstream):
     upstream.endless_padding = 64 * 1024
 
     async def run():
-        chunks = await gateway.chat_stream(call=_call(upstream.openai_url),
+        chunks = await forward.chat_stream(call=_call(upstream.openai_url),
                                            params={"messages": HELLO}, label="t", timeout=5)
         for _ in range(20):
             await chunks.__anext__()
@@ -450,7 +450,7 @@ def _post(port: int, max_bytes: int = 1000) -> bytes:
                                         timeout=5)
         try:
             if response.status >= 300:
-                raise transport.status_error(response, await gateway._bounded_error_body(
+                raise transport.status_error(response, await forward._bounded_error_body(
                     response))
             return await transport.read_body(response, max_bytes)
         finally:
@@ -504,7 +504,7 @@ def test_a_header_value_with_a_line_break_is_never_sent(upstream):
 
 def test_an_event_past_the_line_cap_is_refused(upstream, monkeypatch):
     monkeypatch.setattr(transport, "MAX_LINE_BYTES", 20)
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _stream(_call(upstream.openai_url))
     assert caught.value.code == "provider_response_too_large"
 
@@ -517,7 +517,7 @@ def test_an_event_past_the_line_cap_is_refused(upstream, monkeypatch):
 ])
 def test_stream_failures_are_classified(upstream, mode, status, code):
     upstream.set_mode(mode)
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _stream(_call(upstream.openai_url))
     assert (caught.value.status, caught.value.code) == (status, code)
     if mode == 429:
@@ -525,7 +525,7 @@ def test_stream_failures_are_classified(upstream, mode, status, code):
 
 
 def test_nothing_listening_is_unreachable(closed_port_url):
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _stream(_call(closed_port_url))
     assert caught.value.code == "provider_unreachable"
 
@@ -540,7 +540,7 @@ def test_a_redirect_on_litellms_bedrock_path_is_blocked(redirecting):
                                   "us-east-1"},
                           secrets={"aws_secret_access_key": "aws-secret-example"},
                           model="anthropic.claude-3-haiku-20240307-v1:0")
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         _chat(call)
     _assert_blocked(caught.value, 307, target)
     assert source.request_count == 1

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from connections.models import ConnectionTest
-from providers.client import ConnectionSettings, test_connection
+from providers.checks import ConnectionSettings, test_connection
 from tests.conftest import UPSTREAM_KEY
 from tests.factories import ConnectionFactory
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from providers.client import ConnectionSettings, list_models, test_connection
+from providers.checks import ConnectionSettings, list_models, test_connection
 from tests.conftest import UPSTREAM_KEY
 
 from .support import app_env, closed_port_url, prepare_database, served_app
@@ -239,7 +239,7 @@ def test_a_connection_test_through_the_api_against_a_hanging_upstream_fails_as_t
     assert (test.status, test.error_class) == ("failed", "timeout")
 
 
-# The gateway (providers/gateway.py) bounds a call by one deadline for the whole exchange
+# The gateway (providers/forward.py) bounds a call by one deadline for the whole exchange
 # (LLMCONN_PROVIDER_TIMEOUT or the connection's timeout) and a non-streamed answer by a size cap.
 # The upstream gives up after 6 s: a call bounded by us ends long before, with our error.
 

@@ -10,7 +10,8 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from providers import tokens
-from providers.gateway import ProviderCallError, encode_embeddings
+from providers.errors import ProviderError
+from providers.forward import encode_embeddings
 from workspaces import budgets, services
 from workspaces.client import Message, WorkspaceClient
 from workspaces.models import UsageRecord
@@ -153,6 +154,6 @@ def test_base64_encoding_handles_flat_and_nested_vectors_and_names_other_shapes(
     encode_embeddings(nested, label="x")
     assert nested["data"][0]["embedding"] == [[0.5], [0.25]]
     for odd in ([[[0.5]]], ["a"], {"v": 1}, None):
-        with pytest.raises(ProviderCallError) as refused:
+        with pytest.raises(ProviderError) as refused:
             encode_embeddings({"data": [{"embedding": odd}]}, label="conn")
         assert refused.value.status == 502 and "came back as" in refused.value.message

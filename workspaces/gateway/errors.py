@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.http import JsonResponse
 
 from llmconn.errors import ApplicationError
-from providers.gateway import ProviderCallError
+from providers.errors import ProviderError
 
 from .. import calls
 from ..budgets import BudgetExceeded
@@ -48,7 +48,7 @@ def _no_retry(status: int, code: str | None) -> bool:
     return code in NO_RETRY_CODES or (400 <= status < 500 and status not in (408, 409, 429))
 
 
-def _provider_error_response(err: ProviderCallError, attempt: calls.Attempt | None
+def _provider_error_response(err: ProviderError, attempt: calls.Attempt | None
                              ) -> JsonResponse:
     headers = {}
     if err.retry_after:
@@ -83,7 +83,7 @@ def _application_error(exc: ApplicationError) -> GatewayError:
 
 # What can stop a call before any provider answered: a bad request, an exhausted budget, a
 # domain refusal (role not configured...), or a failure while resolving (e.g. OAuth token).
-REFUSALS = (GatewayError, BudgetExceeded, ApplicationError, ProviderCallError)
+REFUSALS = (GatewayError, BudgetExceeded, ApplicationError, ProviderError)
 
 
 def _refusal_response(exc: Exception) -> JsonResponse:

@@ -18,7 +18,7 @@ import time
 from asgiref.sync import sync_to_async
 
 from llmconn.throttling import check_gateway_key, gateway_throttled
-from providers.gateway import ProviderCallError
+from providers.errors import ProviderError
 
 from .. import calls, services
 from ..keys import KeyIdentity, authenticate_key, bearer_token
@@ -142,7 +142,7 @@ async def _context_async(authorization: str | None, model: str, endpoint: str,
         # As plan_call(with_call=True), without blocking (an OAuth token is fetched async).
         try:
             plan.first_call = await calls._acall_kwargs(plan.candidates[0])
-        except ProviderCallError as err:
+        except ProviderError as err:
             plan.first_call = err
         return warm
     try:

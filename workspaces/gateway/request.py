@@ -13,10 +13,7 @@ from .errors import GatewayError
 
 # Fields that would send the call (and the stored key) somewhere else, or change how we
 # authenticate upstream: always refused (CONTRACT.md, "OpenAI-compatible"). Every other field
-# is forwarded as the client sent it (providers.gateway; litellm paths: providers.fields).
-# Fields that would send the call (and the stored key) somewhere else, or change how we
-# authenticate upstream: always refused (CONTRACT.md, "OpenAI-compatible"). Every other field
-# is forwarded as the client sent it (providers.gateway; litellm paths: providers.fields).
+# is forwarded as the client sent it (providers.forward; litellm paths: providers.fields).
 FORBIDDEN_FIELDS = frozenset({
     "api_base", "base_url", "api_key", "api_version", "organization", "headers",
     "extra_headers", "extra_body", "extra_query", "custom_llm_provider", "mock_response",

@@ -1,5 +1,5 @@
 """Step 3 of a /v1 call: the views llmconn.asgi routes to (GATEWAY_ROUTES), which call the
-provider through providers.gateway (trying the plan's candidates in order, calls.attempt),
+provider through providers.forward (trying the plan's candidates in order, calls.attempt),
 write the UsageRecord (calls.record) and answer: JSON, or SSE relayed chunk by chunk
 (`relay_stream`). Each runs under one request id (`traced`).
 """
@@ -16,8 +16,8 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from llmconn import tracing
-from providers import gateway as provider_gateway
-from providers.gateway import ProviderCallError
+from providers import forward as provider_forward
+from providers.errors import ProviderError
 from providers.tokens import Generated, aestimate
 
 from .. import calls, services
@@ -93,7 +93,7 @@ def _label(resolved: Resolved) -> str:
 
 async def _call(plan: calls.Plan, provider_call, params: dict, *, stream: bool = False,
                 chat: bool = False):
-    """(result, Attempt) of `provider_call` (providers.gateway.chat, chat_stream or embed) on the
+    """(result, Attempt) of `provider_call` (providers.forward.chat, chat_stream or embed) on the
     plan's candidates, or the error response when none answered. `chat`: each candidate's
     default_params are added under the request's own fields."""
     async def invoke(resolved: Resolved, call: dict):
@@ -120,11 +120,11 @@ async def chat_completions(request):
     params = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
 
     if not body.get("stream"):
-        called = await _call(plan, provider_gateway.chat, params, chat=True)
+        called = await _call(plan, provider_forward.chat, params, chat=True)
         if isinstance(called, JsonResponse):
             return called
         response, attempt = called
-        tokens_in, tokens_out = provider_gateway.usage_of(response)
+        tokens_in, tokens_out = provider_forward.usage_of(response)
         source = "provider"
         if not response.get("usage"):  # a provider that does not report usage: count it
             generated = Generated()
@@ -141,7 +141,7 @@ async def chat_completions(request):
 
     # chat_stream returns once the first chunk arrived: failures before it fall back, later
     # ones not.
-    called = await _call(plan, provider_gateway.chat_stream, params, stream=True, chat=True)
+    called = await _call(plan, provider_forward.chat_stream, params, stream=True, chat=True)
     if isinstance(called, JsonResponse):
         return called
     chunks, attempt = called
@@ -195,7 +195,7 @@ async def relay_stream(plan: calls.Plan, attempt: calls.Attempt, chunks, params:
             last = chunk
             if chunk.get("usage"):
                 reported = True
-                usage[:] = provider_gateway.usage_of(chunk)
+                usage[:] = provider_forward.usage_of(chunk)
                 if not wants_usage:
                     chunk.pop("usage")
                     if not any(c.get("delta") or c.get("finish_reason")
@@ -220,7 +220,7 @@ async def relay_stream(plan: calls.Plan, attempt: calls.Attempt, chunks, params:
                 "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
                           "total_tokens": usage[0] + usage[1]}}) + "\n\n"
         yield "data: [DONE]\n\n"
-    except ProviderCallError as err:
+    except ProviderError as err:
         status, error_class = err.status, err.error_class
         await chunks.aclose()
         await record_once()
@@ -245,17 +245,17 @@ async def embeddings(request):
     (body, data, fmt), plan = planned
     params = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
 
-    called = await _call(plan, provider_gateway.embed, params)
+    called = await _call(plan, provider_forward.embed, params)
     if isinstance(called, JsonResponse):
         return called
     response, attempt = called
-    tokens_in, _ = provider_gateway.usage_of(response)
+    tokens_in, _ = provider_forward.usage_of(response)
     if fmt == "base64":
         # OpenAI-wire providers encoded it themselves (strings are left alone); floats (litellm
         # paths, or a provider that ignores encoding_format) are encoded here.
         try:
-            provider_gateway.encode_embeddings(response, label=_label(attempt.resolved))
-        except ProviderCallError as err:
+            provider_forward.encode_embeddings(response, label=_label(attempt.resolved))
+        except ProviderError as err:
             await calls.record(plan, attempt, stream=False, status=err.status,
                                error_class=err.error_class, input_tokens=tokens_in)
             return _provider_error_response(err, attempt)

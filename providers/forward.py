@@ -4,12 +4,13 @@
 (`providers.params.litellm_kwargs`: model string, api_base, key or headers) and the caller's
 OpenAI-style parameters, check the endpoint against the egress policy, call litellm with no
 retries and a timeout, and return OpenAI-shaped dicts. Every failure becomes a
-`ProviderCallError` whose status, code and message are ours (what a gateway client should see:
-a provider's 401 is a 502 "provider_auth_failed", never our 401); upstream text never reaches
-the caller (providers.errors writes every sentence).
+`providers.errors.ProviderError` whose status, code and message are ours (what a gateway client
+should see: a provider's 401 is a 502 "provider_auth_failed", never our 401); upstream text
+never reaches the caller (providers.errors writes every sentence).
 
-Providers that speak OpenAI's wire format (`Provider.wire == "openai"` in the catalog: OpenAI,
-OpenAI-compatible servers, Ollama, vLLM, LM Studio, OpenRouter, Groq, ...) are called directly:
+Providers that speak OpenAI's wire format (`OpenAIWireProvider` subclasses in the catalog:
+OpenAI, OpenAI-compatible servers, Ollama, vLLM, LM Studio, OpenRouter, Groq, ...) are called
+directly (the class's `direct_target`):
 the caller's body is forwarded with the model name and the connection's credentials over
 providers.transport (aiohttp behind the egress guard: the address checked is the address
 connected to, no redirects, verified TLS with the connection's CA, size bounds, backpressure).
@@ -33,11 +34,11 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import urlsplit
 
 from . import errors
+from .errors import ProviderError
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ _litellm_module = None
 
 
 def _litellm():
+    """The litellm module, imported on first use (the one helper that does: every caller in
+    providers/ uses it): quiet, its HTTP clients are providers.transport's, and it never logs
+    messages (callbacks and its own logging get no prompt or answer text)."""
     global _litellm_module
     if _litellm_module is None:
         import litellm
@@ -54,6 +58,7 @@ def _litellm():
 
         litellm.suppress_debug_info = True  # no "Give Feedback" banners on stdout
         litellm.telemetry = False
+        litellm.turn_off_message_logging = True
         install_litellm(litellm)
         _litellm_module = litellm
     return _litellm_module
@@ -79,73 +84,33 @@ def _litellm_call(kwargs: dict) -> tuple[dict, str]:
     return kwargs, ca_cert
 
 
-@dataclass(eq=False)
-class ProviderCallError(Exception):
-    """A failed provider call, described for the caller in OpenAI's error format."""
-
-    status: int
-    code: str
-    message: str
-    error_class: str
-    retry_after: str | None = None
-    extra: dict = field(default_factory=dict)
-    # The provider's own `type` and `param` (providers.errors.upstream_detail), when it sent them.
-    type: str | None = None
-    param: str | None = None
-
-    def __str__(self) -> str:
-        return self.message
-
-    @property
-    def should_retry(self) -> bool:
-        """False when a retry cannot fix it (stored credentials, blocked destination, the
-        request itself): answered with `x-should-retry: false`."""
-        return self.error_class in errors.RETRYABLE
-
-    def as_openai(self) -> dict:
-        """`{"error": {"message", "type", "code", "param"}}` as OpenAI's API answers errors."""
-        return {"error": {"message": self.message, "type": self.type or "provider_error",
-                          "code": self.code, "param": self.param,
-                          "error_class": self.error_class}}
-
-
 # Provider statuses the gateway answers as they are (CONTRACT.md, "Provider errors"); other
-# 4xx are 400, a failure of the stored credentials 502, timeouts 504.
+# 4xx are 400, a failure of the stored credentials 502, timeouts 504 (errors.GATEWAY_STATUS).
 PASSED_STATUSES = frozenset({400, 404, 413, 422, 429})
-# error class (providers.errors) -> (HTTP status, code) the gateway answers with
-_STATUS = {
-    errors.AUTH: (502, "provider_auth_failed"),
-    errors.RATE_LIMITED: (429, "provider_rate_limited"),
-    errors.UNREACHABLE: (502, "provider_unreachable"),
-    errors.TIMEOUT: (504, "provider_timeout"),
-    errors.MODEL_NOT_FOUND: (404, "provider_model_not_found"),
-    errors.BAD_REQUEST: (400, "provider_bad_request"),
-    errors.BLOCKED: (502, "provider_blocked"),
-    errors.PROVIDER_ERROR: (502, "provider_error"),
-}
 
 
-def classify(exc: BaseException, *, label: str, host: str = "") -> ProviderCallError:
-    """Turn what a provider call raised into a ProviderCallError (our status, code, message).
+def classify(exc: BaseException, *, label: str, host: str = "") -> ProviderError:
+    """Turn what a provider call raised into a ProviderError for a gateway client (our
+    status, code, message naming the connection's `label`).
 
     The error class and sentence come from providers.errors.classify (never upstream text);
     the status is what a gateway client should see: a provider's 401 is a 502, because 401
     from us means "your llmconn API key is not valid".
     """
-    if isinstance(exc, ProviderCallError):
+    if isinstance(exc, ProviderError) and exc.label is not None:
         return exc
     if isinstance(exc, ResponseTooLarge):
-        return ProviderCallError(
-            502, "provider_response_too_large", f"Error from the provider ({label}): the answer "
-            f"was larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB; stopped reading.",
-            errors.PROVIDER_ERROR)
+        return ProviderError(
+            errors.PROVIDER_ERROR, f"Error from the provider ({label}): the answer was larger "
+            f"than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB; stopped reading.",
+            status=502, code="provider_response_too_large", label=label)
     err = errors.classify(exc, host=host)
-    status, code = _STATUS.get(err.error_class, (502, "provider_error"))
-    if err.error_class == errors.PROVIDER_ERROR and err.status == 503:
+    status, code = err.status, err.code
+    if err.error_class == errors.PROVIDER_ERROR and err.upstream_status == 503:
         status, code = 503, "provider_unavailable"
-    if err.status in PASSED_STATUSES and err.error_class in (
+    if err.upstream_status in PASSED_STATUSES and err.error_class in (
             errors.BAD_REQUEST, errors.MODEL_NOT_FOUND, errors.RATE_LIMITED):
-        status = err.status
+        status = err.upstream_status
     # The provider's own explanation (scrubbed, bounded): which parameter was wrong, etc.
     detail = None if err.error_class in (errors.TIMEOUT, errors.UNREACHABLE, errors.BLOCKED) \
         else errors.upstream_detail(exc)
@@ -160,29 +125,11 @@ def classify(exc: BaseException, *, label: str, host: str = "") -> ProviderCallE
     if err.error_class == errors.AUTH:
         message += (" Your llmconn API key was accepted; an admin must fix the credentials of "
                     "the workspace's connection.")
-    if err.error_class == errors.PROVIDER_ERROR and err.status is None:
+    if err.error_class == errors.PROVIDER_ERROR and err.upstream_status is None:
         logger.warning("Provider call failed (%s): %s", label, type(exc).__name__)
-    retry_after = None
-    if err.retry_after is not None:
-        retry_after = str(max(0, int(err.retry_after)))
-    elif err.error_class == errors.RATE_LIMITED:
-        retry_after = _retry_after_header(exc)
-    return ProviderCallError(status, code, message, err.error_class, retry_after=retry_after,
-                             type=type_, param=param)
-
-
-def _retry_after_header(exc: BaseException) -> str | None:
-    """The provider's Retry-After, wherever litellm kept it (its own `response` has no
-    headers; `litellm_response_headers` and the wrapped openai/httpx errors do)."""
-    seen = 0
-    while exc is not None and seen < 20:
-        for headers in (getattr(exc, "litellm_response_headers", None),
-                        getattr(getattr(exc, "response", None), "headers", None)):
-            value = headers.get("retry-after") if headers is not None else None
-            if value and str(value).strip().isdigit():
-                return str(value).strip()
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return None
+    return ProviderError(err.error_class, message, status=status, code=code,
+                         upstream_status=err.upstream_status, retry_after=err.retry_after,
+                         type=type_, param=param, label=label)
 
 
 # (scheme://host:port, policy) -> monotonic time until which the URL is known to be allowed
@@ -218,51 +165,35 @@ async def check_egress(url: str | None) -> None:
 
 # --- direct calls for OpenAI-wire providers ------------------------------------------------
 
-# Keys of litellm kwargs (providers.params) that a direct OpenAI-wire call knows how to send;
-# a call with any other key (Azure, Bedrock, Vertex...) goes through litellm.
-_DIRECT_KEYS = frozenset({"model", "api_base", "api_key", "extra_headers", "organization",
-                          "llmconn_ca_cert"})
-
-
 class UpstreamStreamError(Exception):
     """An error event inside an upstream SSE stream (classified as a provider error)."""
 
 
-def _openai_prefixes() -> frozenset[str]:
-    global _PREFIXES
-    if _PREFIXES is None:
-        from .base import WIRE_OPENAI, all_providers
-
-        providers = all_providers()
-        other = {p.litellm_prefix for p in providers if p.wire != WIRE_OPENAI}
-        _PREFIXES = frozenset(p.litellm_prefix for p in providers
-                              if p.wire == WIRE_OPENAI) - other
-    return _PREFIXES
+_BY_PREFIX: dict[str, type | None] | None = None
 
 
-_PREFIXES: frozenset[str] | None = None
+def _provider_of(prefix: str):
+    """The provider class whose `direct_target` answers for a litellm model prefix: the one
+    every provider with that prefix shares (`openai/` is OpenAI's, Ollama's and any
+    OpenAI-compatible server's); None when they differ or there is none."""
+    global _BY_PREFIX
+    if _BY_PREFIX is None:
+        from .base import all_providers
+
+        found: dict[str, list] = {}
+        for spec in all_providers():
+            found.setdefault(spec.litellm_prefix, []).append(spec)
+        _BY_PREFIX = {
+            p: specs[0] if len({s.direct_target.__func__ for s in specs}) == 1 else None
+            for p, specs in found.items()}
+    return _BY_PREFIX.get(prefix)
 
 
 def direct_target(call: dict) -> tuple[str, str, dict] | None:
-    """(base URL, model name, headers) when `call` (litellm kwargs) is for an OpenAI-wire
-    provider and can be forwarded without litellm; None otherwise."""
-    model = call.get("model") or ""
-    prefix, sep, name = model.partition("/")
-    base = call.get("api_base")
-    if not sep or not name or not base or prefix not in _openai_prefixes() \
-            or not _DIRECT_KEYS.issuperset(call):
-        return None
-    from .params import NO_KEY
-
-    headers = {}
-    key = call.get("api_key")
-    if key and key != NO_KEY:
-        headers["authorization"] = f"Bearer {key}"
-    if call.get("organization"):
-        headers["openai-organization"] = call["organization"]
-    for header, value in (call.get("extra_headers") or {}).items():
-        headers[str(header).lower()] = value  # replaces ours (e.g. a custom Authorization)
-    return base.rstrip("/"), name, headers
+    """(base URL, model name, headers) when `call` (litellm kwargs) can be forwarded without
+    litellm (the provider class's `direct_target`: OpenAI-wire providers); None otherwise."""
+    spec = _provider_of((call.get("model") or "").partition("/")[0])
+    return spec.direct_target(call) if spec is not None else None
 
 
 def _answer(raw: bytes) -> dict:
@@ -316,13 +247,14 @@ def check_fields(call: dict, params: dict, *, label: str, endpoint: str = "chat"
 
     refused = unsupported(model=call.get("model") or "", params=params, endpoint=endpoint)
     if refused:
-        raise ProviderCallError(
-            400, "unsupported_parameter",
+        raise ProviderError(
+            errors.BAD_REQUEST,
             f"{label} cannot take {', '.join(f'`{n}`' for n in refused)}: litellm, which "
             "translates the request for this provider, does not map "
             f"{'it' if len(refused) == 1 else 'them'}. Remove "
             f"{'it' if len(refused) == 1 else 'them'} or use an OpenAI-compatible connection.",
-            errors.BAD_REQUEST, type="invalid_request_error", param=refused[0])
+            status=400, code="unsupported_parameter", type="invalid_request_error",
+            param=refused[0], label=label)
 
 
 def _kwargs(call: dict, params: dict, timeout: float | None) -> dict:
@@ -446,12 +378,7 @@ async def chat_stream(*, call: dict, params: dict, label: str, endpoint: str | N
             raise classify(exc, label=label, host=_host(endpoint)) from None
         finally:
             # Closed early (the client went away): release the upstream connection now.
-            closer = getattr(stream, "aclose", None)
-            if closer is not None:
-                try:
-                    await closer()
-                except Exception:  # noqa: BLE001
-                    pass
+            await _aclose(stream)
 
     return chunks()
 
@@ -525,11 +452,11 @@ def encode_embeddings(response: dict, *, label: str) -> None:
                                               and not isinstance(x, bool) for x in row)
                 for row in vector):
             continue  # one vector per token: left as floats
-        raise ProviderCallError(
-            502, "provider_bad_embedding",
+        raise ProviderError(
+            errors.PROVIDER_ERROR,
             f"Error from the provider ({label}): an embedding came back as {_shape(vector)}, "
             "not a list of numbers (or one per token); it cannot be encoded as base64.",
-            errors.PROVIDER_ERROR, type="provider_error")
+            status=502, code="provider_bad_embedding", type="provider_error", label=label)
 
 
 async def _aclose(stream) -> None:

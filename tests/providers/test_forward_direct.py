@@ -1,4 +1,4 @@
-"""providers.gateway: OpenAI-wire providers are called directly (no litellm), over
+"""providers.forward: OpenAI-wire providers are called directly (no litellm), over
 providers.transport's keep-alive pool (one aiohttp session per event loop); prices come from
 litellm's table file."""
 
@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from providers import gateway, transport
-from providers.gateway import ProviderCallError, direct_target
+from providers import forward, transport
+from providers.errors import ProviderError
+from providers.forward import direct_target
 from providers.params import NO_KEY, litellm_kwargs
 from tests.conftest import UPSTREAM_KEY
 
@@ -65,9 +66,9 @@ def test_direct_chat_reaches_the_upstream_and_reuses_one_kept_alive_connection(u
     call = _call(base_url=upstream.openai_url)
 
     async def two_calls():
-        first = await gateway.chat(call=call, params={"messages": HELLO}, label="t")
+        first = await forward.chat(call=call, params={"messages": HELLO}, label="t")
         idle = _idle()
-        second = await gateway.chat(call=call, params={"messages": HELLO}, label="t")
+        second = await forward.chat(call=call, params={"messages": HELLO}, label="t")
         return first, second, idle, _idle()
 
     first, second, idle, again = asyncio.run(two_calls())
@@ -83,7 +84,7 @@ def test_direct_stream_asks_for_usage_and_yields_chunks(upstream):
     call = _call(base_url=upstream.openai_url)
 
     async def run():
-        chunks = await gateway.chat_stream(call=call, params={"messages": HELLO}, label="t")
+        chunks = await forward.chat_stream(call=call, params={"messages": HELLO}, label="t")
         return [c async for c in chunks]
 
     chunks = asyncio.run(run())
@@ -102,8 +103,8 @@ def test_direct_stream_asks_for_usage_and_yields_chunks(upstream):
 def test_direct_call_failures_are_classified_without_upstream_text(upstream, mode, status, code):
     upstream.set_mode(mode)
     call = _call(base_url=upstream.openai_url)
-    with pytest.raises(ProviderCallError) as caught:
-        asyncio.run(gateway.chat(call=call, params={"messages": HELLO}, label="t"))
+    with pytest.raises(ProviderError) as caught:
+        asyncio.run(forward.chat(call=call, params={"messages": HELLO}, label="t"))
     assert (caught.value.status, caught.value.code) == (status, code)
     if mode == 429:
         assert caught.value.retry_after == "1"
@@ -114,17 +115,17 @@ def test_a_broken_chunk_mid_stream_raises_from_the_iterator(upstream):
     call = _call(base_url=upstream.openai_url)
 
     async def run():
-        chunks = await gateway.chat_stream(call=call, params={"messages": HELLO}, label="t")
+        chunks = await forward.chat_stream(call=call, params={"messages": HELLO}, label="t")
         return [c async for c in chunks]
 
-    with pytest.raises(ProviderCallError) as caught:
+    with pytest.raises(ProviderError) as caught:
         asyncio.run(run())
     assert caught.value.error_class == "provider_error"
 
 
 def test_direct_embeddings(upstream):
     call = _call(base_url=upstream.openai_url, model="test-embedding")
-    out = asyncio.run(gateway.embed(call=call, params={"input": ["a", "b"]}, label="t"))
+    out = asyncio.run(forward.embed(call=call, params={"input": ["a", "b"]}, label="t"))
     assert len(out["data"]) == 2
     assert "encoding_format" not in upstream.last_request.body  # forwarded as sent
 
@@ -137,13 +138,13 @@ def test_cost_from_the_price_table_matches_litellm(model):
 
     prompt, completion = litellm.cost_per_token(model=model, prompt_tokens=1000,
                                                 completion_tokens=500)
-    assert float(gateway.cost(model=model, input_tokens=1000, output_tokens=500)) == \
+    assert float(forward.cost(model=model, input_tokens=1000, output_tokens=500)) == \
         pytest.approx(prompt + completion, rel=1e-9)
 
 
 def test_cost_of_an_unknown_model_is_none():
-    assert gateway.cost(model="openai/test-model", input_tokens=10, output_tokens=5) is None
-    assert gateway.cost(model="hosted_vllm/whatever", input_tokens=10) is None
+    assert forward.cost(model="openai/test-model", input_tokens=10, output_tokens=5) is None
+    assert forward.cost(model="hosted_vllm/whatever", input_tokens=10) is None
 
 
 def test_concurrent_calls_all_answer_and_their_connections_are_kept(upstream):
@@ -151,7 +152,7 @@ def test_concurrent_calls_all_answer_and_their_connections_are_kept(upstream):
 
     async def run():
         answers = await asyncio.gather(*[
-            gateway.chat(call=call, params={"messages": HELLO}, label="t") for _ in range(20)])
+            forward.chat(call=call, params={"messages": HELLO}, label="t") for _ in range(20)])
         return answers, _idle()
 
     answers, idle = asyncio.run(run())
@@ -160,9 +161,9 @@ def test_concurrent_calls_all_answer_and_their_connections_are_kept(upstream):
 
 
 def test_an_answer_past_the_size_cap_is_refused(upstream, monkeypatch):
-    monkeypatch.setattr(gateway, "MAX_RESPONSE_BYTES", 100)
-    with pytest.raises(ProviderCallError) as caught:
-        asyncio.run(gateway.chat(call=_call(base_url=upstream.openai_url),
+    monkeypatch.setattr(forward, "MAX_RESPONSE_BYTES", 100)
+    with pytest.raises(ProviderError) as caught:
+        asyncio.run(forward.chat(call=_call(base_url=upstream.openai_url),
                                  params={"messages": HELLO}, label="t"))
     assert caught.value.code == "provider_response_too_large"
 
@@ -170,8 +171,8 @@ def test_an_answer_past_the_size_cap_is_refused(upstream, monkeypatch):
 def test_an_answer_that_never_ends_is_cut_at_the_deadline(upstream):
     upstream.set_mode("endless", delay_ms=50)
     started = time.monotonic()
-    with pytest.raises(ProviderCallError) as caught:
-        asyncio.run(gateway.chat(call=_call(base_url=upstream.openai_url),
+    with pytest.raises(ProviderError) as caught:
+        asyncio.run(forward.chat(call=_call(base_url=upstream.openai_url),
                                  params={"messages": HELLO}, label="t", timeout=0.6))
     assert (caught.value.status, caught.value.error_class) == (504, "timeout")
     assert time.monotonic() - started < 5  # trickling bytes did not reset the deadline

@@ -1,4 +1,4 @@
-"""providers.client against the fake upstream: real litellm calls, every auth method, every
+"""providers.checks against the fake upstream: real litellm calls, every auth method, every
 error class, live listings that fail loudly."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 
-from providers.client import ConnectionSettings, list_models, test_connection, test_many
+from providers.checks import ConnectionSettings, list_models, test_connection, test_many
 from providers.errors import ProviderError
 from tests.conftest import CANARY, UPSTREAM_KEY
 

@@ -9,21 +9,23 @@ so a refused URL fails before litellm builds anything.
   `num_retries=0` and a timeout (an embedding call for embedding models; a models listing when
   no model is known). `litellm.check_valid_key` and `ahealth_check` are not used: the first
   takes no api_base, the second needs proxy-only packages.
-- `alist_models(...)` lists the models live (a direct GET of `{base}/models` for OpenAI-wire
-  providers, Anthropic's `/v1/models`, Gemini's `/v1beta/models`) or returns the catalog's static
-  list. litellm's `get_valid_models` is not used: it swallows every error and returns [], so a
+- `alist_models(...)` lists the models live (the provider class's `list_request`: a direct GET
+  of `{base}/models` for OpenAI-wire providers, Anthropic's `/v1/models`, Gemini's
+  `/v1beta/models`) or returns the catalog's static list. litellm's `get_valid_models` is not
+  used: it swallows every error and returns [], so a
   failed listing would look like "no models".
 Failures raise `providers.errors.ProviderError` (error class + our own message). With OAuth
 client credentials, an "auth" failure drops the cached token and retries once with a new one.
 
 Outbound: every request here leaves through providers.transport (the one guarded transport:
 address checked = address connected to, no redirects, verified TLS with the connection's
-`ca_cert`). OpenAI- and Anthropic-wire tests and every listing use its httpx client
+`ca_cert`). Tests the provider class can send itself (`test_request`: OpenAI and Anthropic
+wire) and every listing use its httpx client
 (`transport.httpx_client`) and read the answer up to MAX_TEST_RESPONSE_BYTES
 (MAX_LIST_RESPONSE_BYTES for listings) within an overall deadline, so an upstream that hangs
 or streams forever costs at most `timeout` seconds (listings `timeout + 5`) and a bounded
 amount of memory. Other providers (Azure, Gemini, Vertex, Bedrock) go through litellm, which
-is handed the transport's clients (providers.gateway._litellm_call).
+is handed the transport's clients (providers.forward._litellm_call).
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from . import errors
-from .base import WIRE_ANTHROPIC, WIRE_OPENAI, find_provider
+from .base import TEST_PROMPT, find_provider
 from .errors import BAD_REQUEST, ProviderError, classify
-from .params import NO_KEY, alitellm_kwargs, endpoint_url, oauth_args
+from .params import alitellm_kwargs, endpoint_url, oauth_args
 
 logger = logging.getLogger(__name__)
 
@@ -47,23 +49,6 @@ LIST_TIMEOUT_S = 20.0
 MAX_LIST_PAGES = 20
 MAX_TEST_RESPONSE_BYTES = 1 << 20  # a one-token answer is a few hundred bytes
 MAX_LIST_RESPONSE_BYTES = 16 << 20  # the largest public model lists are a few MB
-ANTHROPIC_VERSION = "2023-06-01"
-TEST_PROMPT = [{"role": "user", "content": "ping"}]
-
-_litellm_module = None
-
-
-def _litellm():
-    """The litellm module, imported on first use and configured to stay quiet."""
-    global _litellm_module
-    if _litellm_module is None:
-        from .gateway import _litellm as configured
-
-        litellm = configured()  # quiet, and its HTTP clients are providers.transport's
-        litellm.turn_off_message_logging = True
-        _litellm_module = litellm
-    return _litellm_module
-
 
 @dataclass(frozen=True)
 class ConnectionSettings:
@@ -143,7 +128,7 @@ async def _with_oauth_retry(s: ConnectionSettings, call):
 def is_embedding_model(model: str) -> bool:
     """True for a model that makes embeddings, not chat: litellm's price table says so (mode
     "embedding"), or its name does ("embed": text-embedding-3-small, nomic-embed-text...)."""
-    from .gateway import model_mode
+    from .forward import model_mode
 
     return "embed" in model.lower() or model_mode(model) == "embedding"
 
@@ -172,44 +157,13 @@ def _raise_for_status(response, host: str) -> None:
     response.raise_for_status()
 
 
-def _direct_request(s: ConnectionSettings, spec, kwargs: dict, model: str
-                    ) -> tuple[str, dict, dict, str]:
-    """(url, headers, JSON body, what a good answer holds) of a minimal call, as litellm
-    would send it for this wire format."""
-    base = kwargs["api_base"].rstrip("/")
-    key = kwargs.get("api_key")
-    headers = {"Accept": "application/json"}
-    if spec.wire == WIRE_ANTHROPIC:
-        url = base if base.endswith("/v1/messages") else f"{base}/v1/messages"
-        headers["anthropic-version"] = ANTHROPIC_VERSION
-        if key and key != NO_KEY:
-            headers["x-api-key"] = key
-        body = {"model": model, "max_tokens": 1, "messages": TEST_PROMPT}
-        expect = "content"
-    else:
-        if key and key != NO_KEY:
-            headers["Authorization"] = f"Bearer {key}"
-        if kwargs.get("organization"):
-            headers["OpenAI-Organization"] = kwargs["organization"]
-        if endpoint_for(s, model) == "embeddings":
-            url, body, expect = f"{base}/embeddings", {"model": model, "input": ["ping"]}, "data"
-        else:
-            # OpenAI's reasoning models refuse max_tokens; litellm renames it the same way.
-            limit = "max_completion_tokens" if s.provider == "openai" else "max_tokens"
-            url, body, expect = (f"{base}/chat/completions",
-                                 {"model": model, "messages": TEST_PROMPT, limit: 1}, "choices")
-    headers.update(kwargs.get("extra_headers") or {})
-    return url, headers, body, expect
-
-
-async def _acall_direct(s: ConnectionSettings, spec, kwargs: dict, model: str,
+async def _acall_direct(s: ConnectionSettings, request: tuple, ca_cert: str,
                         timeout: float) -> None:
-    """The minimal test call through the transport's httpx client (OpenAI/Anthropic wire)."""
-    from .params import pop_ca_cert
+    """The minimal test call (the provider's `test_request`) through the transport's httpx
+    client."""
     from .transport import httpx_client
 
-    kwargs, ca_cert = pop_ca_cert(kwargs)
-    url, headers, body, expect = _direct_request(s, spec, kwargs, model)
+    url, headers, body, expect = request
     try:
         # One deadline for the whole call: a trickling answer cannot reset it read by read.
         async with asyncio.timeout(timeout), httpx_client(timeout=timeout,
@@ -237,11 +191,14 @@ async def _acall(s: ConnectionSettings, model: str, timeout: float) -> None:
     await _check_egress(kwargs.get("api_base") or endpoint_url(
         provider=s.provider, base_url=s.base_url, config=s.config), s.host)
     spec = find_provider(s.provider)
-    if spec is not None and kwargs.get("api_base") and (
-            spec.wire == WIRE_OPENAI
-            or spec.wire == WIRE_ANTHROPIC and endpoint_for(s, model) == "chat"):
-        return await _acall_direct(s, spec, kwargs, model, timeout)
-    from .gateway import _litellm_call
+    if spec is not None and kwargs.get("api_base"):
+        from .params import pop_ca_cert
+
+        direct, ca_cert = pop_ca_cert(kwargs)
+        request = spec.test_request(direct, model, endpoint_for(s, model))
+        if request is not None:
+            return await _acall_direct(s, request, ca_cert, timeout)
+    from .forward import _litellm, _litellm_call
     from .transport import CA_CERT
 
     litellm = _litellm()
@@ -291,7 +248,7 @@ def _ms(started: float) -> int:
 def has_live_listing(provider: str) -> bool:
     """True when models can be listed from the provider itself."""
     spec = find_provider(provider)
-    return bool(spec) and (spec.wire in (WIRE_OPENAI, WIRE_ANTHROPIC) or provider == "gemini")
+    return bool(spec) and spec.has_live_listing()
 
 
 def static_models(provider: str, default_model: str = "") -> list[str]:
@@ -325,23 +282,7 @@ async def _alist_live(s: ConnectionSettings, timeout: float) -> list[str]:
     kwargs, ca_cert = pop_ca_cert(await _kwargs(s, s.model or "list"))
     base = (kwargs.get("api_base") or endpoint_url(
         provider=s.provider, base_url=s.base_url, config=s.config) or "").rstrip("/")
-    headers = {"Accept": "application/json"}
-    if spec.wire == WIRE_ANTHROPIC:
-        url = f"{base}/v1/models"
-        headers["anthropic-version"] = ANTHROPIC_VERSION
-        if kwargs.get("api_key") and kwargs["api_key"] != NO_KEY:
-            headers["x-api-key"] = kwargs["api_key"]
-    elif s.provider == "gemini":
-        url = f"{base}/v1beta/models"
-        if kwargs.get("api_key"):
-            headers["x-goog-api-key"] = kwargs["api_key"]  # not ?key=: URLs end up in logs
-    else:
-        url = f"{base}/models"
-        if kwargs.get("api_key") and kwargs["api_key"] != NO_KEY:
-            headers["Authorization"] = f"Bearer {kwargs['api_key']}"
-        if kwargs.get("organization"):
-            headers["OpenAI-Organization"] = kwargs["organization"]
-    headers.update(kwargs.get("extra_headers") or {})
+    url, headers = spec.list_request(kwargs, base)
     await _check_egress(url, s.host)
 
     found: list[str] = []
@@ -356,15 +297,7 @@ async def _alist_live(s: ConnectionSettings, timeout: float) -> list[str]:
                 data = json.loads(raw)
                 if not isinstance(data, dict):
                     raise ValueError("listing is not an object")
-                if s.provider == "gemini":
-                    items = [m.get("name", "").removeprefix("models/")
-                             for m in data.get("models") or []]
-                    page = data.get("nextPageToken")
-                    params = {"pageToken": page} if page else {}
-                else:
-                    items = [m.get("id") for m in data.get("data") or [] if isinstance(m, dict)]
-                    page = data.get("last_id") if data.get("has_more") else None
-                    params = {"after_id": page} if page else {}
+                items, params = spec.parse_models(data)
                 found.extend(i for i in items if isinstance(i, str) and i)
                 if not params:
                     break
