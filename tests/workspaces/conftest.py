@@ -20,6 +20,7 @@ from connections.services import connection_create
 from tests.asgi_client import AsgiClient
 from tests.conftest import UPSTREAM_KEY
 from workspaces import budgets, resolution, services
+from workspaces.gateway import planning as gateway_planning
 from workspaces.keys import _KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,6 +137,20 @@ class Gateway:
                               if line.startswith("data: ")]
 
         return async_to_sync(run)()
+
+
+@pytest.fixture
+def no_sync_context(monkeypatch):
+    """Counts the gateway calls that took the sync path (not the warm one)."""
+    taken = []
+    original = gateway_planning._context_sync
+
+    async def counting(*args):
+        taken.append(args)
+        return await original(*args)
+
+    monkeypatch.setattr(gateway_planning, "_context_sync", counting)
+    return taken
 
 
 @pytest.fixture

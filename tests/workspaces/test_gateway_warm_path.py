@@ -30,20 +30,6 @@ def setup(upstream, make_connection, make_workspace, make_key):
     return {"up": upstream, "conn": conn, "ws": ws, "key": make_key(ws)}
 
 
-@pytest.fixture
-def no_sync_context(monkeypatch):
-    """Counts the calls that took the sync path."""
-    taken = []
-    original = gateway_planning._context_sync
-
-    async def counting(*args):
-        taken.append(args)
-        return await original(*args)
-
-    monkeypatch.setattr(gateway_planning, "_context_sync", counting)
-    return taken
-
-
 def test_a_warm_call_does_not_hand_off_to_the_sync_thread(gateway, setup, no_sync_context):
     require_shared_cache()
     assert gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}

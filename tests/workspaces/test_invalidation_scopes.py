@@ -17,7 +17,6 @@ from connections import diagnostics
 from connections.models import Connection
 from connections.services import connection_set_default, connection_update
 from llmconn import versions
-from workspaces.gateway import planning as gateway_planning
 from workspaces import resolution
 from workspaces.keys import authenticate_key
 from workspaces.resolution import ResolutionError, current_revision, resolve, resolve_model
@@ -31,20 +30,6 @@ from workspaces.services import (
 from .conftest import require_shared_cache
 
 HELLO = [{"role": "user", "content": "Hello"}]
-
-
-@pytest.fixture
-def no_sync_context(monkeypatch):
-    """Counts the gateway calls that took the sync path (not the warm one)."""
-    taken = []
-    original = gateway_planning._context_sync
-
-    async def counting(*args):
-        taken.append(args)
-        return await original(*args)
-
-    monkeypatch.setattr(gateway_planning, "_context_sync", counting)
-    return taken
 
 
 @pytest.fixture
