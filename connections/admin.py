@@ -50,6 +50,7 @@ from providers.base import all_presets, all_providers, find_provider
 
 from . import diagnostics, services
 from .api.permissions import sees_in_full
+from .dependents import with_admin_urls
 from .models import Connection, ConnectionStatus, ConnectionTest, ErrorClass, TestStatus
 from .selectors import connection_dependents, connection_list_detailed
 
@@ -369,20 +370,6 @@ def _status_badge(status: str, error_class: str = "", title: str = "") -> str:
         title = title or (ErrorClass(error_class).label if error_class in ErrorClass.values else "")
         return badge(label, "failed", title)
     return badge("Untested", "untested", title)
-
-
-def _dependent_rows(dependents: list[dict]) -> list[dict]:
-    """Dependents with the admin URL of their workspace."""
-    from workspaces.models import Workspace
-
-    slugs = {d["workspace"] for d in dependents if d["workspace"]}
-    pks = dict(Workspace.objects.filter(slug__in=slugs).values_list("slug", "pk")) if slugs else {}
-    rows = []
-    for d in dependents:
-        pk = pks.get(d["workspace"])
-        rows.append({**d, "url": reverse("admin:workspaces_workspace_change", args=[pk])
-                     if pk else reverse("admin:workspaces_systemdefault_changelist")})
-    return rows
 
 
 @admin.register(Connection)
@@ -771,7 +758,7 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
 
     @admin.display(description="Used by")
     def used_by_display(self, obj: Connection) -> str:
-        rows = _dependent_rows(connection_dependents(connection=obj))
+        rows = with_admin_urls(connection_dependents(connection=obj))
         if not rows:
             return format_html('<span class="llmconn-quiet">{}</span>', "No workspace uses it.")
         items = format_html_join(
@@ -813,7 +800,7 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
             "object_name": "connection",
             "opts": self.opts,
             "app_label": self.opts.app_label,
-            "dependents": _dependent_rows(dependents),
+            "dependents": with_admin_urls(dependents),
             "tests_count": obj.tests.count(),
             "models_count": obj.discovered_models.count(),
             "move_url": reverse("admin:connections_connection_move_bindings", args=[obj.pk]),
@@ -980,7 +967,7 @@ class ConnectionAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
             "subtitle": source.name,
             "opts": self.opts,
             "object": source,
-            "dependents": _dependent_rows(connection_dependents(connection=source)),
+            "dependents": with_admin_urls(connection_dependents(connection=source)),
             "targets": options,
             "chosen": chosen,
             "error": error,

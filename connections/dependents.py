@@ -3,8 +3,10 @@
 Layers point one way (`providers` <- `connections` <- `workspaces`): the connections app does
 not import the apps built on it. An app whose rows point at connections registers a `User`
 here from its AppConfig.ready(): what lists the places a connection is used (delete refuses
-while there are any; the API and admin show them), what counts them for a listing, and what
-moves them all to another connection (move-bindings). Cached resolutions are told of a change
+while there are any; the API and admin show them), what counts them for a listing, what
+moves them all to another connection (move-bindings), the admin page of each place (the
+admin links them), and who binds connections there (such users may read the active shared
+connections to pick one: connections.api.permissions). Cached resolutions are told of a change
 through the versions of the cache scopes (llmconn.versions), not through this registry.
 """
 
@@ -23,13 +25,17 @@ class User:
     `dependents(connection)` → [{"workspace", "workspace_name", "role", "system_default",
     "fallback"}]; `count()` → an expression counting the uses of the connection `OuterRef("pk")`
     (for annotating a connection listing); `move(source=, target=, actor=)` → counts of what
-    moved (runs in the caller's transaction, after the caller locked both connections).
+    moved (runs in the caller's transaction, after the caller locked both connections);
+    `admin_urls(rows)` → one admin URL per row of `dependents` ("" for a row it does not
+    link); `binds(user=)` → whether the user binds connections in this app.
     """
 
     name: str
     dependents: Callable[..., list[dict]]
     count: Callable[[], object]
     move: Callable[..., dict] | None = None
+    admin_urls: Callable[[list[dict]], list[str]] | None = None
+    binds: Callable[..., bool] | None = None
 
 
 _USERS: dict[str, User] = {}
@@ -46,6 +52,22 @@ def dependents(*, connection) -> list[dict]:
     for user in _USERS.values():
         rows += user.dependents(connection=connection)
     return rows
+
+
+def with_admin_urls(rows: list[dict]) -> list[dict]:
+    """Rows of `dependents` with "url": the admin page of each ("" when no app links it)."""
+    rows = [{**row, "url": ""} for row in rows]
+    for user in _USERS.values():
+        if user.admin_urls is None:
+            continue
+        for row, url in zip(rows, user.admin_urls(rows), strict=True):
+            row["url"] = url or row["url"]
+    return rows
+
+
+def binds(*, user) -> bool:
+    """Whether the user binds connections in any registered app (e.g. manages a workspace)."""
+    return any(u.binds(user=user) for u in _USERS.values() if u.binds is not None)
 
 
 def used_by_count():

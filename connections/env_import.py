@@ -1,5 +1,8 @@
 """Import of legacy environment-variable configuration (OPENAI_API_KEY, ...) as connections
 and system defaults. Idempotent: what already matches is left alone and reported as such.
+This module creates the connections and says which system defaults the environment asks for;
+the workspaces app, which owns system defaults, sets them (workspaces.env_defaults, run by
+manage.py import_env_connections).
 
 Variables read:
 - OpenAI: OPENAI_API_KEY, OPENAI_BASE_URL (or OPENAI_API_BASE), OPENAI_ORGANIZATION (or
@@ -279,18 +282,28 @@ def _describe(plan: Planned) -> str:
             f"{', '.join(plan.variables)}")
 
 
-def _error_text(exc: Exception) -> str:
+def error_text(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
     return getattr(exc, "message", str(exc))
 
 
-def env_import(*, env: Mapping[str, str], update: bool = False, actor=None) -> tuple[list[str], bool, bool]:
-    """Create or (with update) bring in line the connections and system defaults the
-    environment describes. Returns (report lines, changed anything, every step succeeded)."""
-    from workspaces.models import Role, SystemDefault
-    from workspaces.services import system_default_set
+@dataclass
+class EnvImport:
+    """What env_connections_import did: report lines, whether it changed anything, whether
+    every step succeeded, and the system defaults the environment asks for, as (role,
+    connection, model), for the workspaces app to set."""
 
+    lines: list[str]
+    changed: bool
+    ok: bool
+    defaults: list[tuple[str, Connection, str | None]] = field(default_factory=list)
+
+
+def env_connections_import(*, env: Mapping[str, str], update: bool = False,
+                           actor=None) -> EnvImport:
+    """Create or (with update) bring in line the connections the environment describes, and
+    name the system defaults it asks for (roles "chat" and "embedding")."""
     lines: list[str] = []
     changed, ok = False, True
     plans, notes = plan_from_env(env)
@@ -299,7 +312,7 @@ def env_import(*, env: Mapping[str, str], update: bool = False, actor=None) -> t
         lines.append("No legacy variables found (OPENAI_API_KEY, ANTHROPIC_API_KEY, "
                      "AZURE_OPENAI_API_KEY, OLLAMA_BASE_URL, OPENROUTER_API_KEY, AnythingLLM's "
                      "or OpenHands' names; see docs/people.md): nothing to do.")
-        return lines, False, not notes
+        return EnvImport(lines, False, not notes)
 
     imported: dict[str, Connection] = {}
     for plan in plans:
@@ -324,7 +337,7 @@ def env_import(*, env: Mapping[str, str], update: bool = False, actor=None) -> t
                     lines.append(f"updated connection {plan.name}: {', '.join(diffs)}")
                     changed = True
         except (ApplicationError, ValidationError) as exc:
-            lines.append(f"error: connection {plan.name} not imported: {_error_text(exc)}")
+            lines.append(f"error: connection {plan.name} not imported: {error_text(exc)}")
             ok = False
             continue
         imported["openhands-env" if plan.name == "openhands-env" else plan.provider] = conn
@@ -349,31 +362,12 @@ def env_import(*, env: Mapping[str, str], update: bool = False, actor=None) -> t
     if chat_conn is not None:
         chat_model = chat_conn.default_model if chat_conn is openhands else (
             (env.get("LLM_MODEL") or "").strip() or chat_conn.default_model)
-        wanted.append((Role.CHAT, chat_conn, chat_model or None))
+        wanted.append(("chat", chat_conn, chat_model or None))
     if emb_conn is not None:
-        wanted.append((Role.EMBEDDING, emb_conn,
+        wanted.append(("embedding", emb_conn,
                        emb_model or DEFAULT_EMBEDDING_MODEL.get(emb_conn.provider)))
     else:
         lines.append("no embedding default: set LLM_EMBEDDING_MODEL (and LLM_EMBEDDING_PROVIDER) "
                      "for a provider that offers embeddings")
 
-    for role, conn, model in wanted:
-        current = SystemDefault.objects.filter(role=role).select_related("connection").first()
-        label = f"system default {role} -> {conn.name}{' / ' + model if model else ''}"
-        if current is not None and current.connection_id == conn.pk and (current.model or None) == model:
-            lines.append(f"unchanged: {label}")
-            continue
-        if current is not None and not update:
-            lines.append(f"left as is: system default {role} is {current.connection.name}"
-                         f"{' / ' + current.model if current.model else ''}; run with --update "
-                         f"to set {conn.name}{' / ' + model if model else ''}")
-            continue
-        try:
-            system_default_set(role=role, connection=conn, model=model, actor=actor)
-        except (ApplicationError, ValidationError) as exc:
-            lines.append(f"error: {label} not set: {_error_text(exc)}")
-            ok = False
-            continue
-        lines.append(f"{'set' if current is None else 'updated'} {label}")
-        changed = True
-    return lines, changed, ok
+    return EnvImport(lines, changed, ok, wanted)

@@ -1,7 +1,8 @@
 """Export and import of connections as JSON without secrets (keyed fingerprints in their place).
 
-The export carries every setting, credential hints and fingerprints, system defaults by
-connection name. An import creates what is missing; a connection whose secrets the file cannot
+The export carries every setting, credential hints and fingerprints of the shared connections
+(the workspaces app adds system defaults, workspaces and budgets: workspaces.config_transfer).
+An import creates what is missing; a connection whose secrets the file cannot
 carry is created inactive and listed as "needs secrets" (enter them with PATCH, then activate).
 Fingerprints (HMAC with AUDIT_HMAC_KEY) let an import tell whether an existing connection
 already holds the same secret, when both installs share that key.
@@ -47,11 +48,9 @@ def _decimal_text(value) -> str | None:
 
 
 def connections_export() -> dict:
-    """Every shared connection and system default as a JSON-ready dict, with no secret in it.
+    """Every shared connection as a JSON-ready dict, with no secret in it.
 
     Personal connections belong to their users and are not exported."""
-    from workspaces.models import SystemDefault
-
     rows = []
     for conn in Connection.objects.filter(owner__isnull=True).order_by("name"):
         if conn.credentials_readable:
@@ -64,11 +63,8 @@ def connections_export() -> dict:
         rows.append({"id": str(conn.pk), "name": conn.name,
                      **{k: getattr(conn, k) for k in SETTINGS}, **_tunable(conn),
                      "is_default": conn.is_default, "credentials": creds})
-    defaults = [{"role": d.role, "connection": d.connection.name, "model": d.model}
-                for d in SystemDefault.objects.select_related("connection").order_by("role")]
     return {"format": FORMAT, "version": VERSION,
-            "exported_at": timezone.now().isoformat(), "connections": rows,
-            "system_defaults": defaults}
+            "exported_at": timezone.now().isoformat(), "connections": rows}
 
 
 @dataclass
@@ -162,14 +158,11 @@ def _error_text(exc: Exception) -> str:
 
 
 def connections_import(*, data, actor=None) -> ImportReport:
-    """Create the connections and system defaults of an export that do not exist yet.
-
-    Existing connections (by name) are never changed: the report says whether their settings
-    and secrets (by fingerprint) match the file.
+    """Create the connections of an export that do not exist yet and bring the tunable settings
+    of existing ones (by name) in line; the report says whether their destination, auth and
+    secrets (by fingerprint) match the file. The rest of the file (system defaults, workspaces,
+    budgets) is the workspaces app's (workspaces.config_transfer).
     """
-    from workspaces.models import SystemDefault
-    from workspaces.services import system_default_set
-
     if not isinstance(data, Mapping) or data.get("format") != FORMAT:
         raise ValidationFailed(f"Not an llmconn export (expected \"format\": \"{FORMAT}\").")
     if data.get("version") not in READABLE_VERSIONS:
@@ -226,26 +219,4 @@ def connections_import(*, data, actor=None) -> ImportReport:
                                 f"{', '.join(missing)})")
         else:
             report.lines.append(f"created: {name}")
-
-    for default in data.get("system_defaults") or []:
-        if not isinstance(default, Mapping):
-            continue
-        role, name = default.get("role"), default.get("connection")
-        if SystemDefault.objects.filter(role=role).exists():
-            report.lines.append(f"exists: system default {role}; left unchanged")
-            continue
-        conn = Connection.objects.filter(name=name, owner__isnull=True).first()
-        if conn is None or not conn.is_active:
-            report.lines.append(f"skipped: system default {role} -> {name}: that connection is "
-                                "missing or inactive (enter its secrets, activate it, then set "
-                                "the default)")
-            continue
-        try:
-            system_default_set(role=role, connection=conn, model=default.get("model"), actor=actor)
-        except (ApplicationError, ValidationError) as exc:
-            report.lines.append(f"error: system default {role} not set: {_error_text(exc)}")
-            report.errors += 1
-            continue
-        report.changed = True
-        report.lines.append(f"set: system default {role} -> {name}")
     return report

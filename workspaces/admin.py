@@ -2,7 +2,8 @@
 chooser filled from its discovered models or a discovery run from the page, free text allowed,
 and its fallbacks), what each role resolves to now, members, and API keys (a created key is
 shown once, then only its prefix). Also system defaults (editable) and budgets with their
-current spend.
+current spend. The connections admin links the places a connection is used to their pages
+here (`dependent_admin_urls`, registered in connections.dependents).
 
 Every change goes through workspaces.services, as in the API (so the revision stamp and the
 audit log stay right); the admin never shows an API key's hash.
@@ -71,6 +72,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def dependent_admin_urls(rows: list[dict]) -> list[str]:
+    """The admin page of each place that uses a connection (rows of
+    selectors.bindings_using_connection): its workspace, else the system defaults."""
+    slugs = {row["workspace"] for row in rows if row.get("workspace")}
+    pks = dict(Workspace.objects.filter(slug__in=slugs).values_list("slug", "pk")) if slugs else {}
+    return [reverse("admin:workspaces_workspace_change", args=[pks[row["workspace"]]])
+            if row.get("workspace") in pks else reverse("admin:workspaces_systemdefault_changelist")
+            for row in rows]
 
 
 def _count_of(model, **filters):

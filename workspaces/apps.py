@@ -25,12 +25,15 @@ class WorkspacesConfig(AppConfig):
         from connections import dependents
 
         from . import selectors, services
+        from .admin import dependent_admin_urls
 
         dependents.register(dependents.User(
             name="workspaces",
             dependents=selectors.bindings_using_connection,
             count=selectors.connection_use_count,
             move=services.bindings_move,
+            admin_urls=dependent_admin_urls,
+            binds=selectors.manages_a_workspace,
         ))
 
         # /metrics reports the usage spool's depth (what /readyz shows), at scrape time.

@@ -2,13 +2,14 @@
 gateway prices and timeouts, default params, fingerprints of their secrets), system defaults,
 workspaces with their bindings, fallbacks and default params, and budgets.
 
-`config_export()` is connections.transfer's export plus `workspaces` and `budgets`, by name
-(connections by name and id, workspaces by slug). `config_import(data, dry_run=...)` creates
-what is missing and brings what exists in line with the file, in one transaction; a dry run
-reports the same lines (the diff) and rolls everything back. Importing the same file twice
-changes nothing. Secrets are never in the file: a connection that needs them is created
-inactive (its bindings and defaults point at it and work once they are entered and it is
-activated). Personal connections, user defaults and API keys are not part of it.
+`config_export()` is connections.transfer's export plus `system_defaults`, `workspaces` and
+`budgets`, by name (connections by name and id, workspaces by slug). `config_import(data,
+dry_run=...)` creates what is missing and brings what exists in line with the file, in one
+transaction (connections.transfer's import, then the rest here); a dry run reports the same
+lines (the diff) and rolls everything back. Importing the same file twice changes nothing.
+Secrets are never in the file: a connection that needs them is created inactive (its bindings
+and defaults point at it and work once they are entered and it is activated). Personal
+connections, user defaults and API keys are not part of it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def _binding_row(binding: WorkspaceBinding | None, names: dict) -> dict:
 def config_export() -> dict:
     """The whole configuration as a JSON-ready dict, with no secret in it."""
     data = connections_export()
+    data["system_defaults"] = [
+        {"role": d.role, "connection": d.connection.name, "model": d.model}
+        for d in SystemDefault.objects.select_related("connection").order_by("role")
+    ]
     names = {str(pk): name for pk, name in
              Connection.objects.filter(owner__isnull=True).values_list("pk", "name")}
     data["workspaces"] = [
@@ -83,7 +88,7 @@ def config_import(*, data, dry_run: bool = False, actor=None) -> ImportReport:
     report: ImportReport | None = None
     try:
         with transaction.atomic():
-            report = connections_import(data={**data, "system_defaults": []}, actor=actor)
+            report = connections_import(data=data, actor=actor)
             _import_system_defaults(data.get("system_defaults") or [], report, actor)
             _import_workspaces(data.get("workspaces") or [], report, actor)
             _import_budgets(data.get("budgets") or [], report, actor)

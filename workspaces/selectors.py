@@ -15,7 +15,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, Coalesce, Replace
 
-from .models import Membership, Role, SystemDefault, Workspace, WorkspaceBinding
+from .models import MemberRole, Membership, Role, SystemDefault, Workspace, WorkspaceBinding
 
 
 def bindings_using_connection(*, connection) -> list[dict]:
@@ -98,6 +98,11 @@ def workspace_access(*, user, workspace) -> str | None:
         return "staff"
     return (Membership.objects.filter(workspace=workspace, user=user)
             .values_list("role", flat=True).first())
+
+
+def manages_a_workspace(*, user) -> bool:
+    """Whether the user manages at least one workspace (and so binds connections there)."""
+    return Membership.objects.filter(user_id=user.pk, role=MemberRole.MANAGER).exists()
 
 
 def workspace_list_for(*, user) -> QuerySet[Workspace]:

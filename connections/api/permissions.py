@@ -14,20 +14,21 @@ from django.conf import settings
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
+from connections import dependents
+
 
 def personal_enabled() -> bool:
     return bool(getattr(settings, "LLMCONN_PERSONAL_CONNECTIONS", True))
 
 
-def is_workspace_manager(request) -> bool:
-    """True when the user manages at least one workspace (cached on the request)."""
-    cached = getattr(request, "_llmconn_is_manager", None)
+def binds_connections(request) -> bool:
+    """True when the user binds connections in an app that uses them: manages at least one
+    workspace (the workspaces app answers through connections.dependents; cached on the
+    request)."""
+    cached = getattr(request, "_llmconn_binds", None)
     if cached is None:
-        from workspaces.models import MemberRole, Membership
-
-        cached = Membership.objects.filter(user_id=request.user.pk,
-                                           role=MemberRole.MANAGER).exists()
-        request._llmconn_is_manager = cached
+        cached = dependents.binds(user=request.user)
+        request._llmconn_binds = cached
     return cached
 
 
@@ -45,7 +46,7 @@ def sees_in_full(user, connection) -> bool:
 
 def reads_shared(request) -> bool:
     """May list and read active shared connections (without config or hints)."""
-    return personal_enabled() or is_workspace_manager(request)
+    return personal_enabled() or binds_connections(request)
 
 
 def connection_for_owner_or_staff(request, pk):

@@ -280,13 +280,16 @@ def test_set_default_action_needs_exactly_one_and_refuses_inactive(admin_client)
 
 def test_delete_of_a_bound_connection_lists_its_users_and_is_refused(admin_client):
     conn = make()
-    workspace_create(name="Research", bindings={"embedding": {"connection": str(conn.pk)}})
+    ws = workspace_create(name="Research", bindings={"embedding": {"connection": str(conn.pk)}})
     system_default_set(role="chat", connection=conn)
     url = f"{LIST}{conn.pk}/delete/"
     page = admin_client.get(url)
     html = page.content.decode()
     assert page.context["dependents"][0]["workspace_name"] == "Research"
     assert "embedding" in html and "System default" in html
+    # Each user links to its admin page (the workspaces app answers: connections.dependents).
+    assert f'href="/admin/workspaces/workspace/{ws.pk}/change/"' in html
+    assert 'href="/admin/workspaces/systemdefault/"' in html
     assert 'name="post"' not in html  # no confirm button
     response = admin_client.post(url, {"post": "yes"})
     assert response.status_code == 409  # the service's Conflict

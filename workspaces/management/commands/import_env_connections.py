@@ -7,7 +7,7 @@ import os
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.context import audit_context
-from connections.env_import import env_import
+from workspaces.env_defaults import env_import
 
 
 class Command(BaseCommand):
