@@ -27,6 +27,7 @@ os.environ.setdefault("DATABASE_URL", os.environ.get(
 os.environ.setdefault("SECRET_KEY", "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz")
 os.environ.setdefault("FERNET_KEYS", "bench-fernet-key")
 os.environ.setdefault("LLMCONN_EGRESS_ALLOW", "127.0.0.0/8")
+os.environ.setdefault("AUDIT_HMAC_KEY", "bench-audit-hmac-key-not-for-production")
 os.environ.pop("REDIS_URL", None)  # local-memory cache: only the usage write is measured
 
 

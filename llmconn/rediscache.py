@@ -15,18 +15,27 @@ import asyncio
 import threading
 import weakref
 
+from django.core.signals import setting_changed
+
 _CLIENT: list = [None, None]  # [server list, redis.Redis]
 _LOCK = threading.Lock()
 _ASYNC: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> (servers, client)
+_BACKEND: list = [False, None]  # [looked up, RedisCache or None]
 
 
 def redis_backend():
-    """The default cache backend when it is Django's RedisCache, else None."""
-    from django.core.cache import caches
-    from django.core.cache.backends.redis import RedisCache
+    """The default cache backend when it is Django's RedisCache, else None.
 
-    backend = caches["default"]
-    return backend if isinstance(backend, RedisCache) else None
+    Looked up once per process (`caches["default"]` goes through asgiref's Local, a measurable
+    part of a warm call) and again after a CACHES setting change (tests). Only its connection
+    settings and key function are used here, which are the same in every thread."""
+    if not _BACKEND[0]:
+        from django.core.cache import caches
+        from django.core.cache.backends.redis import RedisCache
+
+        backend = caches["default"]
+        _BACKEND[:] = [True, backend if isinstance(backend, RedisCache) else None]
+    return _BACKEND[1]
 
 
 def client_and_key(key: str):
@@ -35,7 +44,7 @@ def client_and_key(key: str):
     backend = redis_backend()
     if backend is None:
         return None, None
-    full = backend.make_and_validate_key(key)
+    full = backend.make_key(key)  # our own keys: no memcached-compatibility check needed
     cached = _CLIENT[1]
     if cached is None or _CLIENT[0] != backend._servers:
         with _LOCK:
@@ -51,7 +60,7 @@ def async_client_and_key(key: str):
     backend = redis_backend()
     if backend is None:
         return None, None
-    full = backend.make_and_validate_key(key)
+    full = backend.make_key(key)
     loop = asyncio.get_running_loop()
     found = _ASYNC.get(loop)
     if found is None or found[0] != backend._servers:
@@ -65,7 +74,16 @@ def async_client_and_key(key: str):
     return found[1], full
 
 
-def reset() -> None:
-    """Forget the clients (tests that change the cache settings)."""
+def reset(**_) -> None:
+    """Forget the backend and the clients (tests that change the cache settings)."""
+    _BACKEND[:] = [False, None]
     _CLIENT[:] = [None, None]
     _ASYNC.clear()
+
+
+def _setting_changed(setting: str, **_) -> None:
+    if setting == "CACHES":
+        reset()
+
+
+setting_changed.connect(_setting_changed)

@@ -6,8 +6,8 @@ wherever a log line, a usage row or an answer header needs it. asyncio tasks and
 """
 
 import contextvars
+import os
 import re
-import uuid
 
 HEADER = "x-request-id"
 
@@ -20,7 +20,7 @@ _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("llmconn_r
 
 def new_request_id() -> str:
     """A fresh id in the form OpenAI uses (`req_` + 32 hex characters)."""
-    return "req_" + uuid.uuid4().hex
+    return "req_" + os.urandom(16).hex()  # as random as uuid4().hex, without the UUID object
 
 
 def accept_request_id(value: str | None) -> str:

@@ -23,6 +23,7 @@ provider (providers.errors reads exception types and HTTP statuses, never provid
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -169,7 +170,7 @@ class Provider:
 
     @classmethod
     def auth_method(cls, name: str) -> AuthMethod | None:
-        return next((m for m in cls.auth_methods if m.name == name), None)
+        return _auth_methods_by_name(cls).get(name)
 
     @classmethod
     def default_auth_method(cls) -> AuthMethod:
@@ -471,9 +472,22 @@ def all_presets() -> list[Preset]:
     return list(_PRESETS.values())
 
 
+_LOADED: list = []
+
+
 def _load() -> None:
-    # The built-in catalog registers itself on import; importing here keeps callers simple.
-    from . import catalog  # noqa: F401
+    # The built-in catalog registers itself on import; importing here keeps callers simple
+    # (once: an import statement costs more than this check on every gateway call).
+    if not _LOADED:
+        from . import catalog  # noqa: F401
+
+        _LOADED.append(True)
+
+
+@cache
+def _auth_methods_by_name(provider: type[Provider]) -> dict[str, AuthMethod]:
+    """A provider's auth methods by name (its class attribute never changes once defined)."""
+    return {m.name: m for m in provider.auth_methods}
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -213,21 +213,20 @@ from .transport import ResponseTooLarge  # noqa: E402
 async def _post_json(url: str, headers: dict, body: dict, timeout: float,
                      ca_cert: str = "") -> dict:
     """POST a JSON body and read the JSON answer, within `timeout` for the whole exchange (a
-    trickling answer cannot reset it read by read) and MAX_RESPONSE_BYTES."""
+    trickling answer cannot reset it read by read: aiohttp's total deadline) and
+    MAX_RESPONSE_BYTES."""
     from . import transport
 
-    async with asyncio.timeout(timeout):
-        response = await transport.send(
-            "POST", url, headers={**headers, "content-type": "application/json"},
-            data=json.dumps(body).encode(), timeout=timeout, ca_cert=ca_cert,
-            buffer=transport.WHOLE_BUFFER_BYTES)
-        try:
-            if response.status >= 300:
-                raise transport.status_error(
-                    response, await _bounded_error_body(response))
-            raw = await transport.read_body(response, MAX_RESPONSE_BYTES)
-        finally:
-            response.release()
+    response = await transport.send(
+        "POST", url, headers={**headers, "content-type": "application/json"},
+        data=json.dumps(body).encode(), timeout=timeout, total=timeout, ca_cert=ca_cert,
+        buffer=transport.WHOLE_BUFFER_BYTES)
+    try:
+        if response.status >= 300:
+            raise transport.status_error(response, await _bounded_error_body(response))
+        raw = await transport.read_body(response, MAX_RESPONSE_BYTES)
+    finally:
+        response.release()
     return _answer(raw)
 
 

@@ -184,15 +184,21 @@ def _target(location: str, base: str) -> str:
         return location[:100]
 
 
+@lru_cache(maxsize=64)
+def _timeout(timeout: float, total: float | None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total, sock_connect=timeout, sock_read=timeout)
+
+
 async def send(method: str, url: str, *, headers=None, data=None, timeout: float,
-               ca_cert: str = "", decompress: bool = True,
+               total: float | None = None, ca_cert: str = "", decompress: bool = True,
                buffer: int = READ_BUFFER_BYTES) -> aiohttp.ClientResponse:
     """Send a request and return once the answer's head arrived (status < 300 or >= 400).
 
     The caller reads the body (`read_body`, `lines`) and must `release()` the response.
-    `timeout` bounds the connect, the first byte and every later silence; `buffer` is how much
-    aiohttp reads ahead of the caller (streams: small, for backpressure; a whole answer read at
-    once: larger, for throughput). Raises
+    `timeout` bounds the connect, the first byte and every later silence; `total`, when given,
+    the whole exchange including reading the body (aiohttp's own deadline: a trickling answer
+    cannot reset it); `buffer` is how much aiohttp reads ahead of the caller (streams: small,
+    for backpressure; a whole answer read at once: larger, for throughput). Raises
     RedirectRefused for a 3xx, CertificateRefused for a refused certificate, EgressBlocked /
     LookupError from the egress policy, aiohttp's errors for the rest.
     """
@@ -203,7 +209,7 @@ async def send(method: str, url: str, *, headers=None, data=None, timeout: float
         response = await session().request(
             method, url, headers=headers, data=data, allow_redirects=False,
             auto_decompress=decompress, read_bufsize=buffer,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+            timeout=_timeout(timeout, total),
             **kwargs)
     except aiohttp.ClientConnectorCertificateError as exc:
         reason = getattr(exc.certificate_error, "verify_message", "") or "not trusted"
