@@ -15,6 +15,7 @@ else at most once a second (usage writes close theirs at once too, workspaces/ca
 """
 
 import asyncio
+import gc
 import io
 import logging
 import os
@@ -258,10 +259,15 @@ class GatewayFirstHandler(ASGIHandler):
 
 
 def apply_server_process_settings() -> None:
-    """What a web server process sets for itself at startup: the GIL switch interval
-    (settings.LLMCONN_GIL_SWITCH_INTERVAL, why there)."""
+    """What a web server process sets for itself at startup: the GIL switch interval and the
+    garbage collector (settings.LLMCONN_GIL_SWITCH_INTERVAL and LLMCONN_GC_THRESHOLD, why
+    there): what is loaded by now is collected once and frozen out of later passes."""
     if settings.LLMCONN_GIL_SWITCH_INTERVAL > 0:
         sys.setswitchinterval(settings.LLMCONN_GIL_SWITCH_INTERVAL)
+    if settings.LLMCONN_GC_THRESHOLD:
+        gc.set_threshold(*settings.LLMCONN_GC_THRESHOLD)
+    gc.collect()
+    gc.freeze()
 
 
 django.setup(set_prefix=False)

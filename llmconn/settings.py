@@ -143,6 +143,24 @@ LLMCONN_MAX_REQUEST_BYTES = env.int("LLMCONN_MAX_REQUEST_BYTES", default=32 * 10
 # 5 ms interval each hand-off can wait that long under load (bench/RESULTS.md). 0 keeps
 # Python's default.
 LLMCONN_GIL_SWITCH_INTERVAL = env.float("LLMCONN_GIL_SWITCH_INTERVAL", default=0.0005)
+# The garbage collector of a web server process, also set at its startup: the objects loaded
+# by then (Django, litellm: about a million) are frozen out of the collector's passes
+# (gc.freeze), and the young generation is collected every LLMCONN_GC_THRESHOLD allocations
+# instead of Python's 700 (gen0,gen1,gen2 as gc.set_threshold takes them). Measured on the
+# warm /v1 path: the collector's passes over that heap were a fifth of the CPU of a call
+# (bench/RESULTS.md). Empty keeps Python's thresholds (the freeze is always done).
+LLMCONN_GC_THRESHOLD = env.str("LLMCONN_GC_THRESHOLD", default="20000,50,100").strip()
+if LLMCONN_GC_THRESHOLD:
+    try:
+        _gc = tuple(int(v) for v in LLMCONN_GC_THRESHOLD.split(","))
+    except ValueError:
+        _gc = ()
+    if len(_gc) != 3 or min(_gc) < 1:
+        raise ImproperlyConfigured(
+            f"LLMCONN_GC_THRESHOLD={LLMCONN_GC_THRESHOLD!r} is not three positive integers "
+            "separated by commas (gen0,gen1,gen2, e.g. 20000,50,100); leave it empty to keep "
+            "Python's defaults.")
+    LLMCONN_GC_THRESHOLD = _gc
 
 INSTALLED_APPS = [
     "llmconn.apps.LlmconnAdminConfig",  # django.contrib.admin with the index order of llmconn

@@ -59,17 +59,22 @@ def test_other_paths_still_go_through_django(app):
 
 def test_the_gil_switch_interval_is_set_by_the_servers_startup_not_by_import(app, settings):
     """Importing llmconn.asgi leaves the process alone; a server's lifespan startup applies
-    LLMCONN_GIL_SWITCH_INTERVAL (uvicorn and gunicorn's uvicorn workers send it)."""
+    LLMCONN_GIL_SWITCH_INTERVAL and LLMCONN_GC_THRESHOLD and freezes what is loaded (uvicorn
+    and gunicorn's uvicorn workers send it)."""
+    import gc
     import subprocess
 
-    check = ("import sys; before = sys.getswitchinterval(); import llmconn.asgi; "
-             "assert sys.getswitchinterval() == before, sys.getswitchinterval()")
+    check = ("import gc, sys; before = sys.getswitchinterval(), gc.get_threshold(); "
+             "import llmconn.asgi; "
+             "assert (sys.getswitchinterval(), gc.get_threshold()) == before, before; "
+             "assert gc.get_freeze_count() == 0")
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="llmconn.test_settings")
     done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    before = sys.getswitchinterval()
+    before, gc_before = sys.getswitchinterval(), gc.get_threshold()
     settings.LLMCONN_GIL_SWITCH_INTERVAL = 0.00025
+    settings.LLMCONN_GC_THRESHOLD = (12345, 30, 40)
     sent = []
     messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
 
@@ -82,6 +87,22 @@ def test_the_gil_switch_interval_is_set_by_the_servers_startup_not_by_import(app
     try:
         asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
         assert sys.getswitchinterval() == pytest.approx(0.00025)
+        assert gc.get_threshold() == (12345, 30, 40)
+        assert gc.get_freeze_count() > 10000  # the loaded project is out of the GC's passes
         assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     finally:
         sys.setswitchinterval(before)
+        gc.set_threshold(*gc_before)
+        gc.unfreeze()
+
+
+@pytest.mark.parametrize("value", ["1000,10", "a,b,c", "100,0,10", "100,10,10,10"])
+def test_a_bad_gc_threshold_stops_the_start_naming_the_setting(value):
+    import subprocess
+
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="llmconn.test_settings",
+               LLMCONN_GC_THRESHOLD=value)
+    done = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "LLMCONN_GC_THRESHOLD" in done.stderr and "gen0,gen1,gen2" in done.stderr
