@@ -167,6 +167,9 @@ class Provider:
     # `config.extra_headers` may not set them.
     key_headers: ClassVar[tuple[str, ...]] = ()
     litellm_http_handler: ClassVar[bool] = False
+    # URLs the provider's own client library fetches credentials from on litellm's paths
+    # (e.g. Google's token endpoint): checked against the egress policy before each call.
+    token_urls: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def auth_method(cls, name: str) -> AuthMethod | None:
@@ -282,6 +285,13 @@ class Provider:
     def litellm_settings(cls, config: dict) -> dict:
         """litellm kwargs from provider-level fields (`config` with defaults filled in)."""
         return {}
+
+    @classmethod
+    def secret_problems(cls, auth_method: str, secrets: dict) -> list[str]:
+        """What is wrong with secret values beyond their fields' generic rules (checked when
+        they are saved and again before every call: a stored value may predate a rule).
+        Messages never quote a secret."""
+        return []
 
     # --- behaviour: connection test and model listing (providers.checks) ---------------------
 

@@ -5,6 +5,8 @@ that API: one wire format that every one of them documents, and the one the gate
 directly. litellm prefixes follow https://docs.litellm.ai/docs/providers.
 """
 
+import json
+
 from .base import (
     API_KEY,
     CHAT,
@@ -160,7 +162,8 @@ class VertexAI(Provider):
         AuthMethod(
             "service_account",
             "Service account key (JSON)",
-            (Field("service_account_json", "Service account JSON", required=True, secret=True),),
+            (Field("service_account_json", "Service account JSON", required=True, secret=True,
+                   multiline=True),),  # the key file as Google gives it (pretty-printed)
         ),
     )
     fields = (
@@ -183,6 +186,44 @@ class VertexAI(Provider):
     def litellm_settings(cls, config):
         return {"vertex_project": config.get("project_id"),
                 "vertex_location": config.get("location")}
+
+    # Google's OAuth token endpoint: the one place a service account's signed assertion goes
+    # (google-auth fetches the token there, inside litellm).
+    TOKEN_URI = "https://oauth2.googleapis.com/token"
+    token_urls = (TOKEN_URI,)
+
+    @classmethod
+    def secret_problems(cls, auth_method, secrets):
+        """Only a service account key, whose token URL is Google's: litellm hands any other
+        Google credential to google-auth, which reads the files, runs the programs or calls
+        the URLs it names (external_account), sends a refresh token where it says
+        (authorized_user), or opens a value that is a path on this server as a key file."""
+        raw = (secrets or {}).get("service_account_json")
+        if auth_method != "service_account" or not raw:
+            return []
+        try:
+            info = json.loads(raw)
+        except (TypeError, ValueError):
+            info = None
+        if not isinstance(info, dict):
+            return ["'service_account_json' must be the service account's JSON key file as "
+                    "Google gives it (a JSON object starting with {)."]
+        if info.get("type") != "service_account":
+            kind = info.get("type")
+            return ["'service_account_json' must be a service account key "
+                    f"(\"type\": \"service_account\"), not {str(kind)[:40]!r}: other Google "
+                    "credential types (external_account, authorized_user) make the server read "
+                    "files, run programs or call URLs named in the JSON, and are refused."]
+        missing = [k for k in ("client_email", "private_key")
+                   if not isinstance(info.get(k), str) or not info[k].strip()]
+        if missing:
+            return [f"'service_account_json' has no {' or '.join(missing)}: paste the whole "
+                    "key file."]
+        token_uri = info.get("token_uri")
+        if token_uri not in (None, cls.TOKEN_URI):
+            return ["'service_account_json' sends its signed assertion to "
+                    f"{str(token_uri)[:100]!r}; only Google's {cls.TOKEN_URI} is accepted."]
+        return []
 
 
 @register

@@ -191,6 +191,8 @@ async def _acall(s: ConnectionSettings, model: str, timeout: float) -> None:
     await _check_egress(kwargs.get("api_base") or endpoint_url(
         provider=s.provider, base_url=s.base_url, config=s.config), s.host)
     spec = find_provider(s.provider)
+    for url in (spec.token_urls if spec is not None else ()):  # fetched inside litellm
+        await _check_egress(url, s.host)
     if spec is not None and kwargs.get("api_base"):
         from .params import pop_ca_cert
 

@@ -84,6 +84,22 @@ def _litellm_call(kwargs: dict) -> tuple[dict, str]:
     return kwargs, ca_cert
 
 
+def token_urls(model: str) -> tuple[str, ...]:
+    """The credential URLs a litellm call for `model` (a litellm model string) reaches through
+    the provider's own client library (Provider.token_urls)."""
+    from .base import all_providers
+
+    prefix = (model or "").partition("/")[0]
+    return tuple(u for p in all_providers() if p.litellm_prefix == prefix for u in p.token_urls)
+
+
+async def check_litellm_egress(endpoint: str | None, model: str) -> None:
+    """The egress check of a litellm call: its endpoint and its provider's token URLs."""
+    await check_egress(endpoint)
+    for url in token_urls(model):
+        await check_egress(url)
+
+
 # Provider statuses the gateway answers as they are (CONTRACT.md, "Provider errors"); other
 # 4xx are 400, a failure of the stored credentials 502, timeouts 504 (errors.GATEWAY_STATUS).
 PASSED_STATUSES = frozenset({400, 404, 413, 422, 429})
@@ -310,7 +326,7 @@ async def chat(*, call: dict, params: dict, label: str, endpoint: str | None = N
     kwargs.pop("stream_options", None)
     token = CA_CERT.set(ca_cert)
     try:
-        await check_egress(endpoint)
+        await check_litellm_egress(endpoint, kwargs.get("model") or "")
         # litellm 1.106 routes any request with `tools` through its MCP gateway handler, which
         # imports the optional `mcp` package; this private flag skips it (we never use MCP).
         async with asyncio.timeout(kwargs["timeout"]):
@@ -346,7 +362,7 @@ async def chat_stream(*, call: dict, params: dict, label: str, endpoint: str | N
     token = CA_CERT.set(ca_cert)
     stream = None
     try:
-        await check_egress(endpoint)
+        await check_litellm_egress(endpoint, kwargs.get("model") or "")
         # litellm's timeout bounds the connect and every read (the transport's sock_read);
         # the first chunk must come within it too.
         async with asyncio.timeout(kwargs["timeout"]):
@@ -407,7 +423,7 @@ async def embed(*, call: dict, params: dict, label: str, endpoint: str | None = 
     kwargs["encoding_format"] = "float"
     token = CA_CERT.set(ca_cert)
     try:
-        await check_egress(endpoint)
+        await check_litellm_egress(endpoint, kwargs.get("model") or "")
         async with asyncio.timeout(kwargs["timeout"]):
             response = await litellm.aembedding(**kwargs)
     except Exception as exc:  # noqa: BLE001

@@ -127,13 +127,15 @@ def _host(token_url: str) -> str:
         return "the token endpoint"
 
 
-async def _fetch(token_url: str, form: dict, host: str, timeout: float) -> tuple[str, object]:
+async def _fetch(token_url: str, form: dict, host: str, timeout: float,
+                 ca_cert: str = "") -> tuple[str, object]:
     """POST the token request through the transport (the egress check happens at its one DNS
-    resolution: the address checked is the address connected to)."""
+    resolution: the address checked is the address connected to; TLS trusts the system roots
+    and the connection's `ca_cert`)."""
     from .transport import httpx_client
 
     try:
-        async with httpx_client(timeout=timeout) as client:
+        async with httpx_client(timeout=timeout, ca_cert=ca_cert) as client:
             response = await client.post(token_url, data=form,
                                          headers={"Accept": "application/json"})
     except Exception as exc:  # httpx errors, and the guard's EgressBlocked / LookupError
@@ -142,7 +144,7 @@ async def _fetch(token_url: str, form: dict, host: str, timeout: float) -> tuple
 
 
 def get_token(*, token_url: str, client_id: str, client_secret: str, scope: str = "",
-              audience: str = "", timeout: float = TIMEOUT_S) -> str:
+              audience: str = "", ca_cert: str = "", timeout: float = TIMEOUT_S) -> str:
     """A valid access token for these client credentials (cached, refreshed before expiry)."""
     from .transport import run_sync
 
@@ -153,14 +155,14 @@ def get_token(*, token_url: str, client_id: str, client_secret: str, scope: str 
         return token
     host = _host(token_url)
     token, expires_in = run_sync(_fetch(token_url, _form(client_id, client_secret, scope,
-                                                         audience), host, timeout))
+                                                         audience), host, timeout, ca_cert))
     _store(key, token, expires_in)
     logger.info("Fetched an OAuth token from %s (expires in %s s)", host, expires_in)
     return token
 
 
 async def aget_token(*, token_url: str, client_id: str, client_secret: str, scope: str = "",
-                     audience: str = "", timeout: float = TIMEOUT_S) -> str:
+                     audience: str = "", ca_cert: str = "", timeout: float = TIMEOUT_S) -> str:
     """Async `get_token`."""
     from asgiref.sync import sync_to_async
 
@@ -171,14 +173,14 @@ async def aget_token(*, token_url: str, client_id: str, client_secret: str, scop
         return token
     host = _host(token_url)
     token, expires_in = await _fetch(token_url, _form(client_id, client_secret, scope, audience),
-                                     host, timeout)
+                                     host, timeout, ca_cert)
     await sync_to_async(_store, thread_sensitive=False)(key, token, expires_in)
     logger.info("Fetched an OAuth token from %s (expires in %s s)", host, expires_in)
     return token
 
 
 def invalidate(*, token_url: str, client_id: str, client_secret: str, scope: str = "",
-               audience: str = "") -> None:
+               audience: str = "", ca_cert: str = "") -> None:
     """Forget a cached token (e.g. after the API answered 401 with it)."""
     key = cache_key(token_url=token_url, client_id=client_id, client_secret=client_secret,
                     scope=scope, audience=audience)

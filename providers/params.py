@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 
 from .base import NO_KEY, find_provider
-from .errors import AUTH, BAD_REQUEST, ProviderError
+from .errors import AUTH, BAD_REQUEST, BLOCKED, ProviderError
 from .validation import config_with_defaults
 
 __all__ = ["NO_KEY", "litellm_kwargs", "alitellm_kwargs", "endpoint_url", "oauth_args",
@@ -79,14 +79,21 @@ def _oauth_args(auth_method: str, config: dict, secrets: dict) -> dict | None:
         return {"token_url": config.get("token_url") or "",
                 "client_id": config.get("client_id") or "",
                 "client_secret": _need(secrets, "client_secret", "OAuth client secret"),
-                "scope": config.get("scope") or "", "audience": config.get("audience") or ""}
+                "scope": config.get("scope") or "", "audience": config.get("audience") or "",
+                "ca_cert": _ca_cert(config)}
     if auth_method == "azure_ad_client_credentials":
         tenant = config.get("tenant_id") or ""
         return {"token_url": AZURE_AD_TOKEN_URL.format(tenant_id=tenant),
                 "client_id": config.get("client_id") or "",
                 "client_secret": _need(secrets, "client_secret", "client secret"),
-                "scope": AZURE_AD_SCOPE, "audience": ""}
+                "scope": AZURE_AD_SCOPE, "audience": "", "ca_cert": _ca_cert(config)}
     return None
+
+
+def _ca_cert(config: dict) -> str:
+    """The connection's private CA (PEM), trusted by its token fetches as by its calls."""
+    value = config.get("ca_cert")
+    return value if isinstance(value, str) and value.strip() else ""
 
 
 def oauth_args(*, auth_method: str, config: dict, secrets) -> dict | None:
@@ -142,6 +149,9 @@ def _build(*, provider: str, auth_method: str, base_url: str | None, config: dic
     elif auth_method == "service_account":
         kwargs["vertex_credentials"] = _need(secrets, "service_account_json",
                                              "service account JSON")
+        problems = spec.secret_problems(auth_method, secrets)
+        if problems:  # stored before the rule (validation refuses it now): never sent
+            raise ProviderError(BLOCKED, f"Refused: {problems[0]}")
     elif auth_method == "aws_access_key":
         kwargs["aws_access_key_id"] = config.get("aws_access_key_id") or ""
         kwargs["aws_secret_access_key"] = _need(secrets, "aws_secret_access_key",

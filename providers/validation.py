@@ -142,6 +142,9 @@ def validate_connection_settings(
         for f in fields.values():
             if f.secret and f.required and not secrets.get(f.name):
                 add("credentials", f"{f.name!r} is required for {spec.label} with {method.label}.")
+        if not errors.get("credentials"):
+            for problem in spec.secret_problems(auth_method, secrets):
+                add("credentials", problem)
 
     if errors:
         raise ValidationError(errors)

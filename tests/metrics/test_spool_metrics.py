@@ -44,6 +44,9 @@ def gauge(samples, name, store):
 def test_spool_depth_gauge_follows_the_rows_kept(asgi_app, staff_token, spool, monkeypatch):
     if not settings.REDIS_URL:
         pytest.skip("needs Redis (REDIS_URL): the spool's list is in Redis")
+    # A drainer thread an earlier test woke may still be running in this process: it must not
+    # write (and dead-letter) this test's hand-made rows while the gauges are read.
+    monkeypatch.setattr(usage_spool, "drain", lambda: 0)
     samples = scrape(asgi_app, staff_token)
     assert gauge(samples, "llmconn_usage_spool_rows", "redis") == 0
     assert gauge(samples, "llmconn_usage_spool_rows", "file") == 0

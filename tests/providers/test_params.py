@@ -7,6 +7,7 @@ import pytest
 from providers.errors import ProviderError
 from providers.params import NO_KEY, litellm_kwargs, redacted, secret_values
 from tests.conftest import CANARY
+from tests.factories import VERTEX_KEY_JSON
 
 
 def kw(**overrides):
@@ -54,7 +55,8 @@ def test_bedrock_and_vertex_arguments():
     assert out["aws_region_name"] == "us-east-1" and out["aws_secret_access_key"] == CANARY
     assert "api_base" not in out
     out = kw(provider="vertex_ai", auth_method="service_account", base_url=None,
-             config={"project_id": "p"}, secrets={"service_account_json": "{}"}, model="g")
+             config={"project_id": "p"}, secrets={"service_account_json": VERTEX_KEY_JSON},
+             model="g")
     assert out["vertex_project"] == "p" and out["vertex_location"] == "us-central1"
 
 

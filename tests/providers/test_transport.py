@@ -108,6 +108,24 @@ def test_a_connection_test_without_the_ca_is_unreachable_and_with_it_passes(tls_
     assert checks.list_models(trusted, timeout=5)
 
 
+def test_an_oauth_token_fetch_trusts_the_connections_ca(upstream_factory, ca, settings):
+    """An identity provider behind the same private CA as the model server: the connection's
+    `ca_cert` is trusted by its token fetch too (else the test fails at the token URL)."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    idp = upstream_factory(name="idp", tls=ca, oauth_clients={"cid": "client-secret-0001"})
+    s = ConnectionSettings(provider="openai_compatible", auth_method="oauth_client_credentials",
+                           base_url=idp.openai_url,
+                           config={"token_url": idp.token_url, "client_id": "cid"},
+                           secrets={"client_secret": "client-secret-0001"}, model="test-model")
+    outcome = checks.test_connection(s, timeout=5)
+    assert (outcome.ok, outcome.error_class) == (False, "unreachable")
+    assert "certificate" in outcome.message and idp.request_count == 0
+    trusted = ConnectionSettings(**{**s.__dict__,
+                                    "config": {**s.config, "ca_cert": idp.ca_pem}})
+    assert checks.test_connection(trusted, timeout=5).ok
+    assert idp.tokens_issued == 1 and idp.requests_to("/oauth/token")
+
+
 def test_an_invalid_ca_cert_is_a_clear_error():
     with pytest.raises(transport.CertificateRefused, match="not a valid PEM"):
         transport.tls_context("-----BEGIN CERTIFICATE-----\nnot base64\n"

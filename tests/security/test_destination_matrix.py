@@ -15,6 +15,7 @@ from django.test import Client
 from connections import services
 from connections.models import Connection, ConnectionTest
 from providers.base import URL, all_providers
+from tests.factories import sample_secret
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +66,7 @@ def _setup(provider: str, auth_method: str):
     config, secrets = {}, {}
     for field in spec.all_fields(auth_method):
         if field.secret:
-            secrets[field.name] = f"secret-{field.name}-0123456789"
+            secrets[field.name] = sample_secret(field.name)
         elif field.name in FIELD_VALUES:
             config[field.name] = FIELD_VALUES[field.name][0]
         elif field.required and not field.default:

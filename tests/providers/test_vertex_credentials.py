@@ -1,0 +1,114 @@
+"""Vertex AI takes a Google service account key and nothing else (contract: "Outbound calls").
+
+litellm hands any Google credential JSON to google-auth, which acts on what the JSON names:
+an `external_account` reads a local file or calls a URL and sends what it got to the JSON's
+token URL; an `authorized_user` sends a refresh token there; a value that is a path on this
+server is opened as a key file. So a connection's JSON is refused unless it is a service
+account key whose token URL is Google's: when it is saved, and again before every call (for
+rows stored before the rule). Google's token endpoint is checked against the egress policy
+like the endpoint itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from connections.diagnostics import connection_test_request, connection_test_run
+from providers import forward
+from providers.catalog import VertexAI
+from providers.errors import ProviderError
+from providers.params import litellm_kwargs
+from tests.factories import VERTEX_KEY as KEY
+from tests.factories import ConnectionFactory
+
+URL = "/api/v1/connections/"
+
+
+def _create(client, credentials_json: str):
+    return client.post(URL, {
+        "name": "vertex", "provider": "vertex_ai", "auth_method": "service_account",
+        "config": {"project_id": "proj-1234"},
+        "credentials": {"service_account_json": credentials_json}}, format="json")
+
+
+def _external_account(tmp_path, token_url: str) -> dict:
+    stolen = tmp_path / "server-secret.txt"
+    stolen.write_text("SERVER-FILE-CANARY")
+    return {"type": "external_account", "audience": "//iam.googleapis.com/x",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": token_url, "credential_source": {"file": str(stolen)}}
+
+
+@pytest.mark.django_db
+def test_a_key_file_as_google_gives_it_is_accepted(staff_client):
+    response = _create(staff_client, json.dumps(KEY, indent=2))  # newlines included
+    assert response.status_code == 201, response.json()
+    assert "TEST-ONLY-NOT-A-KEY" not in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value, says", [
+    ("/etc/hostname", "JSON key file"),
+    ("not json at all", "JSON key file"),
+    (json.dumps(["a", "list"]), "JSON key file"),
+    (json.dumps({"type": "authorized_user", "refresh_token": "r", "client_id": "c",
+                 "client_secret": "s"}), "authorized_user"),
+    (json.dumps({**KEY, "token_uri": "https://attacker.example/token"}),
+     "https://attacker.example/token"),
+    (json.dumps({k: v for k, v in KEY.items() if k != "private_key"}), "private_key"),
+])
+def test_anything_else_is_refused_with_what_to_fix(staff_client, value, says):
+    response = _create(staff_client, value)
+    assert response.status_code == 400
+    messages = " ".join(response.json()["error"]["fields"]["credentials"])
+    assert "service_account_json" in messages and says in messages
+
+
+@pytest.mark.django_db
+def test_workload_identity_json_is_refused_and_never_acts(staff_client, tmp_path, upstream):
+    external = _external_account(tmp_path, upstream.url + "/token")
+    response = _create(staff_client, json.dumps(external))
+    assert response.status_code == 400
+    assert "external_account" in " ".join(response.json()["error"]["fields"]["credentials"])
+
+    # Stored before the rule existed: the test is refused before litellm (google-auth) sees it.
+    conn = ConnectionFactory(provider="vertex_ai", auth_method="service_account",
+                             base_url=upstream.openai_url, default_model="gemini-2.5-flash",
+                             config={"project_id": "proj-1234", "location": "us-central1"},
+                             secrets={"service_account_json": json.dumps(external)},
+                             secret_hints={})
+    test = connection_test_run(test_id=connection_test_request(connection=conn).pk)
+    assert (test.status, test.error_class) == ("failed", "blocked")
+    assert "external_account" in test.message and "SERVER-FILE-CANARY" not in test.message
+    assert upstream.requests == []  # neither the token URL nor the endpoint was called
+
+
+def test_the_call_refuses_a_stored_json_that_is_not_a_service_account_key(tmp_path):
+    with pytest.raises(ProviderError) as refused:
+        litellm_kwargs(provider="vertex_ai", auth_method="service_account", base_url=None,
+                       config={"project_id": "proj-1234"}, model="gemini-2.5-flash",
+                       secrets={"service_account_json": "/etc/hostname"})
+    assert refused.value.error_class == "blocked"
+    kwargs = litellm_kwargs(provider="vertex_ai", auth_method="service_account",
+                            base_url=None, config={"project_id": "proj-1234"},
+                            model="gemini-2.5-flash",
+                            secrets={"service_account_json": json.dumps(KEY)})
+    assert json.loads(kwargs["vertex_credentials"]) == KEY
+
+
+def test_googles_token_endpoint_is_checked_against_the_egress_policy(monkeypatch):
+    checked = []
+
+    async def check(url):
+        checked.append(url)
+
+    monkeypatch.setattr(forward, "check_egress", check)
+    asyncio.run(forward.check_litellm_egress("https://us-central1-aiplatform.googleapis.com",
+                                             "vertex_ai/gemini-2.5-flash"))
+    assert checked == ["https://us-central1-aiplatform.googleapis.com", VertexAI.TOKEN_URI]
+    checked.clear()
+    asyncio.run(forward.check_litellm_egress("https://api.anthropic.com", "anthropic/claude"))
+    assert checked == ["https://api.anthropic.com"]
