@@ -36,6 +36,9 @@ class WorkspacesConfig(AppConfig):
             binds=selectors.manages_a_workspace,
         ))
 
+        # A deactivated or deleted user's personal keys stop in every process at once.
+        services.connect_user_signals()
+
         # /metrics reports the usage spool's depth (what /readyz shows), at scrape time.
         from llmconn import metrics
 

@@ -587,6 +587,38 @@ def user_default_clear(*, user, role: str, actor=None) -> None:
     versions.bump(versions.workspace(personal_scope(user.pk)))
 
 
+def personal_keys_stop(*, user_id) -> None:
+    """A user was deactivated or is being deleted: every process stops answering their
+    personal keys at once (the cached identities depend on each key's scope; the database
+    path already refuses an inactive user's keys, and a deleted user's keys go with them)."""
+    digests = WorkspaceAPIKey.objects.filter(user_id=user_id, workspace__isnull=True) \
+        .values_list("key_hash", flat=True)
+    versions.bump(versions.workspace(personal_scope(user_id)),
+                  *[versions.key(d) for d in digests])
+
+
+def _user_saved(sender, instance, created=False, update_fields=None, **_) -> None:
+    if not created and not instance.is_active and (
+            update_fields is None or "is_active" in update_fields):
+        personal_keys_stop(user_id=instance.pk)
+
+
+def _user_deleted(sender, instance, **_) -> None:
+    personal_keys_stop(user_id=instance.pk)
+
+
+def connect_user_signals() -> None:
+    """Deactivating or deleting a user (admin, API, shell: anything that saves the user)
+    stops their personal keys in every process (WorkspacesConfig.ready). A queryset
+    `.update(is_active=False)` sends no signal: call personal_keys_stop after it."""
+    from django.contrib.auth import get_user_model
+    from django.db.models.signals import post_save, pre_delete
+
+    user_model = get_user_model()
+    post_save.connect(_user_saved, sender=user_model, dispatch_uid="llmconn_user_saved")
+    pre_delete.connect(_user_deleted, sender=user_model, dispatch_uid="llmconn_user_deleted")
+
+
 @transaction.atomic
 def personal_api_key_create(*, user, name: str = "") -> tuple[WorkspaceAPIKey, str]:
     """Create a user's personal gateway key; returns the row and the key (shown once)."""

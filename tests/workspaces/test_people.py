@@ -393,3 +393,26 @@ def test_a_warm_personal_key_call_reads_nothing_from_the_database(people, alices
     assert "SELECT" not in statements and "UPDATE" not in statements, statements
     assert "INSERT" not in statements  # the usage row goes through the `usage` alias
     assert UsageRecord.objects.filter(user=people["alice"]).count() == 2
+
+
+@pytest.mark.parametrize("how", ["deactivated", "deleted"])
+def test_a_gone_users_personal_keys_stop_at_once(people, upstream_factory, make_connection,
+                                                 gateway, how):
+    """Including in a process that answered the key from its cache a moment before (the
+    user's keys are cached with their own scope, bumped when the user goes)."""
+    shared_up = upstream_factory(name="shared", api_keys={UPSTREAM_KEY})
+    services.system_default_set(role="chat", connection=make_connection(shared_up, name="shared"))
+    raw = _client(people["alice"]).post("/api/v1/me/api-keys/", {"name": "laptop"},
+                                        format="json").json()["key"]
+    body = {"model": "chat", "messages": HELLO}
+    for _ in range(2):  # the second call is answered from this process's cache
+        assert gateway.post("/v1/chat/completions", raw, body).status_code == 200
+    calls = shared_up.request_count
+    alice = people["alice"]
+    if how == "deactivated":
+        alice.is_active = False
+        alice.save()
+    else:
+        alice.delete()
+    r = gateway.post("/v1/chat/completions", raw, body)
+    assert r.status_code == 401 and shared_up.request_count == calls
