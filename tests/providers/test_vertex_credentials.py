@@ -180,6 +180,15 @@ def test_the_token_is_fetched_through_the_transport_and_the_call_succeeds(google
         "messages": [{"role": "user", "content": "hello"}]}))
     assert answer["choices"][0]["message"]["content"]
 
+    async def stream():  # another key: litellm keeps a token per key, so a new fetch
+        chunks = await forward.chat_stream(
+            call=_vertex_call(up, _service_account(up.token_url)), label="t",
+            params={"messages": [{"role": "user", "content": "hello"}]})
+        return [c async for c in chunks]
+
+    assert asyncio.run(stream())
+    assert len(_jwt_grants(up)) == 2 and target.request_count == 0
+
 
 @pytest.mark.django_db
 def test_a_redirect_from_the_token_url_fails_the_call_and_its_target_gets_nothing(google):
