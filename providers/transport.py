@@ -31,7 +31,9 @@ Users of this module:
   openai-SDK paths), and `httpx_client` for connection tests, model listings and OAuth /
   Azure AD token fetches (providers.checks, providers.oauth): code written against httpx
   keeps its API while its bytes leave here;
-- `run_sync`: sync callers (Celery tasks, commands, the sync OAuth fetch).
+- `google_auth_request`: google-auth's transport for Vertex AI's token fetch inside litellm
+  (`install_litellm` puts it in litellm's `VertexBase.refresh_auth`);
+- `run_sync`: sync callers (Celery tasks, commands, the sync OAuth fetch, google-auth).
 
 One aiohttp session per event loop (`session()`); `run_sync` closes the one it made.
 """
