@@ -31,7 +31,9 @@ Users of this module:
   openai-SDK paths), and `httpx_client` for connection tests, model listings and OAuth /
   Azure AD token fetches (providers.checks, providers.oauth): code written against httpx
   keeps its API while its bytes leave here;
-- `run_sync`: sync callers (Celery tasks, commands, the sync OAuth fetch).
+- `google_auth_request`: google-auth's transport for Vertex AI's token fetch inside litellm
+  (`install_litellm` puts it in litellm's `VertexBase.refresh_auth`);
+- `run_sync`: sync callers (Celery tasks, commands, the sync OAuth fetch, google-auth).
 
 One aiohttp session per event loop (`session()`); `run_sync` closes the one it made.
 """
@@ -393,11 +395,80 @@ def litellm_clients():
     return _LITELLM["handler"], _LITELLM["client"]
 
 
+# --- google-auth (Vertex AI's access token, fetched inside litellm) -------------------------
+
+MAX_TOKEN_BYTES = 1024 * 1024  # a token endpoint's answer; more is refused
+GOOGLE_AUTH_TIMEOUT = 120.0  # google-auth's own default for its requests adapter
+
+_GOOGLE_REQUEST: list = []
+
+
+def google_auth_request():
+    """A google-auth transport (`google.auth.transport.Request`) whose requests are made by
+    `httpx_client`: litellm has google-auth fetch Vertex's token with the `requests` library
+    (no egress check at connect, redirects followed, other TLS roots), which the contract
+    ("Outbound calls") forbids. Any failure, a refused redirect or destination included, is
+    raised as google-auth's TransportError with ours as its cause (providers.errors reads the
+    cause: "blocked", "unreachable"...). google-auth is imported on first use (litellm's
+    Vertex path needs it anyway)."""
+    if not _GOOGLE_REQUEST:
+        from google.auth import exceptions
+        from google.auth.transport import Request, Response
+
+        class GuardedResponse(Response):
+            def __init__(self, status, headers, data):
+                self._status, self._headers, self._data = status, headers, data
+
+            status = property(lambda self: self._status)
+            headers = property(lambda self: self._headers)
+            data = property(lambda self: self._data)
+
+        class GuardedRequest(Request):
+            def __call__(self, url, method="GET", body=None, headers=None, timeout=None,
+                         **kwargs):
+                timeout = float(timeout or GOOGLE_AUTH_TIMEOUT)
+                ca_cert = CA_CERT.get()  # (read here: run_sync may run it in another thread)
+
+                async def fetch():
+                    async with asyncio.timeout(timeout), \
+                            httpx_client(timeout=timeout, ca_cert=ca_cert) as http, \
+                            http.stream(method, url, content=body, headers=headers) as answer:
+                        data = bytearray()
+                        async for chunk in answer.aiter_bytes():
+                            data += chunk
+                            if len(data) > MAX_TOKEN_BYTES:
+                                raise ResponseTooLarge()
+                        return GuardedResponse(answer.status_code, dict(answer.headers),
+                                               bytes(data))
+
+                try:
+                    return run_sync(fetch())
+                except Exception as exc:
+                    raise exceptions.TransportError(str(exc) or type(exc).__name__) from exc
+
+        _GOOGLE_REQUEST.append(GuardedRequest)
+    return _GOOGLE_REQUEST[0]()
+
+
+def _refresh_auth(self, credentials) -> None:
+    """litellm's `VertexBase.refresh_auth` (1.106.2), with `google_auth_request()` in place of
+    `google.auth.transport.requests.Request()`; the same lock (see litellm's comment there:
+    refreshes of one credentials object must not run concurrently)."""
+    with self._sync_refresh_lock:
+        credentials.refresh(google_auth_request())
+
+
 def install_litellm(litellm) -> None:
-    """Route litellm's openai-SDK paths through the transport (called once, on import)."""
+    """Route litellm's openai-SDK paths and Vertex's token fetch through the transport (called
+    once, on import)."""
     _, client = litellm_clients()
     litellm.aclient_session = client
     litellm.disable_aiohttp_transport = True  # (its own aiohttp sessions are never used)
+    # Vertex AI: every refresh of a Google access token (chat, streams, embeddings, tests) goes
+    # through VertexBase.refresh_auth; ours sends it through the transport (contract).
+    from litellm.llms.vertex_ai.vertex_llm_base import VertexBase
+
+    VertexBase.refresh_auth = _refresh_auth
 
 
 def run_sync(coro):

@@ -31,6 +31,10 @@ Endpoints (paths are relative to `upstream.url`, e.g. http://127.0.0.1:PORT):
   Clients are `upstream.oauth_clients` ({client_id: client_secret}); tokens live
   `upstream.token_ttl` seconds (default 3600) and are accepted as Bearer keys on every API
   endpoint until they expire. `upstream.tokens_issued` counts them; `expire_tokens()` revokes.
+  Also the JWT bearer grant Google's service accounts use (`grant_type=urn:ietf:params:oauth:
+  grant-type:jwt-bearer`, `assertion`: a JWT whose payload names `iss`; not verified).
+- Vertex AI, base URL `upstream.url` (litellm appends Google's path to it): `POST /v1/projects/
+  {p}/locations/{l}/publishers/google/models/{model}:{action}` answers as the Gemini routes.
 
 Authentication. `api_keys` (a set) lists the accepted keys; empty means "no auth needed".
 A key is accepted from `Authorization: Bearer K` (or the bare value), `x-api-key`,
@@ -90,6 +94,7 @@ import secrets as _secrets
 import socket
 import struct
 import threading
+import re
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -453,6 +458,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._mode_name = mode.name
         if path.startswith("/gemini/models/") and method == "POST":
             return self._gemini(path, body, presented, mode)
+        vertex = _VERTEX_PATH.match(path)
+        if vertex and method == "POST":
+            return self._gemini("/gemini/models/" + vertex.group(1), body, presented, mode)
         routes = {
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/chat/completions"): self._chat,
@@ -837,6 +845,12 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 pass
         self._rec.key = client_secret or self._rec.key
+        if form.get("grant_type") == JWT_BEARER:
+            if not _jwt_issuer(form.get("assertion") or ""):
+                return self._send(400, json.dumps({"error": "invalid_grant"}).encode())
+            token = self.up._issue_token()
+            return self._send(200, json.dumps({"access_token": token, "token_type": "Bearer",
+                                               "expires_in": self.up.token_ttl}).encode())
         if form.get("grant_type") != "client_credentials":
             return self._send(400, json.dumps({"error": "unsupported_grant_type"}).encode())
         if not client_id or self.up.oauth_clients.get(client_id) != client_secret:
@@ -846,6 +860,21 @@ class _Handler(BaseHTTPRequestHandler):
         if form.get("scope"):
             data["scope"] = form["scope"]
         self._send(200, json.dumps(data).encode())
+
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+_VERTEX_PATH = re.compile(r"/v1(?:beta1)?/projects/[^/]+/locations/[^/]+/publishers/google/"
+                          r"models/(.+)")
+
+
+def _jwt_issuer(assertion: str) -> str:
+    """The `iss` of a JWT's payload (signature not verified); "" when it is not a JWT."""
+    try:
+        payload = assertion.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return str(claims.get("iss") or "")
+    except (IndexError, ValueError, AttributeError):
+        return ""
 
 
 # The key README's First steps tell users to enter; standalone runs require it by default.
