@@ -3,8 +3,8 @@
 It ensures the `admin` user (as `ensure_admin` does), starts uvicorn on the production entry
 point (`llmconn.asgi:application`), and once the socket listens prints the URL, the username
 and the password (first run) or how to reset it, so the one thing a new user needs is the last
-thing on the screen. `--lifespan off`: Django's ASGI handler has no lifespan events, and
-uvicorn's "auto" would log "ASGI 'lifespan' protocol appears unsupported" on every start.
+thing on the screen. Lifespan on: llmconn.asgi answers its startup with the web process's
+settings (GIL switch interval, garbage collector), as under gunicorn's uvicorn workers.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Command(BaseCommand):
                     print(block, flush=True)
 
         config = uvicorn.Config("llmconn.asgi:application", host=host, port=port,
-                                lifespan="off")
+                                lifespan="on")
         server = Server(config)
         try:
             server.run()
