@@ -69,17 +69,19 @@ class ResolutionError(ApplicationError):
 
 # Read by every call before anything else: the stamp every entry depends on, the epoch (see
 # _store) and the budgets' version.
-_BASE_SCOPES = (versions.GLOBAL, versions.EPOCH, versions.BUDGETS)
+BASE_SCOPES = (versions.GLOBAL, versions.EPOCH, versions.BUDGETS)  # every call reads these
 
 
-def current_revision(*extra: str) -> Versions | None:
-    """The versions a call starts with (one MGET: the base scopes and `extra`, the latter not
-    created when missing: see versions.read); None when the cache cannot be read (then nothing
-    is cached)."""
-    found = Versions()
-    found.fetch(_BASE_SCOPES)
-    if extra and found.ok:
-        found.fetch(extra, create=False)
+def current_revision(*extra: str, known: dict | None = None) -> Versions | None:
+    """The versions a call starts with: one MGET of the base scopes and `extra` (none created
+    when missing, see versions.read; a missing base scope, after a cache flush, is created in a
+    second round trip); None when the cache cannot be read (then nothing is cached).
+    `known`: versions this call read already, before any query (the gateway's WarmCheck):
+    only the scopes not among them are read."""
+    found = Versions(known)
+    found.fetch([*BASE_SCOPES, *extra], create=False)
+    if found.ok and any(found.values.get(s) is None for s in BASE_SCOPES):
+        found.fetch(BASE_SCOPES)
     return found if found.ok else None
 
 

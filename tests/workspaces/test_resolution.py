@@ -149,3 +149,24 @@ def test_unreadable_credentials_are_a_clear_error(ws, conn):
     with pytest.raises(ResolutionError) as info:
         resolve(workspace_id=ws.pk, role="chat")
     assert info.value.code == "credentials_unreadable"
+
+
+def test_a_call_reads_its_starting_versions_in_one_round_trip(ws, monkeypatch):
+    """The base scopes and the call's own (its key's) in one MGET; what the gateway's first
+    round trip already read is not read again."""
+    from llmconn import versions
+
+    resolution.current_revision()  # the base scopes exist from now on
+    reads = []
+    real = versions.read
+    monkeypatch.setattr(versions, "read", lambda scopes, **kw: reads.append(list(scopes))
+                        or real(scopes, **kw))
+    extra = versions.key("0" * 64)
+    revision = resolution.current_revision(extra)
+    assert len(reads) == 1 and set(reads[0]) == {*resolution.BASE_SCOPES, extra}
+    assert revision.values[versions.GLOBAL] is not None and revision.values[extra] is None
+
+    reads.clear()
+    known = {s: revision.values[s] for s in resolution.BASE_SCOPES}
+    again = resolution.current_revision(known=known)
+    assert reads == [] and again.values == known

@@ -79,13 +79,14 @@ def embeddings_capable(plan: calls.Plan) -> calls.Plan:
 
 
 def _context(authorization: str | None, model: str, endpoint: str,
-             counted: tuple[int, float | None] | None = None
+             counted: tuple[int, float | None] | None = None, known: dict | None = None
              ) -> tuple[KeyIdentity, calls.Plan]:
     """Authenticate, resolve, check budgets and plan the call (sync: may query the database,
     fetch an OAuth token). `counted`: (key id, wait) when the warm path already counted this
-    call in that key's throttle (not counted twice)."""
+    call in that key's throttle (not counted twice); `known`: the scope versions its round
+    trip read at the start of the call (not read again)."""
     raw = bearer_token(authorization)
-    revision = current_revision(*_scopes_of(raw))
+    revision = current_revision(*_scopes_of(raw), known=known)
     if raw is None:
         raise GatewayError(401, "Missing API key: send `Authorization: Bearer lck_...` with a "
                            "workspace API key.", code="missing_api_key")
@@ -146,7 +147,8 @@ async def _context_async(authorization: str | None, model: str, endpoint: str,
             plan.first_call = err
         return warm
     try:
-        return await _context_sync(authorization, model, endpoint, warm)
+        return await _context_sync(authorization, model, endpoint, warm,
+                                   check.versions() if check is not None else None)
     finally:
         if services.api_key_touch_pending():
             _schedule_touch_flush()
@@ -208,12 +210,14 @@ class WarmCheck:
         from llmconn.throttling import gateway_window, window_commands
 
         from ..keys import cached_identity
-        from ..resolution import cached_scopes
+        from ..resolution import BASE_SCOPES, cached_scopes
 
         hit = cached_identity(bearer_token(authorization))
         if hit is None:
             return None
-        scopes = list(dict.fromkeys([*(s for s, _ in hit[0]),
+        # The base scopes too: a call that falls back to the sync path then starts from these
+        # replies and reads nothing again before its queries (resolution.current_revision).
+        scopes = list(dict.fromkeys([*BASE_SCOPES, *(s for s, _ in hit[0]),
                                      *cached_scopes(hit[1].scope_id)]))
         try:
             client, _ = async_client_and_key(versions.GLOBAL)
@@ -255,6 +259,13 @@ class WarmCheck:
             except Exception:  # noqa: BLE001
                 self._replies = None
         return self._replies
+
+    def versions(self) -> dict | None:
+        """{scope: version or None} of the MGET `areplies` read (None when Redis failed)."""
+        if self._replies is None:
+            return None
+        return {s: None if v is None else int(v)
+                for s, v in zip(self.scopes, self._replies[0], strict=True)}
 
     def replies(self) -> list | None:
         """The replies `areplies` read (None before, or when Redis failed)."""
@@ -298,8 +309,7 @@ def _context_warm(authorization: str | None, model: str, endpoint: str,
     if window is not None and int(replies[2]) > window[2]:
         wait = max(1.0, window[3] - time.time())
     counted = (identity.key_id, wait) if window is not None else None
-    revision = Versions({s: None if v is None else int(v)
-                         for s, v in zip(check.scopes, replies[0], strict=True)}, frozen=True)
+    revision = Versions(check.versions(), frozen=True)
     if not revision.current(key_deps):
         return counted
     if wait is not None:
