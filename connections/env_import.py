@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 
-from llmconn.errors import ApplicationError
+from llmconn.errors import ApplicationError, error_text
 from providers.base import EMBEDDINGS, find_provider
 
 from .models import Connection
@@ -280,12 +280,6 @@ def _describe(plan: Planned) -> str:
     model = f", model {plan.default_model}" if plan.default_model else ""
     return (f"{plan.provider}{', ' + creds if creds else ''}{model}; from "
             f"{', '.join(plan.variables)}")
-
-
-def error_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
-    return getattr(exc, "message", str(exc))
 
 
 @dataclass

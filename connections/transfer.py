@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_record, secret_fingerprint
-from llmconn.errors import ApplicationError, ValidationFailed
+from llmconn.errors import ApplicationError, ValidationFailed, error_text
 from providers.base import find_provider
 from providers.validation import validate_connection_settings
 
@@ -150,13 +150,6 @@ def _same_secrets(conn: Connection, creds: Mapping) -> bool:
     return mine == theirs
 
 
-def _error_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()) \
-            if hasattr(exc, "error_dict") else " ".join(exc.messages)
-    return getattr(exc, "message", str(exc))
-
-
 def connections_import(*, data, actor=None) -> ImportReport:
     """Create the connections of an export that do not exist yet and bring the tunable settings
     of existing ones (by name) in line; the report says whether their destination, auth and
@@ -191,7 +184,7 @@ def connections_import(*, data, actor=None) -> ImportReport:
 
                     connection_update(connection=existing, actor=actor, **changes)
                 except (ApplicationError, ValidationError) as exc:
-                    report.lines.append(f"error: {name} not updated: {_error_text(exc)}")
+                    report.lines.append(f"error: {name} not updated: {error_text(exc)}")
                     report.errors += 1
                     continue
                 report.changed = True
@@ -209,7 +202,7 @@ def connections_import(*, data, actor=None) -> ImportReport:
         try:
             conn, missing = connection_import_one(row=row, actor=actor)
         except (ApplicationError, ValidationError) as exc:
-            report.lines.append(f"error: {name} not imported: {_error_text(exc)}")
+            report.lines.append(f"error: {name} not imported: {error_text(exc)}")
             report.errors += 1
             continue
         report.changed = True

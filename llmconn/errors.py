@@ -83,6 +83,15 @@ def validation_fields(exc: DjangoValidationError) -> dict:
     return {"non_field_errors": [str(m) for m in exc.messages]}
 
 
+def error_text(exc: Exception) -> str:
+    """One line for a report (imports, commands): a ValidationError's messages by field, else
+    the error's message."""
+    if isinstance(exc, DjangoValidationError):
+        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()) \
+            if hasattr(exc, "error_dict") else " ".join(exc.messages)
+    return getattr(exc, "message", str(exc))
+
+
 def _first_message(fields: dict) -> str:
     for name, value in fields.items():
         while isinstance(value, (list, dict)) and value:

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 from django.core.exceptions import ValidationError
 
-from connections.env_import import env_connections_import, error_text
-from llmconn.errors import ApplicationError
+from connections.env_import import env_connections_import
+from llmconn.errors import ApplicationError, error_text
 
 from .models import SystemDefault
 from .services import system_default_set

@@ -22,19 +22,13 @@ from providers.base import find_provider
 from connections.models import Connection
 from connections.secrets import looks_masked
 from connections.services import connection_create, connection_update
-from llmconn.errors import ApplicationError
+from llmconn.errors import ApplicationError, error_text
 
 from .models import Role, UserDefault
 from .services import user_default_set
 
 IMPORTED_NAME = "imported-settings"
 FIELDS = ("username", "llm_model", "llm_api_key", "llm_base_url")
-
-
-def _error_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
-    return getattr(exc, "message", str(exc))
 
 
 def import_user_settings(*, entries: Iterable[Mapping], actor=None
@@ -107,6 +101,6 @@ def import_user_settings(*, entries: Iterable[Mapping], actor=None
                 lines.append(f"set: {where}: chat default {IMPORTED_NAME} / {model}")
                 changed = True
         except (ApplicationError, ValidationError) as exc:
-            lines.append(f"error: {where}: {_error_text(exc)}")
+            lines.append(f"error: {where}: {error_text(exc)}")
             ok = False
     return lines, changed, ok
