@@ -73,24 +73,34 @@ def stream_max_seconds() -> float:
 def _litellm_call(kwargs: dict) -> tuple[dict, str]:
     """(kwargs for litellm with the transport's client where litellm takes one, the CA PEM to
     set in transport.CA_CERT around the call)."""
-    from .base import all_providers
     from .params import pop_ca_cert
     from .transport import litellm_clients
 
     kwargs, ca_cert = pop_ca_cert(kwargs)
-    prefix = (kwargs.get("model") or "").partition("/")[0]
-    if any(p.litellm_http_handler and p.litellm_prefix == prefix for p in all_providers()):
+    if _prefix_traits(_prefix(kwargs.get("model")))[0]:
         kwargs["client"] = litellm_clients()[0]
     return kwargs, ca_cert
+
+
+def _prefix(model: str | None) -> str:
+    return (model or "").partition("/")[0]
+
+
+def _prefix_traits(prefix: str) -> tuple[bool, tuple[str, ...]]:
+    """What the catalog's providers of a litellm prefix declare: (litellm calls them through
+    its own httpx handler, the credential URLs their client library fetches from:
+    Provider.token_urls)."""
+    from .base import all_providers
+
+    matching = [p for p in all_providers() if p.litellm_prefix == prefix]
+    return (any(p.litellm_http_handler for p in matching),
+            tuple(u for p in matching for u in p.token_urls))
 
 
 def token_urls(model: str) -> tuple[str, ...]:
     """The credential URLs a litellm call for `model` (a litellm model string) reaches through
     the provider's own client library (Provider.token_urls)."""
-    from .base import all_providers
-
-    prefix = (model or "").partition("/")[0]
-    return tuple(u for p in all_providers() if p.litellm_prefix == prefix for u in p.token_urls)
+    return _prefix_traits(_prefix(model))[1]
 
 
 async def check_litellm_egress(endpoint: str | None, model: str) -> None:

@@ -166,7 +166,7 @@ def _build(*, provider: str, auth_method: str, base_url: str | None, config: dic
         # here); the auth method's own header wins over a same-named one.
         kwargs["extra_headers"] = {**{str(k): str(v) for k, v in extra.items()},
                                    **(kwargs.get("extra_headers") or {})}
-    if isinstance(config.get("ca_cert"), str) and config["ca_cert"].strip():
+    if _ca_cert(config):
         kwargs[CA_CERT_KWARG] = config["ca_cert"]
     return kwargs
 
