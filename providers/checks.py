@@ -142,14 +142,14 @@ def endpoint_for(s: ConnectionSettings, model: str) -> str:
 
 async def _read_capped(response, limit: int, host: str) -> bytes:
     """The response body, refusing more than `limit` bytes (an endless or huge answer)."""
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > limit:
-            raise ProviderError(errors.PROVIDER_ERROR, f"{host or 'The provider'} sent more "
-                                f"than {limit // 1024} KiB in one answer; stopped "
-                                "reading. Is the base URL an LLM API?")
-    return bytes(body)
+    from .transport import ResponseTooLarge, read_httpx_body
+
+    try:
+        return await read_httpx_body(response, limit)
+    except ResponseTooLarge:
+        raise ProviderError(errors.PROVIDER_ERROR, f"{host or 'The provider'} sent more "
+                            f"than {limit // 1024} KiB in one answer; stopped "
+                            "reading. Is the base URL an LLM API?") from None
 
 
 def _raise_for_status(response, host: str) -> None:

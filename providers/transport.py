@@ -242,6 +242,17 @@ async def read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     return bytes(body)
 
 
+async def read_httpx_body(response, max_bytes: int) -> bytes:
+    """`read_body` for an httpx response streamed through `httpx_client`: the whole body,
+    refusing more than `max_bytes` (ResponseTooLarge)."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise ResponseTooLarge()
+    return bytes(body)
+
+
 async def lines(response: aiohttp.ClientResponse, max_line: int | None = None):
     """The body's lines (bytes, without the line end) as they arrive; one past `max_line`
     (default MAX_LINE_BYTES) raises ResponseTooLarge. Reads only when asked for the next line
@@ -433,13 +444,8 @@ def google_auth_request():
                     async with asyncio.timeout(timeout), \
                             httpx_client(timeout=timeout, ca_cert=ca_cert) as http, \
                             http.stream(method, url, content=body, headers=headers) as answer:
-                        data = bytearray()
-                        async for chunk in answer.aiter_bytes():
-                            data += chunk
-                            if len(data) > MAX_TOKEN_BYTES:
-                                raise ResponseTooLarge()
-                        return GuardedResponse(answer.status_code, dict(answer.headers),
-                                               bytes(data))
+                        data = await read_httpx_body(answer, MAX_TOKEN_BYTES)
+                        return GuardedResponse(answer.status_code, dict(answer.headers), data)
 
                 try:
                     return run_sync(fetch())
