@@ -74,7 +74,7 @@ def async_client_and_key(key: str):
     return found[1], full
 
 
-def reset(**_) -> None:
+def reset() -> None:
     """Forget the backend and the clients (tests that change the cache settings)."""
     _BACKEND[:] = [False, None]
     _CLIENT[:] = [None, None]

@@ -149,15 +149,15 @@ def _build(*, provider: str, auth_method: str, base_url: str | None, config: dic
     elif auth_method == "service_account":
         kwargs["vertex_credentials"] = _need(secrets, "service_account_json",
                                              "service account JSON")
-        problems = spec.secret_problems(auth_method, secrets)
-        if problems:  # stored before the rule (validation refuses it now): never sent
-            raise ProviderError(BLOCKED, f"Refused: {problems[0]}")
     elif auth_method == "aws_access_key":
         kwargs["aws_access_key_id"] = config.get("aws_access_key_id") or ""
         kwargs["aws_secret_access_key"] = _need(secrets, "aws_secret_access_key",
                                                 "AWS secret access key")
         if secrets.get("aws_session_token"):
             kwargs["aws_session_token"] = secrets["aws_session_token"]
+    problems = spec.secret_problems(auth_method, secrets)
+    if problems:  # a value stored before a rule (validation refuses it now): never sent
+        raise ProviderError(BLOCKED, f"Refused: {problems[0]}")
 
     kwargs.update(spec.litellm_settings(config))
     extra = config.get("extra_headers")
