@@ -219,3 +219,33 @@ def test_the_token_fetch_is_refused_by_the_egress_policy(google):
     assert up.request_count == 0
     VertexBase().refresh_auth(credentials)  # allowed (test settings: loopback): it works
     assert credentials.token and len(_jwt_grants(up)) == 1
+
+
+@pytest.mark.django_db
+def test_the_token_fetch_over_https_trusts_only_the_system_roots_and_the_connections_ca(
+        upstream_factory, monkeypatch):
+    """A token URL and Vertex endpoint behind a private CA: refused without the connection's
+    `ca_cert` (nothing reaches the token URL), accepted with it (google-auth's fetch uses it)."""
+    import trustme
+
+    pytest.importorskip("google.auth")
+    up = upstream_factory(name="vertex-tls", api_keys={"no-such-key"}, models=[MODEL],
+                          tls=trustme.CA())
+    monkeypatch.setattr(VertexAI, "TOKEN_URI", up.token_url)
+    monkeypatch.setattr(VertexAI, "token_urls", (up.token_url,))
+    key = _service_account(up.token_url)
+    params = {"messages": [{"role": "user", "content": "hello"}]}
+
+    with pytest.raises(ProviderError) as caught:
+        asyncio.run(forward.chat(call=_vertex_call(up, key), label="t", params=params))
+    assert caught.value.error_class == "unreachable" and "certificate" in caught.value.message
+    assert up.request_count == 0
+
+    trusted = litellm_kwargs(provider="vertex_ai", auth_method="service_account",
+                             base_url=up.url, model=MODEL,
+                             config={"project_id": "proj-1234", "location": "us-central1",
+                                     "ca_cert": up.ca_pem},
+                             secrets={"service_account_json": json.dumps(key)})
+    answer = asyncio.run(forward.chat(call=trusted, label="t", params=params))
+    assert answer["choices"][0]["message"]["content"]
+    assert len(_jwt_grants(up)) == 1
