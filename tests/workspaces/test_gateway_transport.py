@@ -83,15 +83,17 @@ def test_a_stream_silent_past_the_timeout_ends_with_a_timeout_error_event(
 
 def test_a_stream_three_times_the_timeout_that_keeps_producing_completes(
         gateway, upstream, make_connection, make_workspace, make_key):
-    conn = make_connection(upstream, timeout_seconds=1)
+    # A chunk every second for 6 s (3x the 2 s limit). Each silence is 1 s, half the limit: a
+    # 1 s limit against 1 s gaps raced (a loaded CI machine cut the stream at the third gap).
+    conn = make_connection(upstream, timeout_seconds=2)
     key = make_key(make_workspace("Long", chat=conn))
-    upstream.set_mode("drip", delay_ms=1000, chunks=4)  # 3 s, a chunk every second
+    upstream.set_mode("drip", delay_ms=1000, chunks=7)
     response, events = gateway.stream(CHAT, key, {"model": "chat", "messages": HELLO,
                                                   "stream": True})
     assert response.status_code == 200 and events[-1] == "[DONE]"
     text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or ""
                    for e in events[:-1] if json.loads(e).get("choices"))
-    assert text == "0 1 2 3 "
+    assert text == "0 1 2 3 4 5 6 "
 
 
 def test_an_oauth_token_revoked_upstream_is_refreshed_once_and_the_call_succeeds(
