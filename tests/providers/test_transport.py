@@ -301,7 +301,7 @@ def test_the_check_and_the_connect_use_the_same_idna_encoding(monkeypatch):
 def test_a_stream_longer_than_the_timeout_that_keeps_producing_completes(upstream):
     upstream.set_mode("drip", delay_ms=1000, chunks=4)  # ~3 s, a chunk every second
     started = time.monotonic()
-    chunks = _stream(_call(upstream.openai_url), timeout=1.5)
+    chunks = _stream(_call(upstream.openai_url), timeout=2)  # gaps of 1 s, half the limit
     assert time.monotonic() - started > 2.5
     assert "".join(c["choices"][0]["delta"]["content"] for c in chunks
                    if c["choices"]) == "0 1 2 3 "
