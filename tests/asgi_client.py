@@ -12,19 +12,19 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import os
-import sys
 
 from django.utils.datastructures import CaseInsensitiveMapping
 
 
 def production_app():
-    """llmconn.asgi.application, imported without changing this process's DB_POOL setting."""
-    had_pool, interval = os.environ.get("DB_POOL"), sys.getswitchinterval()
+    """llmconn.asgi.application, imported without changing this process's DB_POOL setting
+    (the module turns the pool on for web processes; the test process keeps its own, and the
+    subprocesses it starts inherit its environment)."""
+    had_pool = os.environ.get("DB_POOL")
     from llmconn.asgi import application
 
     if had_pool is None:
         os.environ.pop("DB_POOL", None)
-    sys.setswitchinterval(interval)
     return application
 
 
@@ -42,12 +42,6 @@ class AsgiResponse:
     def items(self):
         """The headers as (name, value) pairs, as Django's HttpResponse.items()."""
         return self.headers.items()
-
-    def __getitem__(self, name: str) -> str:
-        return self.headers[name]
-
-    def has_header(self, name: str) -> bool:
-        return name in self.headers
 
     @property
     def streaming(self) -> bool:

@@ -9,18 +9,12 @@ import sys
 import httpx
 import pytest
 
+from tests.asgi_client import production_app
+
 
 @pytest.fixture(scope="module")
 def app():
-    # Importing the module sets DB_POOL and the GIL switch interval for web processes; the
-    # test process keeps its own (settings are already loaded; subprocesses inherit env).
-    had_pool, interval = os.environ.get("DB_POOL"), sys.getswitchinterval()
-    from llmconn.asgi import application
-
-    if had_pool is None:
-        os.environ.pop("DB_POOL", None)
-    sys.setswitchinterval(interval)
-    return application
+    return production_app()
 
 
 def _request(app, method, path, **kwargs):

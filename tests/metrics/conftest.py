@@ -17,18 +17,10 @@ from tests.workspaces.conftest import (  # noqa: F401 - fixtures shared with the
 
 @pytest.fixture(scope="session")
 def asgi_app():
-    """llmconn.asgi.application, the production entry point (importing it must not change the
-    test process's GIL interval or DB pool setting)."""
-    import os
-    import sys
+    """llmconn.asgi.application, the production entry point."""
+    from tests.asgi_client import production_app
 
-    had_pool, interval = os.environ.get("DB_POOL"), sys.getswitchinterval()
-    from llmconn.asgi import application
-
-    if had_pool is None:
-        os.environ.pop("DB_POOL", None)
-    sys.setswitchinterval(interval)
-    return application
+    return production_app()
 
 
 def asgi_request(app, method: str, path: str, **kwargs) -> httpx.Response:
