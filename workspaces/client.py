@@ -290,7 +290,7 @@ class WorkspaceClient:
 
         async def invoke(resolved: Resolved, call: dict):
             return await provider_forward.chat(
-                call=call, params=resolved.chat_params(body), label=_label(resolved),
+                call=call, params=resolved.chat_params(body), label=calls.label(resolved),
                 endpoint=resolved.endpoint,
                 timeout=self._timeout(resolved))
 
@@ -330,7 +330,7 @@ class WorkspaceClient:
 
         async def invoke(resolved_: Resolved, call: dict):
             return await provider_forward.chat_stream(
-                call=call, params=resolved_.chat_params(body), label=_label(resolved_),
+                call=call, params=resolved_.chat_params(body), label=calls.label(resolved_),
                 endpoint=resolved_.endpoint,
                 timeout=self._timeout(resolved_))
 
@@ -421,7 +421,7 @@ class WorkspaceClient:
 
         async def invoke(resolved: Resolved, call: dict):
             return await provider_forward.embed(call=call, params={**params, "input": items},
-                                                label=_label(resolved),
+                                                label=calls.label(resolved),
                                                 endpoint=resolved.endpoint,
                                                 timeout=self._timeout(resolved))
 
@@ -447,10 +447,6 @@ def _request_id():
         yield
     finally:
         tracing.reset_request_id(token)
-
-
-def _label(resolved: Resolved) -> str:
-    return f"{resolved.provider_label}, connection {resolved.connection_name!r}"
 
 
 def _response(raw: dict, resolved: Resolved) -> Response:

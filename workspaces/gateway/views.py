@@ -87,10 +87,6 @@ def conform_chunk(chunk: dict) -> dict:
     return chunk
 
 
-def _label(resolved: Resolved) -> str:
-    return f"{resolved.provider_label}, connection {resolved.connection_name!r}"
-
-
 async def _call(plan: calls.Plan, provider_call, params: dict, *, stream: bool = False,
                 chat: bool = False):
     """(result, Attempt) of `provider_call` (providers.forward.chat, chat_stream or embed) on the
@@ -98,7 +94,7 @@ async def _call(plan: calls.Plan, provider_call, params: dict, *, stream: bool =
     default_params are added under the request's own fields."""
     async def invoke(resolved: Resolved, call: dict):
         return await provider_call(call=call, params=resolved.chat_params(params) if chat
-                                   else params, label=_label(resolved),
+                                   else params, label=calls.label(resolved),
                                    endpoint=resolved.endpoint, timeout=resolved.call_timeout)
 
     try:
@@ -254,7 +250,7 @@ async def embeddings(request):
         # OpenAI-wire providers encoded it themselves (strings are left alone); floats (litellm
         # paths, or a provider that ignores encoding_format) are encoded here.
         try:
-            provider_forward.encode_embeddings(response, label=_label(attempt.resolved))
+            provider_forward.encode_embeddings(response, label=calls.label(attempt.resolved))
         except ProviderError as err:
             await calls.record(plan, attempt, stream=False, status=err.status,
                                error_class=err.error_class, input_tokens=tokens_in)
