@@ -4,10 +4,11 @@ The OpenAI-compatible /v1 endpoints are async views and stream over ASGI. They t
 path: `GatewayFirstHandler` hands /v1/* straight to the gateway's views
 (workspaces/gateway/views.py, routed by GATEWAY_ROUTES below, the only /v1 route table),
 without Django's middleware (sessions, CSRF, messages, auth, audit context: a gateway call is
-authenticated by its API key and writes no audit event) and without the per-request ThreadSensitiveContext, so the views' sync work
-(key and resolution cache misses, usage records) runs on asgiref's one sync thread, which keeps
-its database connection instead of opening one per request. Everything else (admin, /api/,
-/healthz) goes through Django's full ASGIHandler.
+authenticated by its API key and writes no audit event) and without the per-request
+ThreadSensitiveContext, so the views' sync work (key and resolution cache misses, usage
+records) runs on asgiref's one sync thread, which keeps its database connection instead of
+opening one per request. Everything else (admin, /api/, /healthz) goes through Django's full
+ASGIHandler.
 
 Because request_started/request_finished are not sent for /v1, this handler closes a broken
 database connection of that thread itself: right after a call that failed for the database,

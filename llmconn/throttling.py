@@ -15,7 +15,6 @@ https://www.django-rest-framework.org/api-guide/throttling/
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
@@ -116,52 +115,28 @@ class DiagnosticsThrottled(exceptions.Throttled):
             f"LLMCONN_THROTTLE_TESTS={_rate('LLMCONN_THROTTLE_TESTS')})."))
 
 
-def check_gateway_key(key_id: int) -> None:
-    """Count one /v1 call of a workspace API key; raise a 429 gateway error past the limit.
+def gateway_key_wait(key_id: int) -> float | None:
+    """Count one /v1 call of a workspace API key: None if allowed, else the seconds until it
+    is (the gateway answers 429 with Retry-After, workspaces.gateway.errors.GatewayThrottled).
 
     Called by workspaces.gateway.planning once the key is authenticated.
     """
-    wait = hit("gateway_key", str(key_id), _rate("LLMCONN_THROTTLE_GATEWAY"))
-    if wait is not None:
-        raise _gateway_throttled_class()(wait)
+    return hit("gateway_key", str(key_id), gateway_rate())
+
+
+def gateway_rate() -> str:
+    """LLMCONN_THROTTLE_GATEWAY ("" when off)."""
+    return _rate("LLMCONN_THROTTLE_GATEWAY")
 
 
 def gateway_window(key_id: int) -> tuple[str, int, int, float] | None:
     """(cache key, TTL, limit, end of window) of a key's current /v1 throttle window, for a
     caller that counts it itself (the gateway's warm path: one Redis pipeline with the revision
     stamp); None when LLMCONN_THROTTLE_GATEWAY is off. Same key and TTL as `hit`."""
-    parsed = parse_rate(_rate("LLMCONN_THROTTLE_GATEWAY"))
+    parsed = parse_rate(gateway_rate())
     if parsed is None:
         return None
     limit, period = parsed
     window = int(time.time() // period)
     return (f"llmconn:throttle:gateway_key:{key_id}:{window}", period + 1, limit,
             float((window + 1) * period))
-
-
-def gateway_throttled(wait: float) -> Exception:
-    """The 429 gateway error for a key past LLMCONN_THROTTLE_GATEWAY."""
-    return _gateway_throttled_class()(wait)
-
-
-@functools.cache
-def _gateway_throttled_class():
-    # Imported late: workspaces.gateway imports this module.
-    from workspaces.gateway.errors import GatewayError
-
-    class GatewayThrottled(GatewayError):
-        """429 in OpenAI's format (as OpenAI rate-limits: type "requests"), with Retry-After."""
-
-        def __init__(self, wait: float):
-            self.wait = int(wait + 0.999)
-            super().__init__(
-                429, f"Rate limit reached for this API key: try again in {self.wait} s "
-                f"(limit LLMCONN_THROTTLE_GATEWAY={_rate('LLMCONN_THROTTLE_GATEWAY')}).",
-                code="rate_limit_exceeded", type_="requests")
-
-        def response(self):
-            response = super().response()
-            response["Retry-After"] = str(self.wait)
-            return response
-
-    return GatewayThrottled

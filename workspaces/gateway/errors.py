@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.http import JsonResponse
 
 from llmconn.errors import ApplicationError
+from llmconn.throttling import gateway_rate
 from providers.errors import ProviderError
 
 from .. import calls
@@ -40,6 +41,23 @@ class GatewayError(Exception):
         if _no_retry(self.status, self.code):
             headers["x-should-retry"] = "false"
         return JsonResponse(body, status=self.status, headers=headers)
+
+
+class GatewayThrottled(GatewayError):
+    """429 for a key past LLMCONN_THROTTLE_GATEWAY, in OpenAI's format (as OpenAI rate-limits:
+    type "requests"), with Retry-After."""
+
+    def __init__(self, wait: float):
+        self.wait = int(wait + 0.999)
+        super().__init__(
+            429, f"Rate limit reached for this API key: try again in {self.wait} s "
+            f"(limit LLMCONN_THROTTLE_GATEWAY={gateway_rate()}).",
+            code="rate_limit_exceeded", type_="requests")
+
+    def response(self) -> JsonResponse:
+        response = super().response()
+        response["Retry-After"] = str(self.wait)
+        return response
 
 
 def _no_retry(status: int, code: str | None) -> bool:

@@ -17,13 +17,13 @@ import time
 
 from asgiref.sync import sync_to_async
 
-from llmconn.throttling import check_gateway_key, gateway_throttled
+from llmconn.throttling import gateway_key_wait
 from providers.errors import ProviderError
 
 from .. import calls, services
 from ..keys import KeyIdentity, authenticate_key, bearer_token
 from ..resolution import ROLES, Resolved, current_revision, resolve_model
-from .errors import REFUSALS, GatewayError, _refusal_response
+from .errors import REFUSALS, GatewayError, GatewayThrottled, _refusal_response
 
 logger = logging.getLogger("workspaces.gateway")
 
@@ -96,10 +96,11 @@ def _context(authorization: str | None, model: str, endpoint: str,
     services.api_key_touch_later(api_key_id=identity.key_id)
     services.api_key_touch_flush(if_due=True)
     if counted is not None and counted[0] == identity.key_id:
-        if counted[1] is not None:
-            raise gateway_throttled(counted[1])
+        wait = counted[1]
     else:
-        check_gateway_key(identity.key_id)  # 429 + Retry-After past LLMCONN_THROTTLE_GATEWAY
+        wait = gateway_key_wait(identity.key_id)
+    if wait is not None:
+        raise GatewayThrottled(wait)  # 429 + Retry-After past LLMCONN_THROTTLE_GATEWAY
     resolved = resolve_model(workspace_id=identity.scope_id, model=model,
                              endpoint=endpoint, revision=revision)
     plan = calls.plan_call(resolved=resolved, api_key_id=identity.key_id, endpoint=endpoint,
@@ -286,7 +287,8 @@ def _context_warm(authorization: str | None, model: str, endpoint: str,
 
     Taken when this process already knows the API key and the resolution (with the versions
     of the scopes they depend on), and there are no budgets and no fallbacks for the call
-    (their counters and cool-down flags are read by the sync path). Then the whole call costs one Redis round trip (`check`, a WarmCheck the view sent before it parsed the
+    (their counters and cool-down flags are read by the sync path). Then the whole call
+    costs one Redis round trip (`check`, a WarmCheck the view sent before it parsed the
     body; None for a call this process cannot take warm). An entry whose versions moved is
     not used (same rule as the sync path: an edit takes effect on the next call). Returns
     (identity, Plan) when the call can go on; None to take the sync path; (key id, wait) to
@@ -313,7 +315,7 @@ def _context_warm(authorization: str | None, model: str, endpoint: str,
     if not revision.current(key_deps):
         return counted
     if wait is not None:
-        raise gateway_throttled(wait)
+        raise GatewayThrottled(wait)
     resolved = resolve_model_cached(workspace_id=identity.scope_id, model=model,
                                     endpoint=endpoint, revision=revision)
     if resolved is None or resolved.fallback_chain:
