@@ -30,6 +30,7 @@ litellm is imported lazily: importing it takes seconds (STACK-NOTES.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -90,9 +91,7 @@ def _prefix_traits(prefix: str) -> tuple[bool, tuple[str, ...]]:
     """What the catalog's providers of a litellm prefix declare: (litellm calls them through
     its own httpx handler, the credential URLs their client library fetches from:
     Provider.token_urls)."""
-    from .base import all_providers
-
-    matching = [p for p in all_providers() if p.litellm_prefix == prefix]
+    matching = _specs_by_prefix().get(prefix, ())
     return (any(p.litellm_http_handler for p in matching),
             tuple(u for p in matching for u in p.token_urls))
 
@@ -195,24 +194,29 @@ class UpstreamStreamError(Exception):
     """An error event inside an upstream SSE stream (classified as a provider error)."""
 
 
-_BY_PREFIX: dict[str, type | None] | None = None
+@functools.cache
+def _specs_by_prefix() -> dict[str, tuple[type, ...]]:
+    """The catalog's provider classes by litellm model prefix (built once: the catalog is
+    registered at import). Their attributes are read at call time."""
+    from .base import all_providers
+
+    found: dict[str, list] = {}
+    for spec in all_providers():
+        found.setdefault(spec.litellm_prefix, []).append(spec)
+    return {prefix: tuple(specs) for prefix, specs in found.items()}
+
+
+@functools.cache
+def _direct_by_prefix() -> dict[str, type | None]:
+    return {prefix: specs[0] if len({s.direct_target.__func__ for s in specs}) == 1 else None
+            for prefix, specs in _specs_by_prefix().items()}
 
 
 def _provider_of(prefix: str):
     """The provider class whose `direct_target` answers for a litellm model prefix: the one
     every provider with that prefix shares (`openai/` is OpenAI's, Ollama's and any
     OpenAI-compatible server's); None when they differ or there is none."""
-    global _BY_PREFIX
-    if _BY_PREFIX is None:
-        from .base import all_providers
-
-        found: dict[str, list] = {}
-        for spec in all_providers():
-            found.setdefault(spec.litellm_prefix, []).append(spec)
-        _BY_PREFIX = {
-            p: specs[0] if len({s.direct_target.__func__ for s in specs}) == 1 else None
-            for p, specs in found.items()}
-    return _BY_PREFIX.get(prefix)
+    return _direct_by_prefix().get(prefix)
 
 
 def direct_target(call: dict) -> tuple[str, str, dict] | None:
