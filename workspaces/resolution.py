@@ -18,6 +18,7 @@ change could not be announced or the cache is not shared between processes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -32,18 +33,11 @@ from llmconn.errors import ApplicationError
 from llmconn.prepared import Prepared
 from llmconn.versions import Versions
 
-from .constants import (
-    MAX_CACHED_RESOLUTIONS,
-    RESOLUTION_MAX_AGE_SECONDS,
-    SHARED_RESOLUTION_MAX_AGE_SECONDS,
-)
+from .constants import MAX_CACHED_RESOLUTIONS, cache_max_age
 from .models import Role, SystemDefault, UserDefault, Workspace, WorkspaceBinding
 
 logger = logging.getLogger(__name__)
 
-
-def _max_age() -> float:
-    return versions.max_age(RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS)
 
 ROLES = tuple(Role.values)
 
@@ -122,9 +116,6 @@ class Resolved:
     # The binding's fallbacks that can be called, resolved like this one (source "fallback"),
     # in the order they are tried after this connection.
     fallback_chain: tuple = field(default=(), repr=False)
-    # Cache scopes (llmconn.versions) this resolution depends on beyond its workspace, its
-    # connections and its role's system default, e.g. a person's defaults.
-    depends_on: tuple = field(default=(), repr=False)
     workspace_name: str = ""
     # Request fields added to chat calls: the connection's, overridden by the binding's
     # (the request's own fields override both, at call time).
@@ -307,12 +298,13 @@ class _Row:
     default_params: dict | None = None
 
 
-def _connection_fields() -> list[str]:
+@functools.cache
+def _connection_fields() -> tuple[str, ...]:
     """The connection columns a resolution reads: all but the encrypted ones (see _shared)."""
     from connections.models import Connection
 
-    return [f.attname for f in Connection._meta.concrete_fields
-            if f.name not in _SECRET_FIELDS]
+    return tuple(f.attname for f in Connection._meta.concrete_fields
+                 if f.name not in _SECRET_FIELDS)
 
 
 def _connection_from(values: tuple):
@@ -380,11 +372,10 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
         return _resolve_personal(user_id=-workspace_id, role=role)
     binding = _binding_row(workspace_id, role)
     workspace = binding.workspace if binding is not None else None
-    connection, model, source, state = None, None, "binding", None
+    connection, model, source = None, None, "binding"
     if binding is not None and binding.connection_id:
         connection = binding.connection
         model = binding.model or connection.default_model
-        state = _state_of(connection)
     elif binding is not None and binding.provider:
         from connections.models import Connection
 
@@ -397,7 +388,6 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
                 "one with set-default.", code="provider_default_missing")
         source = "provider_default"
         model = binding.model or connection.default_model
-        state = _state_of(connection)
     else:
         # The default, with the workspace's slug (when the workspace was not read with a
         # binding): one query either way.
@@ -419,14 +409,13 @@ def resolve_uncached(*, workspace_id: int, role: str) -> Resolved:
         connection, source = default.connection, "system_default"
         model = (binding.model if binding is not None and binding.model else None) \
             or default.model or connection.default_model
-        state = _state_of(connection)
     if connection.owner_id is not None:  # never bound (services refuse it); never used either
         raise ResolutionError(f"Role {role!r} names a personal connection, which workspaces "
                               "cannot use.", code="personal_connection")
     fallbacks = tuple(binding.fallbacks or ()) if binding is not None else ()
     binding_params = dict(binding.default_params or {}) if binding is not None else {}
     primary = _resolved_connection(workspace=workspace, role=role, source=source,
-                                   connection=connection, model=model, state=state,
+                                   connection=connection, model=model,
                                    binding_params=binding_params)
     return dataclasses.replace(primary, fallbacks=fallbacks, fallback_chain=_fallback_chain(
         workspace=workspace, role=role, fallbacks=fallbacks, primary=primary,
@@ -454,8 +443,8 @@ def _resolve_personal(*, user_id: int, role: str) -> Resolved:
         raise ResolutionError("The key's user no longer exists or is inactive.",
                               code="user_inactive")
     scope = _PersonalScope(id=personal_scope(user_id), slug=f"~{user.get_username()}")
-    default = UserDefault.objects.select_related("connection").filter(
-        user_id=user_id, role=role).first()
+    default = _with_state(UserDefault.objects.select_related("connection"), "connection__"
+                          ).filter(user_id=user_id, role=role).first()
     if default is not None:
         connection, source = default.connection, "user_default"
         model = default.model or connection.default_model
@@ -471,7 +460,8 @@ def _resolve_personal(*, user_id: int, role: str) -> Resolved:
                     "connections are turned off on this server.",
                     code="personal_connections_disabled")
     else:
-        system = SystemDefault.objects.select_related("connection").filter(role=role).first()
+        system = _with_state(SystemDefault.objects.select_related("connection"), "connection__"
+                             ).filter(role=role).first()
         if system is None:
             raise ResolutionError(
                 f"You have no default for role {role!r} and there is no system default for it: "
@@ -479,20 +469,18 @@ def _resolve_personal(*, user_id: int, role: str) -> Resolved:
         connection, source = system.connection, "system_default"
         model = system.model or connection.default_model
     return _resolved_connection(workspace=scope, role=role, source=source,
-                                connection=connection, model=model,
-                                state=_state_of(connection), binding_params={})
+                                connection=connection, model=model, binding_params={})
 
 
 def _resolved_connection(*, workspace, role: str, source: str, connection,
-                         model: str | None, state: tuple,
-                         binding_params: dict | None = None) -> Resolved:
+                         model: str | None, binding_params: dict | None = None) -> Resolved:
     """A Resolved for one connection, or ResolutionError saying why it cannot be called."""
     if not connection.is_active:
         raise ResolutionError(
             f"Connection {connection.name!r} used by role {role!r} is inactive.",
             code="connection_inactive",
         )
-    shared = _shared(connection, state)
+    shared = _shared(connection, _state_of(connection))
     if not shared.readable:
         raise ResolutionError(
             f"The credentials of connection {connection.name!r} cannot be decrypted with the "
@@ -559,7 +547,6 @@ def _fallback_chain(*, workspace, role: str, fallbacks: tuple, primary: Resolved
         try:
             resolved = _resolved_connection(workspace=workspace, role=role, source="fallback",
                                             connection=connection, model=model,
-                                            state=_state_of(connection),
                                             binding_params=binding_params)
         except ResolutionError as exc:
             logger.warning("Workspace %s role %s: fallback skipped: %s", workspace.slug, role,
@@ -582,10 +569,10 @@ def dependencies(workspace_id: int, role: str, value) -> list[str]:
 
     The global stamp and the workspace always; the role's system default when the role did not
     resolve through its own binding; every connection it names (its own and all the binding's
-    fallbacks, callable or not: reactivating a skipped one must bring it back); the scopes the
-    resolution itself declares (`Resolved.depends_on`, e.g. a person's defaults). An error may
-    come from anything (an inactive connection, a missing default...), so it depends on the
-    epoch: any change retries it.
+    fallbacks, callable or not: reactivating a skipped one must bring it back). A personal
+    key's scope is its workspace here (personal_scope), which its user's default services
+    bump. An error may come from anything (an inactive connection, a missing default...), so
+    it depends on the epoch: any change retries it.
     """
     scopes = [versions.GLOBAL, versions.workspace(workspace_id)]
     if isinstance(value, ResolutionError):
@@ -596,7 +583,6 @@ def dependencies(workspace_id: int, role: str, value) -> list[str]:
     for item in value.fallbacks:
         if isinstance(item, dict) and item.get("connection"):
             scopes.append(versions.connection(item["connection"]))
-    scopes.extend(value.depends_on)
     return list(dict.fromkeys(scopes))
 
 
@@ -634,7 +620,7 @@ def resolve(*, workspace_id: int, role: str, revision: Versions | None = None) -
     key = (workspace_id, role)
     now = time.monotonic()
     hit = _LOCAL.get(key)
-    if (hit is not None and revision is not None and now - hit[1] < _max_age()
+    if (hit is not None and revision is not None and now - hit[1] < cache_max_age()
             and revision.current(hit[0])):
         value = hit[2]
     else:
@@ -655,7 +641,7 @@ _MISS = object()
 
 def _cached(workspace_id: int, role: str, revision: Versions, now: float):
     hit = _LOCAL.get((workspace_id, role))
-    if hit is None or now - hit[1] >= _max_age() or not revision.current(hit[0]):
+    if hit is None or now - hit[1] >= cache_max_age() or not revision.current(hit[0]):
         return _MISS
     return hit[2]
 
@@ -675,7 +661,8 @@ def resolve_model_cached(*, workspace_id: int, model: str, endpoint: str, revisi
                          ) -> Resolved | None:
     """`resolve_model` from this process's memory only (no query, no cache read: the gateway's
     warm path runs it on the event loop, `revision` frozen); None when anything it needs is
-    not cached under `revision`. Raises what `resolve_model` would raise for the same cached entries."""
+    not cached under `revision`. Raises what `resolve_model` would raise for the same cached
+    entries."""
     now = time.monotonic()
     if model in ROLES:
         value = _cached(workspace_id, model, revision, now)
