@@ -47,14 +47,11 @@ from connections.models import Connection
 from llmconn import versions
 from llmconn.errors import ApplicationError, Conflict, ValidationFailed
 
-from .constants import RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS
+from .constants import cache_max_age
 from .models import Budget, BudgetMetric, BudgetPeriod, BudgetScope, UsageRecord, Workspace
 
 logger = logging.getLogger(__name__)
 
-
-def _max_age() -> float:
-    return versions.max_age(RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS)
 
 COST_UNITS = 10 ** 8  # counters hold cost in 1e-8 currency units (UsageRecord.cost precision)
 _TTL = {BudgetPeriod.DAY: 3 * 86400, BudgetPeriod.MONTH: 40 * 86400}
@@ -192,7 +189,7 @@ def active_budgets(revision) -> dict:
     budgets' version has not moved (a database query otherwise). `revision`: the call's
     llmconn.versions.Versions."""
     cached_revision, loaded_at, budgets = _BUDGETS
-    fresh = time.monotonic() - loaded_at < _max_age()
+    fresh = time.monotonic() - loaded_at < cache_max_age()
     revision = _version(revision)  # read before the query
     if revision is not None and cached_revision == revision and fresh:
         return budgets
@@ -207,7 +204,7 @@ def cached_budgets(revision) -> dict | None:
     """`active_budgets(revision)` from memory only; None when it would need a query."""
     cached_revision, loaded_at, budgets = _BUDGETS
     if (cached_revision is None or cached_revision != revision.values.get(versions.BUDGETS)
-            or time.monotonic() - loaded_at >= _max_age()):
+            or time.monotonic() - loaded_at >= cache_max_age()):
         return None
     return budgets
 

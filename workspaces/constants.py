@@ -1,10 +1,5 @@
 """Constants of the workspaces app: cache keys, API key format, limits."""
 
-# The global stamp in the shared cache: every cached resolution and API key depends on it (and
-# on the versions of its own scopes, llmconn/versions.py); bumped only by changes that may alter
-# what any workspace resolves.
-REVISION_CACHE_KEY = "llmconn:rev"  # = llmconn.versions.GLOBAL
-
 # A cached resolution, API key or budget list is also re-read from the database after this many
 # seconds, whatever the versions say: a safety net, not the mechanism edits rely on. Without a
 # shared cache (local-memory cache, several processes) it is all there is: one minute. With
@@ -14,6 +9,13 @@ REVISION_CACHE_KEY = "llmconn:rev"  # = llmconn.versions.GLOBAL
 # 10,000 workspaces and 1,000 calls/s).
 RESOLUTION_MAX_AGE_SECONDS = 60
 SHARED_RESOLUTION_MAX_AGE_SECONDS = 600
+
+
+def cache_max_age() -> float:
+    """The life of a cached resolution, API key or budget list in this process (above)."""
+    from llmconn import versions
+
+    return versions.max_age(RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS)
 
 # In-process cache sizes: beyond them the cache is emptied (cheap, and bounds memory). Sized for
 # tens of thousands of workspaces (one entry per role called; see bench/RESULTS.md for memory).

@@ -17,18 +17,9 @@ from llmconn import versions
 from llmconn.prepared import Prepared
 from llmconn.versions import Versions
 
-from .constants import (
-    API_KEY_PREFIX,
-    MAX_CACHED_KEYS,
-    RESOLUTION_MAX_AGE_SECONDS,
-    SHARED_RESOLUTION_MAX_AGE_SECONDS,
-)
+from .constants import API_KEY_PREFIX, MAX_CACHED_KEYS, cache_max_age
 from .models import WorkspaceAPIKey
 from .services import hash_api_key
-
-
-def _max_age() -> float:
-    return versions.max_age(RESOLUTION_MAX_AGE_SECONDS, SHARED_RESOLUTION_MAX_AGE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -89,7 +80,7 @@ def authenticate_key(raw_key: str | None, *, revision: Versions | None) -> KeyId
     digest = hash_api_key(raw_key)
     now = time.monotonic()
     hit = _KEYS.get(digest)
-    if (hit is not None and revision is not None and now - hit[1] < _max_age()
+    if (hit is not None and revision is not None and now - hit[1] < cache_max_age()
             and revision.current(hit[0])):
         return hit[2]
     scopes = key_scopes(digest)
@@ -135,6 +126,6 @@ def cached_identity(raw_key: str | None) -> tuple[tuple, KeyIdentity] | None:
     if not raw_key or not raw_key.startswith(API_KEY_PREFIX) or len(raw_key) > 200:
         return None
     hit = _KEYS.get(hash_api_key(raw_key))
-    if hit is None or time.monotonic() - hit[1] >= _max_age():
+    if hit is None or time.monotonic() - hit[1] >= cache_max_age():
         return None
     return hit[0], hit[2]
