@@ -146,7 +146,11 @@ def _clean_model(value, *, where: str) -> str | None:
     return value or None
 
 
-def _clean_fallbacks(value, *, where: str) -> list[dict]:
+def _clean_fallbacks(value, *, where: str, lookup=None) -> list[dict]:
+    """A binding's fallbacks, checked: [{"connection": id, "model": str|None}], at most 5.
+    `lookup(value, where=...)`: how a connection is found (default: _connection_for_binding,
+    one query each; the bulk path looks in the connections it read at once)."""
+    lookup = lookup or _connection_for_binding
     if value is None:
         return []
     if not isinstance(value, list):
@@ -159,7 +163,7 @@ def _clean_fallbacks(value, *, where: str) -> list[dict]:
             raise ValidationFailed(
                 f"{where}[{i}] must be an object {{\"connection\": id, \"model\": str|null}}.",
                 fields={where: [f"Item {i}: expected connection and model."]})
-        connection = _connection_for_binding(item.get("connection"), where=f"{where}[{i}].connection")
+        connection = lookup(item.get("connection"), where=f"{where}[{i}].connection")
         if connection is None:
             raise ValidationFailed(f"{where}[{i}].connection is required.",
                                    fields={where: [f"Item {i}: connection required."]})
@@ -346,8 +350,9 @@ def workspace_bulk_create(*, items: list[dict], actor=None) -> list[tuple[Worksp
         keys_of.setdefault(key.workspace_id, []).append(key)
     # Batched audit rows: one per BULK_AUDIT_BATCH workspaces, listing each (id, slug, roles
     # bound, keys by id and prefix: never a key).
-    for start in range(0, len(workspaces), BULK_AUDIT_BATCH):
-        batch = list(zip(workspaces, bindings, strict=True))[start:start + BULK_AUDIT_BATCH]
+    audited = list(zip(workspaces, bindings, strict=True))
+    for start in range(0, len(audited), BULK_AUDIT_BATCH):
+        batch = audited[start:start + BULK_AUDIT_BATCH]
         audit_record(
             action="workspace.bulk_create", actor=actor,
             target=("workspace", str(batch[0][0].pk), f"{len(batch)} workspaces"),
@@ -382,7 +387,7 @@ def _bulk_bindings(bindings, known: dict, *, where: str) -> dict:
         raise ValidationFailed(f"{where}.bindings must be an object keyed by role "
                                f"({', '.join(ROLES)}).", fields={f"{where}.bindings": ["Invalid."]})
 
-    def lookup(value, at):
+    def lookup(value, *, where: str):
         if value in (None, ""):
             return None
         found = known.get(str(value))
@@ -391,7 +396,7 @@ def _bulk_bindings(bindings, known: dict, *, where: str) -> dict:
                 found = known.get(str(uuid.UUID(str(value))))
             except ValueError:
                 pass
-        return _connection_for_binding(found if found is not None else value, where=at)
+        return _connection_for_binding(found if found is not None else value, where=where)
 
     result = {}
     for role, value in bindings.items():
@@ -401,23 +406,15 @@ def _bulk_bindings(bindings, known: dict, *, where: str) -> dict:
         if not isinstance(value, dict) or set(value) - {"connection", "model", "fallbacks"}:
             raise ValidationFailed(f"{at} must be an object with connection, model, fallbacks.",
                                    fields={at: ["Invalid binding."]})
-        fallbacks = value.get("fallbacks") or []
-        if not isinstance(fallbacks, list) or len(fallbacks) > 5:
-            raise ValidationFailed(f"{at}.fallbacks: a list of at most 5.",
-                                   fields={at: ["At most 5 fallbacks."]})
-        cleaned = []
+        connection = lookup(value.get("connection"), where=f"{at}.connection")
+        _check_capability(connection, role=role, where=f"{at}.connection")
+        fallbacks = _clean_fallbacks(value.get("fallbacks") or [], where=f"{at}.fallbacks",
+                                     lookup=lookup)
         for j, item in enumerate(fallbacks):
-            if not isinstance(item, dict) or set(item) - {"connection", "model"}:
-                raise ValidationFailed(f"{at}.fallbacks[{j}] must be {{connection, model}}.",
-                                       fields={at: [f"Fallback {j}: invalid."]})
-            connection = lookup(item.get("connection"), f"{at}.fallbacks[{j}].connection")
-            if connection is None:
-                raise ValidationFailed(f"{at}.fallbacks[{j}].connection is required.",
-                                       fields={at: [f"Fallback {j}: connection required."]})
-            cleaned.append({"connection": str(connection.pk), "model": _clean_model(
-                item.get("model"), where=f"{at}.fallbacks[{j}].model")})
-        result[role] = (lookup(value.get("connection"), f"{at}.connection"),
-                        _clean_model(value.get("model"), where=f"{at}.model"), cleaned)
+            _check_capability(known.get(item["connection"]), role=role,
+                              where=f"{at}.fallbacks[{j}].connection")
+        result[role] = (connection, _clean_model(value.get("model"), where=f"{at}.model"),
+                        fallbacks)
     return result
 
 
@@ -716,22 +713,11 @@ _TOUCHED: dict[int, float] = {}
 
 
 def api_key_touch_due(api_key_id: int) -> bool:
-    """Whether `api_key_touch` would write now (read only: the gateway's warm path)."""
+    """Whether a key's last-used time is due to be written (read only: the gateway's warm
+    path): at most once per key per minute per process (and the UPDATE itself skips rows
+    written in the last minute by other processes)."""
     last = _TOUCHED.get(api_key_id)
     return last is None or time.monotonic() - last >= API_KEY_TOUCH_INTERVAL_SECONDS
-
-
-def api_key_touch(*, api_key_id: int) -> None:
-    """Record that a key was used: at most one write per key per minute (per process, and the
-    UPDATE itself skips rows written in the last minute by other processes)."""
-    now = time.monotonic()
-    last = _TOUCHED.get(api_key_id)
-    if last is not None and now - last < API_KEY_TOUCH_INTERVAL_SECONDS:
-        return
-    if len(_TOUCHED) > MAX_CACHED_KEYS:
-        _TOUCHED.clear()
-    _TOUCHED[api_key_id] = now
-    _touch(WorkspaceAPIKey, [api_key_id])
 
 
 def _touch(model, ids) -> None:
@@ -759,7 +745,7 @@ TOUCH_FLUSH_INTERVAL_SECONDS = 1.0
 
 
 def api_key_touch_later(*, api_key_id: int) -> bool:
-    """`api_key_touch` for the gateway (no query: usable on the event loop): a key whose
+    """Record that a key was used (no query: usable on the event loop): a key whose
     last-used write is due is queued for `api_key_touch_flush`, which writes every queued key
     in one UPDATE. With thousands of keys called round-robin, one write per key per minute
     was one call in six through the sync path with a commit of its own. Returns True when the
@@ -957,17 +943,6 @@ def _usage_checked(records: list[UsageRecord], *, alias: str,
 
 
 # --- connections ------------------------------------------------------------------------------
-
-def invalidate_for_connection(connection_id=None) -> None:
-    """Cached resolutions naming this connection become stale (all of them without an id).
-
-    Kept for callers outside the connections app; connection services bump their scope
-    themselves (llmconn.versions.bump_connections) and import nothing from workspaces."""
-    if connection_id is None:
-        versions.bump(versions.GLOBAL)
-    else:
-        versions.bump_connections(connection_id)
-
 
 # --- connections used by workspaces (registered in connections.dependents) -------------------
 

@@ -97,3 +97,21 @@ def test_import_workspaces_command_writes_the_keys_to_a_private_file(conn, tmp_p
     assert resolve(workspace_id=identity.workspace_id, role="chat").connection_name == "bulk-conn"
     with pytest.raises(CommandError, match="exists"):  # never overwrites a keys file
         call_command("import_workspaces", str(source), keys_out=str(out))
+
+
+@pytest.mark.parametrize("as_fallback", [False, True])
+def test_bulk_create_refuses_a_chat_only_connection_on_the_embedding_role(conn, as_fallback):
+    """The same rule as workspace_create and workspace_update: an embedding binding (or one of
+    its fallbacks) needs a provider with an embeddings endpoint; nothing is created."""
+    claude = ConnectionFactory(name="claude-only", provider="anthropic",
+                               base_url="https://api.anthropic.com")
+    binding = ({"connection": str(conn.pk), "fallbacks": [{"connection": str(claude.pk)}]}
+               if as_fallback else {"connection": str(claude.pk)})
+    items = [{"name": "Embeds", "bindings": {"embedding": binding}, "api_keys": ["app"]}]
+    with pytest.raises(ValidationFailed) as refused:
+        workspace_bulk_create(items=items)
+    assert refused.value.code == "unsupported_endpoint"
+    where = ("items[0].bindings.embedding.fallbacks[0].connection" if as_fallback
+             else "items[0].bindings.embedding.connection")
+    assert where in refused.value.message
+    assert Workspace.objects.count() == 0 and WorkspaceBinding.objects.count() == 0
