@@ -11,9 +11,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core.cache import cache
 
+from llmconn import versions
 from workspaces import budgets, calls, services
 from workspaces.gateway import planning as gateway_planning
-from workspaces.constants import REVISION_CACHE_KEY
 from workspaces.models import UsageRecord
 from workspaces.resolution import resolve
 
@@ -80,7 +80,7 @@ def test_a_streams_usage_row_is_written_before_its_last_event(gateway, setup):
 def test_a_moved_stamp_sends_the_call_to_the_sync_path(gateway, setup, no_sync_context):
     require_shared_cache()
     gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO})
-    cache.incr(REVISION_CACHE_KEY)  # another process changed something
+    cache.incr(versions.GLOBAL)  # another process changed something
     assert gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}
                         ).status_code == 200
     assert len(no_sync_context) == 2
@@ -103,7 +103,7 @@ def test_a_stale_cached_key_never_reaches_the_provider(gateway, setup, stream):
     # grows with every settings change)
     Connection.objects.filter(pk=conn.pk).update(secrets=conn.secrets,
                                                  revision=conn.revision + 1)
-    cache.incr(REVISION_CACHE_KEY)  # ... as another process's change bumps the stamp
+    cache.incr(versions.GLOBAL)  # ... as another process's change bumps the stamp
     before = setup["up"].request_count
     gateway.post(CHAT, setup["key"], body)
     sent = setup["up"].requests[before:]
@@ -155,7 +155,7 @@ def test_the_throttle_counts_every_call_once_on_both_paths(gateway, setup, setti
         time.sleep(61 - int(time.time()) % 60)
     codes = [gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}).status_code
              for _ in range(2)]
-    cache.incr(REVISION_CACHE_KEY)  # the third call is counted on the warm path, then resolved
+    cache.incr(versions.GLOBAL)  # the third call is counted on the warm path, then resolved
     codes += [gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO}).status_code
               for _ in range(2)]
     assert codes == [200, 200, 200, 429]
@@ -180,7 +180,7 @@ def test_the_early_round_trip_leaves_no_redis_connection_behind(gateway, setup):
     from llmconn.rediscache import client_and_key
 
     gateway.post(CHAT, setup["key"], {"model": "chat", "messages": HELLO})
-    pool = client_and_key(REVISION_CACHE_KEY)[0].connection_pool
+    pool = client_and_key(versions.GLOBAL)[0].connection_pool
     for body in ({"model": "chat", "messages": HELLO}, {"model": "chat"}, [1],
                  {"model": "chat", "messages": HELLO, "api_base": "http://x"},
                  {"model": "nope", "messages": HELLO}):
@@ -189,7 +189,7 @@ def test_the_early_round_trip_leaves_no_redis_connection_behind(gateway, setup):
                      if isinstance(body, dict) else body)
     assert not pool._in_use_connections  # every connection went back, its replies read
     assert len(pool._available_connections) <= 2
-    assert cache.get(REVISION_CACHE_KEY) is not None  # and the pool still answers
+    assert cache.get(versions.GLOBAL) is not None  # and the pool still answers
 
 
 def test_a_binding_with_fallbacks_takes_the_sync_path(

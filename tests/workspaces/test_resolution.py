@@ -6,9 +6,9 @@ import pytest
 from django.core.cache import cache
 
 from connections.services import connection_update
+from llmconn import versions
 from tests.factories import ConnectionFactory
 from workspaces import resolution
-from workspaces.constants import REVISION_CACHE_KEY
 from workspaces.resolution import (
     ModelNotOffered,
     ResolutionError,
@@ -76,14 +76,14 @@ def test_a_change_made_elsewhere_is_seen_through_the_shared_stamp(ws, conn):
     resolve(workspace_id=ws.pk, role="chat")
     type(conn).objects.filter(pk=conn.pk).update(default_model="m-elsewhere")
     assert resolve(workspace_id=ws.pk, role="chat").model == "m1"  # stamp unchanged: cached
-    cache.incr(REVISION_CACHE_KEY)  # what the other process's service did
+    cache.incr(versions.GLOBAL)  # what the other process's service did
     assert resolve(workspace_id=ws.pk, role="chat").model == "m-elsewhere"
 
 
 def test_a_lost_stamp_never_reuses_old_entries(ws, conn):
     resolve(workspace_id=ws.pk, role="chat")
     type(conn).objects.filter(pk=conn.pk).update(default_model="m-after-flush")
-    cache.delete(REVISION_CACHE_KEY)  # cache flushed or evicted
+    cache.delete(versions.GLOBAL)  # cache flushed or evicted
     assert resolve(workspace_id=ws.pk, role="chat").model == "m-after-flush"
 
 
@@ -154,8 +154,6 @@ def test_unreadable_credentials_are_a_clear_error(ws, conn):
 def test_a_call_reads_its_starting_versions_in_one_round_trip(ws, monkeypatch):
     """The base scopes and the call's own (its key's) in one MGET; what the gateway's first
     round trip already read is not read again."""
-    from llmconn import versions
-
     resolution.current_revision()  # the base scopes exist from now on
     reads = []
     real = versions.read

@@ -10,12 +10,11 @@ from django.db import connection as db_connection
 from connections.services import connection_delete, connection_update
 from llmconn import versions
 from tests.factories import ConnectionFactory
-from workspaces.constants import REVISION_CACHE_KEY
 from workspaces.models import UsageRecord, WorkspaceAPIKey
 from workspaces.services import (
     api_key_create,
-    api_key_touch,
-    invalidate_for_connection,
+    api_key_touch_flush,
+    api_key_touch_later,
     usage_record_create,
     workspace_create,
 )
@@ -36,11 +35,14 @@ def test_api_keys_are_long_random_and_distinct(ws):
 
 def test_last_used_is_written_at_most_once_a_minute(ws, django_assert_num_queries):
     key, _ = api_key_create(workspace=ws)
+    with django_assert_num_queries(0):  # queued for the flush: no query on the call itself
+        assert api_key_touch_later(api_key_id=key.pk)
     with django_assert_num_queries(1):
-        api_key_touch(api_key_id=key.pk)
+        assert api_key_touch_flush() == 1
     with django_assert_num_queries(0):
         for _ in range(5):
-            api_key_touch(api_key_id=key.pk)
+            assert not api_key_touch_later(api_key_id=key.pk)
+        assert api_key_touch_flush() == 0
     assert WorkspaceAPIKey.objects.get(pk=key.pk).last_used_at is not None
 
 
@@ -65,9 +67,9 @@ def test_connection_changes_bump_that_connection_only(db):
     assert after[versions.connection(conn.pk)] > before[versions.connection(conn.pk)]
     assert after[versions.GLOBAL] == before[versions.GLOBAL]
     assert after[versions.connection(other.pk)] == before[versions.connection(other.pk)]
-    invalidate_for_connection(other.pk)
+    versions.bump_connections(other.pk)
     assert versions.read(scopes[2:])[0] > after[versions.connection(other.pk)]
-    assert cache.get(REVISION_CACHE_KEY) == after[versions.GLOBAL]
+    assert cache.get(versions.GLOBAL) == after[versions.GLOBAL]
 
 
 @pytest.mark.django_db(transaction=True)  # as in production: no transaction around the call
