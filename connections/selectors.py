@@ -20,15 +20,16 @@ def connection_list(*, active_only: bool = False) -> QuerySet[Connection]:
     return qs.order_by("name")
 
 
-def _count_of(model, field: str = "connection"):
-    """A correlated COUNT(*) of `model` rows pointing at the outer connection (0 when none).
+def count_of(model, field: str = "connection", **filters):
+    """A correlated COUNT(*) of `model` rows (matching `filters`) whose `field` points at the
+    outer row (`OuterRef("pk")`: a connection by default); 0 when none.
 
     Subqueries rather than Count() over joins: joining bindings and discovered models
     multiplies their rows (a connection with 300 models and 100 bindings is 30,000 joined
     rows); measured 10x faster on PostgreSQL and SQLite for a page of 500 busy connections.
     """
-    counts = (model.objects.filter(**{field: OuterRef("pk")}).order_by().values(field)
-              .annotate(n=Count("*")).values("n")[:1])
+    counts = (model.objects.filter(**{field: OuterRef("pk")}, **filters).order_by()
+              .values(field).annotate(n=Count("*")).values("n")[:1])
     return Coalesce(Subquery(counts, output_field=IntegerField()), Value(0))
 
 
@@ -50,7 +51,7 @@ def connection_list_detailed(*, active_only: bool = False) -> QuerySet[Connectio
         .defer("pending_secrets", "previous_secrets")
         .annotate(
             used_by_count=used_by_count(),
-            models_count=_count_of(DiscoveredModel),
+            models_count=count_of(DiscoveredModel),
         )
         .prefetch_related(Prefetch("tests", queryset=newest_test, to_attr="latest_tests"))
     )

@@ -18,14 +18,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from connections.models import Connection, DiscoveredModel
+from connections.selectors import count_of
 from django.utils.formats import date_format
 from django.utils.timezone import localtime
 from llmconn.admin_support import (
@@ -82,12 +82,6 @@ def dependent_admin_urls(rows: list[dict]) -> list[str]:
     return [reverse("admin:workspaces_workspace_change", args=[pks[row["workspace"]]])
             if row.get("workspace") in pks else reverse("admin:workspaces_systemdefault_changelist")
             for row in rows]
-
-
-def _count_of(model, **filters):
-    rows = (model.objects.filter(workspace=OuterRef("pk"), **filters).order_by()
-            .values("workspace").annotate(n=Count("*")).values("n")[:1])
-    return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
 
 
 def _connection_label(connection: Connection) -> str:
@@ -313,8 +307,8 @@ class WorkspaceAdmin(AuditHistoryMixin, ServiceAdminMixin, StaffOnlyAdminMixin,
 
     def get_queryset(self, request):
         return (Workspace.objects.annotate(
-            members_count=_count_of(Membership),
-            keys_count=_count_of(WorkspaceAPIKey, revoked_at__isnull=True),
+            members_count=count_of(Membership, "workspace"),
+            keys_count=count_of(WorkspaceAPIKey, "workspace", revoked_at__isnull=True),
         ).prefetch_related("bindings__connection"))
 
     @admin.display(description="Bindings")
