@@ -212,3 +212,18 @@ class Versions:
         if not self.ok or any(values.get(s) is None for s in scopes):
             return None
         return tuple((s, values[s]) for s in scopes)
+
+    def settle(self, scopes, epoch: int | None) -> tuple[tuple[str, int], ...] | None:
+        """The snapshot to keep an entry under, made from rows queried after `epoch` (EPOCH
+        as read before the queries) was read; None when keeping it is not safe.
+
+        Versions read before the queries are safe by order. Those not read yet (or read as
+        missing) are read now in one round trip, with the epoch again: if the epoch moved,
+        something changed while the entry was made and a new version could hide old rows, so
+        the entry must not be kept (the next call makes it again)."""
+        unknown = [s for s in scopes if self.values.get(s) is None]
+        if unknown:
+            self.fetch([*unknown, EPOCH], again=True)
+            if epoch is None or self.values.get(EPOCH) != epoch:
+                return None
+        return self.snapshot(scopes)

@@ -103,13 +103,9 @@ def authenticate_key(raw_key: str | None, *, revision: Versions | None) -> KeyId
     else:
         identity = KeyIdentity(key_id=key_id, workspace_id=workspace_id, workspace_slug=slug,
                                prefix=prefix, user_id=creator)
-    if revision is not None and revision.values.get(scopes[-1]) is None:
-        # A real key without a version yet (made before versions existed, or evicted): create
-        # it now and keep the identity only if nothing changed meanwhile (as resolution._store).
-        revision.fetch([scopes[-1], versions.EPOCH], again=True)
-        if epoch is None or revision.values.get(versions.EPOCH) != epoch:
-            return identity
-    deps = revision.snapshot(scopes) if revision is not None else None
+    # A real key without a version yet (made before versions existed, or evicted) gets one
+    # now; the identity is kept only if nothing changed meanwhile (Versions.settle).
+    deps = revision.settle(scopes, epoch) if revision is not None else None
     if deps is not None:
         with _LOCK:
             if len(_KEYS) >= MAX_CACHED_KEYS:

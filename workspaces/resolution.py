@@ -587,20 +587,9 @@ def dependencies(workspace_id: int, role: str, value) -> list[str]:
 
 
 def _store(key: tuple[int, str], revision: Versions, epoch, now: float, value) -> None:
-    """Keep a resolution made under `revision`, if it is safe to.
-
-    Versions read before the queries are safe by order. Those not read yet (typically the
-    connections', known only now) are read now in one round trip, with the epoch again: if
-    the epoch moved since `epoch` (read before the queries), something changed while this
-    resolution ran and a new version could hide old rows: the entry is not kept (the next call
-    resolves again)."""
-    scopes = dependencies(key[0], key[1], value)
-    unknown = [s for s in scopes if revision.values.get(s) is None]
-    if unknown:
-        revision.fetch([*unknown, versions.EPOCH], again=True)
-        if epoch is None or revision.values.get(versions.EPOCH) != epoch:
-            return
-    deps = revision.snapshot(scopes)
+    """Keep a resolution made under `revision`, if it is safe to (Versions.settle: the
+    versions not read before the queries, typically the connections', are read now)."""
+    deps = revision.settle(dependencies(key[0], key[1], value), epoch)
     if deps is None:
         return
     with _LOCK:
