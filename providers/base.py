@@ -311,6 +311,19 @@ class Provider:
         return None
 
     @classmethod
+    def auth_headers(cls, kwargs: dict) -> dict:
+        """The headers that carry the credentials (and API version) of a test or listing
+        request built from litellm kwargs."""
+        return {}
+
+    @classmethod
+    def check_headers(cls, kwargs: dict) -> dict:
+        """The headers of `test_request` and `list_request`: JSON, `auth_headers`, then the
+        connection's `config.extra_headers` (which may replace ours, as on calls)."""
+        return {"Accept": "application/json", **cls.auth_headers(kwargs),
+                **(kwargs.get("extra_headers") or {})}
+
+    @classmethod
     def has_live_listing(cls) -> bool:
         return cls.list_request.__func__ is not Provider.list_request.__func__
 
@@ -373,23 +386,23 @@ class OpenAIWireProvider(Provider):
         "model", "api_base", "api_key", "extra_headers", "organization", "llmconn_ca_cert"})
 
     @classmethod
+    def auth_headers(cls, kwargs):
+        return _bearer_headers(kwargs)
+
+    @classmethod
     def test_request(cls, kwargs, model, endpoint):
         base = kwargs["api_base"].rstrip("/")
-        headers = {"Accept": "application/json", **_bearer_headers(kwargs)}
         if endpoint == EMBEDDINGS:
             url, body, expect = f"{base}/embeddings", {"model": model, "input": ["ping"]}, "data"
         else:
             url, body, expect = (f"{base}/chat/completions",
                                  {"model": model, "messages": TEST_PROMPT,
                                   cls.test_token_limit: 1}, "choices")
-        headers.update(kwargs.get("extra_headers") or {})
-        return url, headers, body, expect
+        return url, cls.check_headers(kwargs), body, expect
 
     @classmethod
     def list_request(cls, kwargs, base):
-        headers = {"Accept": "application/json", **_bearer_headers(kwargs)}
-        headers.update(kwargs.get("extra_headers") or {})
-        return f"{base}/models", headers
+        return f"{base}/models", cls.check_headers(kwargs)
 
     @classmethod
     def direct_target(cls, call):

@@ -105,8 +105,8 @@ class Anthropic(Provider):
     api_version = "2023-06-01"  # the anthropic-version header
 
     @classmethod
-    def _headers(cls, kwargs):
-        headers = {"Accept": "application/json", "anthropic-version": cls.api_version}
+    def auth_headers(cls, kwargs):
+        headers = {"anthropic-version": cls.api_version}
         if kwargs.get("api_key") and kwargs["api_key"] != NO_KEY:
             headers["x-api-key"] = kwargs["api_key"]
         return headers
@@ -117,14 +117,12 @@ class Anthropic(Provider):
             return None  # no embeddings API of its own: litellm says so
         base = kwargs["api_base"].rstrip("/")
         url = base if base.endswith("/v1/messages") else f"{base}/v1/messages"
-        headers = {**cls._headers(kwargs), **(kwargs.get("extra_headers") or {})}
-        return url, headers, {"model": model, "max_tokens": 1, "messages": TEST_PROMPT}, \
-            "content"
+        return url, cls.check_headers(kwargs), \
+            {"model": model, "max_tokens": 1, "messages": TEST_PROMPT}, "content"
 
     @classmethod
     def list_request(cls, kwargs, base):
-        return f"{base}/v1/models", {**cls._headers(kwargs),
-                                     **(kwargs.get("extra_headers") or {})}
+        return f"{base}/v1/models", cls.check_headers(kwargs)
 
 
 @register
@@ -139,11 +137,13 @@ class Gemini(Provider):
     models = ("gemini-2.5-pro", "gemini-2.5-flash", "text-embedding-004")
 
     @classmethod
+    def auth_headers(cls, kwargs):
+        # The header, not ?key=: URLs end up in logs.
+        return {"x-goog-api-key": kwargs["api_key"]} if kwargs.get("api_key") else {}
+
+    @classmethod
     def list_request(cls, kwargs, base):
-        headers = {"Accept": "application/json"}
-        if kwargs.get("api_key"):
-            headers["x-goog-api-key"] = kwargs["api_key"]  # not ?key=: URLs end up in logs
-        return f"{base}/v1beta/models", {**headers, **(kwargs.get("extra_headers") or {})}
+        return f"{base}/v1beta/models", cls.check_headers(kwargs)
 
     @classmethod
     def parse_models(cls, data):
